@@ -1,0 +1,1 @@
+"""Micro-benchmarks for pipecat-warm-transfer (run with `python -m benchmarks.run`)."""

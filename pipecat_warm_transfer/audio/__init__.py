@@ -1,0 +1,25 @@
+#
+# Copyright (c) 2026, pipecat-warm-transfer contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""Hold-music audio: the shared music source and the `HoldMusicMixer`."""
+
+from pipecat_warm_transfer.audio.hold_music_mixer import HoldMusicMixer
+from pipecat_warm_transfer.audio.music_source import (
+    HoldMusicError,
+    MusicLoop,
+    bundled_music_path,
+    clear_music_cache,
+    load_music_loop,
+)
+
+__all__ = [
+    "HoldMusicError",
+    "HoldMusicMixer",
+    "MusicLoop",
+    "bundled_music_path",
+    "clear_music_cache",
+    "load_music_loop",
+]
