@@ -6,7 +6,7 @@
 
 """Hold-music audio: the shared music source and the `HoldMusicMixer`."""
 
-from pipecat_warm_transfer.audio.hold_music_mixer import HoldMusicMixer
+from pipecat_warm_transfer.audio.hold_music_mixer import HoldMusicMixer, MixerStartAfterSpeechFrame
 from pipecat_warm_transfer.audio.music_source import (
     HoldMusicError,
     MusicLoop,
@@ -18,6 +18,7 @@ from pipecat_warm_transfer.audio.music_source import (
 __all__ = [
     "HoldMusicError",
     "HoldMusicMixer",
+    "MixerStartAfterSpeechFrame",
     "MusicLoop",
     "bundled_music_path",
     "clear_music_cache",

@@ -81,6 +81,15 @@ def _ramp(start: float, target: float, step: float, n: int) -> tuple[np.ndarray,
     return ramp.astype(np.float32, copy=False), float(ramp[-1])
 
 
+class MixerStartAfterSpeechFrame(MixerControlFrame):
+    """Enable the music at the first non-speech sample of the output.
+
+    Sent while the last words before a hold are still queued in the output transport
+    (mixer control frames overtake queued audio), so the music fades in exactly where the
+    speech ends: no dead air, whatever the transport's queueing delay.
+    """
+
+
 class HoldMusicMixer(BaseAudioMixer):
     """Mixes looped hold music into a Pipecat output transport's audio.
 
@@ -122,6 +131,7 @@ class HoldMusicMixer(BaseAudioMixer):
         self._duck_db = _validate_duck(duck_db)
         self._telephone_band = telephone_band
         self._enabled = enabled
+        self._start_after_speech = False
         self._warned: set[str] = set()
 
         self._sample_rate = 0
@@ -197,8 +207,11 @@ class HoldMusicMixer(BaseAudioMixer):
         Args:
             frame: A `MixerEnableFrame` or `MixerUpdateSettingsFrame`.
         """
-        if isinstance(frame, MixerEnableFrame):
+        if isinstance(frame, MixerStartAfterSpeechFrame):
+            self._start_after_speech = not self._enabled
+        elif isinstance(frame, MixerEnableFrame):
             self._enabled = bool(frame.enable)
+            self._start_after_speech = False
         elif isinstance(frame, MixerUpdateSettingsFrame):
             await self._update_settings(frame.settings)
 
@@ -215,6 +228,8 @@ class HoldMusicMixer(BaseAudioMixer):
 
     def mix_now(self, audio: bytes) -> bytes:
         """Synchronous `mix`, for callers outside an event loop (benchmarks, offline tools)."""
+        if self._start_after_speech and self._loop is not None:
+            self._maybe_start_after_speech(audio)
         if self._loop is None or not (self._enabled or self._fade > 0.0):
             return audio
         n = len(audio) // 2
@@ -226,6 +241,12 @@ class HoldMusicMixer(BaseAudioMixer):
         if out is None:
             out = self._mix_general(np.frombuffer(body, dtype=np.int16))
         return out + tail if tail else out
+
+    def _maybe_start_after_speech(self, audio: bytes):
+        x = np.frombuffer(audio[: len(audio) - len(audio) % 2], dtype=np.int16)
+        if x.size and not self._is_speech(x):
+            self._start_after_speech = False
+            self._enabled = True
 
     def _steady(self) -> bool:
         """On, faded in, no level or source change under way: the cheap paths apply."""

@@ -1,0 +1,233 @@
+#
+# Copyright (c) 2026, pipecat-warm-transfer contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""The two frame processors a `WarmTransfer` puts into the caller pipeline.
+
+`CallerGate` sits right after `transport.input()`: while the caller is held it drops their
+audio, VAD and transcripts before STT (so nothing the caller says reaches the LLM), still
+watching DTMF and the pipeline's end; in bridge mode it hands the caller's audio to the
+human. It is also where the transfer's announcements enter the pipeline, upstream of TTS.
+
+`CallerOutput` sits right before `transport.output()`: it starts the hold music once the
+hold line has been spoken (`BotStoppedSpeakingFrame`), fades it out on the way back or
+to the human, plays the human's audio to the caller in bridge mode and silences the bot
+after the caller is connected.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    InputDTMFFrame,
+    InterimTranscriptionFrame,
+    LLMMessagesAppendFrame,
+    MixerEnableFrame,
+    OutputAudioRawFrame,
+    StartFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+    TTSStoppedFrame,
+    UserSpeakingFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from pipecat_warm_transfer.audio import MixerStartAfterSpeechFrame
+from pipecat_warm_transfer.frames import TransferRequestFrame, TransferStateFrame
+from pipecat_warm_transfer.types import TransferState
+
+if TYPE_CHECKING:
+    from pipecat_warm_transfer.warm_transfer import WarmTransfer
+
+#: Caller input that must not reach STT/LLM while the caller is held or connected.
+HELD_INPUT_FRAMES = (
+    InputAudioRawFrame,
+    TranscriptionFrame,
+    InterimTranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    UserSpeakingFrame,
+)
+
+#: Metadata key marking audio relayed from the human (so `CallerOutput` lets it through).
+RELAY_METADATA_KEY = "warm_transfer_relay"
+
+
+class CallerGate(FrameProcessor):
+    """Drops the caller's input while held; the entry point of transfer announcements."""
+
+    def __init__(self, transfer: WarmTransfer, **kwargs):
+        """Initialize the gate.
+
+        Args:
+            transfer: The controller this gate belongs to.
+            **kwargs: Passed to `FrameProcessor`.
+        """
+        super().__init__(**kwargs)
+        self._transfer = transfer
+        self._holding = False
+        self._bridged = False
+
+    @property
+    def holding(self) -> bool:
+        """Whether caller input is currently being dropped."""
+        return self._holding
+
+    def set_state(self, state: TransferState, bridged: bool):
+        """Gate by the controller's state (set before the state frame leaves the gate)."""
+        self._holding = state not in (TransferState.IDLE, TransferState.RETURNING)
+        self._bridged = bridged
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Gate caller input by transfer state; watch DTMF, requests and the pipeline's end."""
+        await super().process_frame(frame, direction)
+
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            self._transfer._attach_gate(self)
+            return
+        if isinstance(frame, (EndFrame, CancelFrame)):
+            await self._transfer._on_pipeline_end(cancelled=isinstance(frame, CancelFrame))
+            await self.push_frame(frame, direction)
+            return
+        if direction != FrameDirection.DOWNSTREAM:
+            await self.push_frame(frame, direction)
+            return
+        if isinstance(frame, TransferRequestFrame):
+            await self._transfer.start_transfer(frame.reason)
+            return
+        if isinstance(frame, InputDTMFFrame):
+            await self._transfer._on_caller_dtmf(frame.button.value)
+            if not self._holding:
+                await self.push_frame(frame, direction)
+            return
+        if self._holding and isinstance(frame, HELD_INPUT_FRAMES):
+            if self._bridged and isinstance(frame, InputAudioRawFrame):
+                await self._transfer._relay_to_human(frame)
+            return
+        await self.push_frame(frame, direction)
+
+    async def announce(self, text: str, *, append_to_context: bool = True):
+        """Have the bot say `text` to the caller (uninterruptible, via the pipeline's TTS)."""
+        frame = TTSSpeakFrame(text, append_to_context=append_to_context)
+        frame.interruptible = False
+        await self.push_frame(frame)
+
+    async def note_to_context(self, text: str):
+        """Append a note to the caller LLM's context without running the LLM."""
+        await self.push_frame(
+            LLMMessagesAppendFrame(messages=[{"role": "system", "content": text}], run_llm=False)
+        )
+
+
+class CallerOutput(FrameProcessor):
+    """Drives the hold mixer and plays the human to the caller; silences the bot once joined."""
+
+    def __init__(self, transfer: WarmTransfer, **kwargs):
+        """Initialize the caller output.
+
+        Args:
+            transfer: The controller this processor belongs to.
+            **kwargs: Passed to `FrameProcessor`.
+        """
+        super().__init__(**kwargs)
+        self._transfer = transfer
+        self._state = TransferState.IDLE
+        self._music_armed = False  # start the music when the bot stops speaking
+        self._music_on = False
+        self._bot_speaking = False
+
+    @property
+    def music_on(self) -> bool:
+        """Whether the hold music is (being) enabled."""
+        return self._music_on
+
+    @property
+    def bot_speaking(self) -> bool:
+        """Whether the caller's output transport reports the bot speaking."""
+        return self._bot_speaking
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Switch routing on transfer states; start music after the hold line."""
+        await super().process_frame(frame, direction)
+
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            self._transfer._attach_output(self)
+            return
+        if isinstance(frame, TransferStateFrame):
+            await self._on_state(frame)
+            await self.push_frame(frame, direction)
+            return
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking = True
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
+            if direction == FrameDirection.UPSTREAM and self._music_armed:
+                await self.start_music()
+        elif (
+            isinstance(frame, TTSStoppedFrame)
+            and direction == FrameDirection.DOWNSTREAM
+            and self._music_armed
+        ):
+            # The hold line is all queued in the transport: the mixer starts the music
+            # at its last sample (BotStoppedSpeakingFrame then confirms it).
+            await self.push_frame(frame, direction)
+            await self.push_frame(MixerStartAfterSpeechFrame())
+            return
+        elif (
+            self._state == TransferState.CONNECTED
+            and isinstance(frame, (TTSAudioRawFrame, TTSSpeakFrame))
+            and direction == FrameDirection.DOWNSTREAM
+        ):
+            return  # the caller is with the human now: the bot stays silent
+        await self.push_frame(frame, direction)
+
+    async def _on_state(self, frame: TransferStateFrame):
+        self._state = frame.state
+        if frame.state == TransferState.HOLDING and frame.previous == TransferState.IDLE:
+            self._music_armed = True
+        elif frame.state in (TransferState.CONNECTED, TransferState.RETURNING):
+            await self.stop_music()
+
+    async def start_music(self):
+        """Fade the hold music in (idempotent)."""
+        self._music_armed = False
+        if self._music_on or self._state not in (TransferState.HOLDING, TransferState.BRIEFING):
+            return
+        self._music_on = True
+        await self.push_frame(MixerEnableFrame(True))
+        await self._transfer._on_music_started()
+
+    async def stop_music(self):
+        """Fade the hold music out (idempotent)."""
+        self._music_armed = False
+        if not self._music_on:
+            return
+        self._music_on = False
+        await self.push_frame(MixerEnableFrame(False))
+
+    async def relay_from_human(self, frame: InputAudioRawFrame):
+        """Play a frame of the human's audio to the caller (bridge mode)."""
+        out = OutputAudioRawFrame(
+            audio=frame.audio, sample_rate=frame.sample_rate, num_channels=frame.num_channels
+        )
+        out.interruptible = False
+        out.metadata[RELAY_METADATA_KEY] = True
+        await self.push_frame(out)

@@ -1,0 +1,306 @@
+#
+# Copyright (c) 2026, pipecat-warm-transfer contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""A whole call, offline, with leak accounting after teardown.
+
+A scripted caller, the bot's pipeline with a `WarmTransfer`, and a backend with scripted
+humans.
+Tests, the demo and the benchmarks drive transfers through this, so each of them runs the
+real processors, the real mixer and real Pipecat workers on in-memory rooms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipecat.frames.frames import EndFrame, TTSSpeakFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.transports.base_transport import TransportParams
+from pipecat.workers.runner import WorkerRunner
+
+from pipecat_warm_transfer.backends.base import TransferBackend, TransferTarget
+from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
+from pipecat_warm_transfer.testing.memory_backend import InMemoryBackend
+from pipecat_warm_transfer.testing.memory_room import MemoryRoomServer
+from pipecat_warm_transfer.testing.memory_transport import MemoryTransport
+from pipecat_warm_transfer.testing.scripted_party import HumanScript, ScriptedParty
+from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
+from pipecat_warm_transfer.types import TransferResult
+from pipecat_warm_transfer.warm_transfer import WarmTransfer
+
+CALLER_ROOM = "caller-room"
+CALLER_IDENTITY = "caller"
+BOT_IDENTITY = "transfer-bot"
+
+#: Pitches of the scripted voices, so a test can tell speakers apart by frequency.
+BOT_PITCH_HZ = 220.0
+BRIEFING_PITCH_HZ = 330.0
+
+
+@dataclass
+class CallReport:
+    """What a finished call left behind.
+
+    Parameters:
+        events: Timeline events, `t` in seconds from sample 0 of the recordings.
+        results: Transfer results, oldest first.
+        caller_audio: What the caller heard (int16 mono at `sample_rate`).
+        human_audio: What the (last) human heard.
+        leaks: Rooms, participants, connections and asyncio tasks left after teardown.
+        sample_rate: Recording rate.
+    """
+
+    events: list[dict]
+    results: list[TransferResult]
+    caller_audio: Any
+    human_audio: Any
+    leaks: dict[str, int]
+    sample_rate: int
+    spoken_to_caller: list[str] = field(default_factory=list)
+    spoken_to_human: list[str] = field(default_factory=list)
+
+    def event_names(self) -> list[str]:
+        """Event names in order."""
+        return [e["event"] for e in self.events]
+
+    def first(self, name: str) -> dict | None:
+        """The first event of that name."""
+        return next((e for e in self.events if e["event"] == name), None)
+
+
+def fast_params(**overrides) -> WarmTransferParams:
+    """Transfer settings for quick offline runs (short lines and timeouts)."""
+    values: dict[str, Any] = dict(
+        hold_message="Please hold.",
+        hold_reminder=None,
+        hold_reminder_every=None,
+        ring_timeout=3.0,
+        briefing_timeout=6.0,
+        summary_timeout=1.0,
+        connected_message=None,
+    )
+    values.update(overrides)
+    return WarmTransferParams(**values)
+
+
+class CallHarness:
+    """One offline call with a warm transfer, as an async context manager.
+
+    Example::
+
+        async with CallHarness(humans={"+15550100": HumanScript(...)}) as call:
+            await call.transfer.start_transfer("billing question")
+            await call.wait_for("connected")
+        report = call.report
+    """
+
+    def __init__(
+        self,
+        *,
+        humans: dict[str, HumanScript] | None = None,
+        number: str = "+15550100",
+        params: WarmTransferParams | None = None,
+        briefing: BriefingParams | None = None,
+        supports_move: bool = True,
+        sample_rate: int = 16000,
+        caller_script: Callable[[ScriptedParty], None] | None = None,
+        bot_processors: Callable[[], list[FrameProcessor]] | None = None,
+        backend_factory: Callable[[MemoryRoomServer, float], TransferBackend] | None = None,
+        transfer_kwargs: dict | None = None,
+    ):
+        """Describe the call (nothing runs until `async with`).
+
+        Args:
+            humans: Scripted humans by number (for the default in-memory backend).
+            number: The number the transfer dials.
+            params: Caller-side transfer settings (default: `fast_params()`).
+            briefing: Briefing settings (default: scripted tone TTS, DTMF decisions).
+            supports_move: Whether the in-memory server supports `move`.
+            sample_rate: Rate of every transport and recording.
+            caller_script: Adds the caller's timed actions (`say`, `dtmf`, `hang_up`).
+            bot_processors: Builds the bot's processors between the gate and the caller
+                output (default: a scripted tone TTS).
+            backend_factory: Builds another backend (e.g. LiveKit against the emulator).
+            transfer_kwargs: Extra `WarmTransfer` arguments (context, summary_llm, ...).
+        """
+        self._humans = humans or {}
+        self._number = number
+        self._params = params or fast_params()
+        self._briefing = briefing or BriefingParams(
+            tts=lambda: ScriptedToneTTSService(pitch_hz=BRIEFING_PITCH_HZ, sample_rate=sample_rate)
+        )
+        self._supports_move = supports_move
+        self._rate = sample_rate
+        self._caller_script = caller_script
+        self._bot_processors = bot_processors
+        self._backend_factory = backend_factory
+        self._transfer_kwargs = transfer_kwargs or {}
+        self.events: list[dict] = []
+        self.report: CallReport | None = None
+        self._event_waiters: list[tuple[str, asyncio.Future]] = []
+
+    async def __aenter__(self) -> CallHarness:
+        loop = asyncio.get_running_loop()
+        self._baseline_tasks = set(asyncio.all_tasks())
+        self.server = MemoryRoomServer()
+        self.t0 = loop.time()
+        if self._backend_factory:
+            self.backend = self._backend_factory(self.server, self.t0)
+        else:
+            self.backend = InMemoryBackend(
+                self.server,
+                self._humans,
+                supports_move=self._supports_move,
+                sample_rate=self._rate,
+                t0=self.t0,
+            )
+        self.transfer = WarmTransfer(
+            backend=self.backend,
+            target=TransferTarget(self._number),
+            briefing=self._briefing,
+            params=self._params,
+            caller_room=CALLER_ROOM,
+            bot_identity=BOT_IDENTITY,
+            **self._transfer_kwargs,
+        )
+
+        @self.transfer.event_handler("on_transfer_event")
+        async def _on_event(_transfer, event: dict):
+            stamped = {"t": round(loop.time() - self.t0, 3), **event}
+            self.events.append(stamped)
+            for name, future in list(self._event_waiters):
+                if name == event["event"] and not future.done():
+                    future.set_result(stamped)
+
+        self._state_changed = asyncio.Event()
+
+        @self.transfer.event_handler("on_state_changed")
+        async def _on_state(_transfer, _state):
+            self._state_changed.set()
+
+        self.caller_transport = MemoryTransport(
+            self.server,
+            CALLER_ROOM,
+            BOT_IDENTITY,
+            params=TransportParams(
+                audio_in_enabled=True,
+                audio_out_enabled=True,
+                audio_in_sample_rate=self._rate,
+                audio_out_sample_rate=self._rate,
+                audio_out_mixer=self.transfer.hold_mixer,
+            ),
+        )
+        self.transfer.watch_caller_transport(self.caller_transport, CALLER_IDENTITY)
+        self.bot_tts = None
+        if self._bot_processors:
+            middle = self._bot_processors()
+        else:
+            self.bot_tts = ScriptedToneTTSService(pitch_hz=BOT_PITCH_HZ, sample_rate=self._rate)
+            middle = [self.bot_tts]
+        pipeline = Pipeline(
+            [
+                self.caller_transport.input(),
+                self.transfer.caller_gate(),
+                *middle,
+                self.transfer.caller_output(),
+                self.caller_transport.output(),
+            ]
+        )
+        self.worker = PipelineWorker(
+            pipeline,
+            params=PipelineParams(
+                audio_in_sample_rate=self._rate, audio_out_sample_rate=self._rate
+            ),
+            cancel_on_idle_timeout=False,
+            enable_rtvi=False,
+        )
+        started = asyncio.Event()
+
+        @self.worker.event_handler("on_pipeline_started")
+        async def _on_started(_worker, _frame):
+            started.set()
+
+        self.runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
+        await self.runner.add_workers(self.worker)
+        self._run_task = asyncio.create_task(self.runner.run(), name="call-harness-runner")
+        await asyncio.wait_for(started.wait(), 10.0)
+
+        self.caller = ScriptedParty(self.server, CALLER_ROOM, CALLER_IDENTITY, self._rate, self.t0)
+        if self._caller_script:
+            self._caller_script(self.caller)
+        await self.caller.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.finish()
+
+    async def say(self, text: str):
+        """Have the bot say something to the caller (as its LLM would)."""
+        await self.worker.queue_frame(TTSSpeakFrame(text))
+
+    async def wait_for(self, event: str, timeout: float = 20.0) -> dict:
+        """Wait for a timeline event (already seen counts)."""
+        for e in self.events:
+            if e["event"] == event:
+                return e
+        future = asyncio.get_running_loop().create_future()
+        self._event_waiters.append((event, future))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._event_waiters.remove((event, future))
+
+    async def wait_idle(self, timeout: float = 20.0):
+        """Wait until no transfer is in progress."""
+        async with asyncio.timeout(timeout):
+            while self.transfer.busy:
+                self._state_changed.clear()
+                await self._state_changed.wait()
+
+    async def finish(self) -> CallReport:
+        """End the call, tear everything down, and count what is left (once)."""
+        if self.report is not None:
+            return self.report
+        await self.worker.queue_frame(EndFrame())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._run_task), 15.0)
+        except TimeoutError:
+            await self.worker.cancel(reason="harness timeout")
+            await asyncio.wait_for(self._run_task, 10.0)
+        await self.backend.close()
+        caller_audio = self.caller.recording()
+        await self.caller.close()
+        human = list(getattr(self.backend, "parties", {}).values())
+        human_audio = human[-1].recording() if human else None
+        await asyncio.sleep(0)
+        leftover = self.server.leftovers()
+        caller_room = self.server.get_room(CALLER_ROOM)
+        if caller_room is not None and not caller_room.participants:
+            # The caller's own room, empty now: LiveKit closes it by itself (empty_timeout).
+            leftover["rooms"] -= 1
+            self.server.delete_room(CALLER_ROOM)
+        tasks = [
+            t
+            for t in asyncio.all_tasks()
+            if t not in self._baseline_tasks and t is not asyncio.current_task() and not t.done()
+        ]
+        leftover["tasks"] = len(tasks)
+        self.leftover_tasks = tasks
+        self.report = CallReport(
+            events=list(self.events),
+            results=self.transfer.results,
+            caller_audio=caller_audio,
+            human_audio=human_audio,
+            leaks=leftover,
+            sample_rate=self._rate,
+            spoken_to_caller=list(getattr(self.bot_tts, "spoken", [])),
+        )
+        return self.report

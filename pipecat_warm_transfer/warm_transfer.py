@@ -1,0 +1,675 @@
+#
+# Copyright (c) 2026, pipecat-warm-transfer contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""`WarmTransfer`: the controller of one call's warm transfers.
+
+It hands out the caller pipeline's processors (`caller_gate()`, `caller_output()`), the
+hold mixer and the LLM tool, and runs each transfer: hold, dial (the summary is written
+while the phone rings), brief, connect (move or bridge) or return with a reason, and
+tear everything down on every exit. One instance per call; nothing is shared between
+calls but the read-only hold-music cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from loguru import logger
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.frames.frames import InputAudioRawFrame
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.services.llm_service import FunctionCallParams, FunctionCallResultProperties
+from pipecat.utils.base_object import BaseObject
+
+from pipecat_warm_transfer.audio import HoldMusicMixer
+from pipecat_warm_transfer.backends.base import (
+    ConnectError,
+    ConsultLeg,
+    DialError,
+    DialRequest,
+    MoveUnsupportedError,
+    TransferBackend,
+    TransferConfigError,
+    TransferTarget,
+)
+from pipecat_warm_transfer.briefing import BriefingDecision, BriefingSession
+from pipecat_warm_transfer.frames import (
+    TransferEventFrame,
+    TransferResultFrame,
+    TransferStateFrame,
+)
+from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
+from pipecat_warm_transfer.processors import CallerGate, CallerOutput
+from pipecat_warm_transfer.summary import summarize_conversation, transcript_from_context
+from pipecat_warm_transfer.types import (
+    ConnectMode,
+    FailureReason,
+    TransferOutcome,
+    TransferResult,
+    TransferState,
+    TransferTimings,
+)
+
+#: Bound on the wait for the hold line to start playing before the music starts anyway.
+HOLD_LINE_TIMEOUT_SECS = 8.0
+#: Extra time given to a backend's own ring timeout before the core gives up.
+DIAL_GRACE_SECS = 5.0
+#: Bound on the "caller has disconnected" sentence to a briefed human.
+CALLER_LEFT_SPEECH_SECS = 8.0
+
+_DECISION_FAILURES = {
+    "decline": FailureReason.DECLINED,
+    "voicemail": FailureReason.VOICEMAIL,
+    "human_left": FailureReason.HUMAN_HUNG_UP,
+    "timeout": FailureReason.BRIEFING_TIMEOUT,
+    "error": FailureReason.CANCELLED,
+}
+
+
+class _TransferFailed(Exception):
+    def __init__(self, reason: FailureReason, sip_status: int | None = None, detail=None):
+        super().__init__(detail or str(reason))
+        self.reason = reason
+        self.sip_status = sip_status
+        self.detail = detail
+
+
+class _Attempt:
+    """The state of one transfer attempt (the controller keeps at most one)."""
+
+    def __init__(self, reason: str, number: int):
+        self.reason = reason
+        self.number = number
+        self.id = uuid.uuid4().hex[:8]
+        self.requested_at = time.monotonic()
+        self.leg: ConsultLeg | None = None
+        self.briefing: BriefingSession | None = None
+        self.answered = False
+        self.moved = False
+        self.mode: ConnectMode | None = None
+        self.timings = TransferTimings()
+        self.dial_started_at: float | None = None
+        self.answered_at: float | None = None
+        self.result: TransferResult | None = None
+        self.torn_down = False
+        self.summary_task: asyncio.Task | None = None
+        self.turns: list = []
+
+
+class WarmTransfer(BaseObject):
+    """Warm transfer of one call from the bot to a human.
+
+    Event handlers:
+
+    - ``on_transfer_event(transfer, event: dict)`` — every timeline event
+      (`transfer_requested`, `hold_started`, `dialing`, `human_answered`,
+      `briefing_started`, `connected`, `transfer_failed`, `returned_to_caller`,
+      `caller_hung_up`, `human_hung_up`, `teardown_done`).
+    - ``on_state_changed(transfer, state: TransferState)``
+    - ``on_transfer_result(transfer, result: TransferResult)``
+
+    Example::
+
+        transfer = WarmTransfer(backend=backend, target=TransferTarget("+15551234567"),
+                                briefing=BriefingParams(tts=lambda: MyTTS(...)))
+        transport = LiveKitTransport(..., params=LiveKitParams(
+            audio_out_mixer=transfer.hold_mixer, ...))
+        pipeline = Pipeline([transport.input(), transfer.caller_gate(), stt,
+                             context.user(), llm, tts, transfer.caller_output(),
+                             transport.output(), context.assistant()])
+        llm.register_function("transfer_to_human", transfer.handle_function_call)
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: TransferBackend,
+        target: TransferTarget,
+        briefing: BriefingParams,
+        params: WarmTransferParams | None = None,
+        hold_mixer: HoldMusicMixer | None = None,
+        context: LLMContext | None = None,
+        summary_llm: Any = None,
+        caller_room: str | None = None,
+        bot_identity: str = "transfer-bot",
+        name: str | None = None,
+    ):
+        """Initialize the controller; settings are checked here, before any call.
+
+        Args:
+            backend: How the human is reached (LiveKit SIP, or in-memory in tests).
+            target: Who to dial.
+            briefing: How the human is briefed (services are factories).
+            params: Caller-side settings.
+            hold_mixer: The caller output's mixer (default: bundled music at the
+                params' level). Install it as the transport's `audio_out_mixer`.
+            context: The caller conversation's LLM context (for the summary and the
+                transcript given to the human); taken from the tool call when None.
+            summary_llm: An LLM service with `run_inference` for the summary; taken from
+                the tool call when None; without one, a deterministic summary is used.
+            caller_room: The caller's room name (needed for `move`).
+            bot_identity: The bot's participant identity in consult rooms.
+            name: Optional object name.
+        """
+        super().__init__(name=name)
+        if not isinstance(target, TransferTarget):
+            raise TransferConfigError("target: expected a TransferTarget")
+        if not isinstance(briefing, BriefingParams):
+            raise TransferConfigError("briefing: expected BriefingParams")
+        self._backend = backend
+        self._target = target
+        self._briefing_params = briefing
+        self._params = params or WarmTransferParams()
+        self._hold_mixer = hold_mixer or HoldMusicMixer(
+            level_dbfs=self._params.hold_music_level_dbfs
+        )
+        self._context = context
+        self._summary_llm = summary_llm
+        self._caller_room = caller_room
+        self._bot_identity = bot_identity
+
+        self._gate = CallerGate(self, name=f"{self.name}::CallerGate")
+        self._output = CallerOutput(self, name=f"{self.name}::CallerOutput")
+        self._running = False
+        self._state = TransferState.IDLE
+        self._attempt: _Attempt | None = None
+        self._task: asyncio.Task | None = None
+        self._aux_tasks: set[asyncio.Task] = set()
+        self._attempts = 0
+        self._results: list[TransferResult] = []
+        self._caller_gone = False
+        self._ended = False
+        self._hold_line_event: asyncio.Event | None = None
+
+        self._register_event_handler("on_transfer_event")
+        self._register_event_handler("on_state_changed")
+        self._register_event_handler("on_transfer_result")
+
+    #
+    # What the user wires in
+    #
+
+    @property
+    def hold_mixer(self) -> HoldMusicMixer:
+        """The mixer to install as the caller output transport's `audio_out_mixer`."""
+        return self._hold_mixer
+
+    def caller_gate(self) -> CallerGate:
+        """The processor to place right after the caller's `transport.input()`."""
+        return self._gate
+
+    def caller_output(self) -> CallerOutput:
+        """The processor to place right before the caller's `transport.output()`."""
+        return self._output
+
+    @property
+    def tool_schema(self) -> FunctionSchema:
+        """The caller LLM's `transfer_to_human(reason)` tool."""
+        return FunctionSchema(
+            name="transfer_to_human",
+            description=(
+                "Transfer the caller to a human colleague when they ask for a person or "
+                "you cannot help. The caller is put on hold while the colleague is briefed."
+            ),
+            properties={
+                "reason": {
+                    "type": "string",
+                    "description": "Why the caller needs a human, in one sentence.",
+                }
+            },
+            required=["reason"],
+        )
+
+    @property
+    def state(self) -> TransferState:
+        """The current state."""
+        return self._state
+
+    @property
+    def results(self) -> list[TransferResult]:
+        """Every transfer result of this call, oldest first."""
+        return list(self._results)
+
+    @property
+    def last_result(self) -> TransferResult | None:
+        """The latest transfer result."""
+        return self._results[-1] if self._results else None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a transfer is in progress (not idle, not connected)."""
+        return self._state not in (TransferState.IDLE, TransferState.CONNECTED)
+
+    def watch_caller_transport(self, transport, caller_identity: str | None = None):
+        """Watch the caller's transport for hang-ups (and the human leaving after a move).
+
+        Args:
+            transport: The caller's Pipecat transport (LiveKit or in-memory), with an
+                `on_participant_left(transport, participant_id, reason)` event.
+            caller_identity: The caller's identity; None means any participant that is
+                not the human or the bot.
+        """
+
+        @transport.event_handler("on_participant_left")
+        async def _on_left(_transport, participant_id, reason=None):
+            attempt = self._attempt
+            human = attempt.leg.human_identity if attempt and attempt.leg else None
+            if attempt is not None and attempt.moved and participant_id == human:
+                await self._on_human_left(f"left the caller room ({reason})")
+            elif participant_id != self._bot_identity and participant_id != human:
+                if caller_identity is None or participant_id == caller_identity:
+                    self._spawn(self.caller_hung_up(), "caller-hung-up")
+
+    async def handle_function_call(self, params: FunctionCallParams):
+        """Handler of the `transfer_to_human` tool (register it on the caller's LLM)."""
+        reason = str(params.arguments.get("reason") or "The caller asked for a person.")
+        if self._context is None and params.context is not None:
+            self._context = params.context
+        if self._summary_llm is None:
+            self._summary_llm = params.llm
+        accepted, why = self._can_start()
+        if not accepted:
+            await params.result_callback({"status": "refused", "reason": why})
+            return
+        await params.result_callback(
+            {"status": "transferring", "note": "The caller is being put on hold."},
+            properties=FunctionCallResultProperties(run_llm=False),
+        )
+        await self.start_transfer(reason)
+
+    async def start_transfer(self, reason: str = "") -> bool:
+        """Start a transfer (from code); False when one cannot start now."""
+        accepted, why = self._can_start()
+        if not accepted:
+            logger.warning(f"{self}: transfer refused: {why}")
+            return False
+        self._attempts += 1
+        self._attempt = attempt = _Attempt(reason.strip()[:500], self._attempts)
+        self._task = self._gate.create_task(self._run(attempt), f"{self}::transfer")
+        return True
+
+    def _can_start(self) -> tuple[bool, str]:
+        if self._ended or self._caller_gone:
+            return False, "the call has ended"
+        if self._state != TransferState.IDLE:
+            return False, f"a transfer is already {self._state}"
+        if self._attempts >= self._params.max_transfers:
+            return False, "no more transfers are allowed on this call"
+        if not self._running:
+            return False, "the caller pipeline is not running"
+        return True, ""
+
+    async def caller_hung_up(self):
+        """The caller left: cancel the dial, tell a briefed human, tear everything down."""
+        if self._caller_gone:
+            return
+        self._caller_gone = True
+        await self._emit("caller_hung_up")
+        attempt = self._attempt
+        if attempt is None:
+            return
+        if self._state == TransferState.CONNECTED:
+            # Joined already: hang the human up as well, then tear down what is left.
+            await self._teardown(attempt, hang_up_moved=True)
+            return
+        await self._stop_run_task()
+        briefing = attempt.briefing
+        if briefing is not None and attempt.answered and not attempt.torn_down:
+            await briefing.say(self._params.caller_left_message, timeout=CALLER_LEFT_SPEECH_SECS)
+        if attempt.result is None:
+            self._finish(attempt, _TransferFailed(FailureReason.CALLER_HUNG_UP))
+            await self._publish_result(attempt)
+        await self._teardown(attempt)
+        await self._set_state(TransferState.IDLE)
+
+    #
+    # The transfer
+    #
+
+    async def _run(self, attempt: _Attempt):
+        await self._emit("transfer_requested", reason=attempt.reason)
+        try:
+            await self._hold(attempt)
+            leg = await self._dial(attempt)
+            decision = await self._brief(attempt, leg)
+            if decision.kind != "accept":
+                raise _TransferFailed(_DECISION_FAILURES[decision.kind], detail=decision.reason)
+            await self._connect(attempt, leg)
+        except _TransferFailed as failure:
+            await self._return_to_caller(attempt, failure)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            logger.exception(f"{self}: transfer error")
+            reason = FailureReason.CONNECT_FAILED if attempt.answered else FailureReason.DIAL_FAILED
+            await self._return_to_caller(attempt, _TransferFailed(reason, detail=type(e).__name__))
+
+    async def _hold(self, attempt: _Attempt):
+        await self._set_state(TransferState.HOLDING)
+        self._hold_line_event = asyncio.Event()
+        await self._gate.announce(self._params.hold_message)
+        self._spawn(self._hold_watchdog(attempt), "hold-watchdog")
+
+    async def _hold_watchdog(self, attempt: _Attempt):
+        """No dead air: music even if the hold line never plays; reminders while held."""
+        try:
+            await asyncio.wait_for(self._hold_line_event.wait(), HOLD_LINE_TIMEOUT_SECS)
+        except TimeoutError:
+            if self._attempt is attempt and self._state in _HELD:
+                logger.warning(f"{self}: hold line not heard, starting the music")
+                await self._output.start_music()
+        every = self._params.hold_reminder_every
+        if not self._params.hold_reminder or not every:
+            return
+        while True:
+            await asyncio.sleep(every)
+            if self._attempt is not attempt or self._state not in _HELD:
+                return
+            await self._gate.announce(self._params.hold_reminder, append_to_context=False)
+
+    async def _dial(self, attempt: _Attempt) -> ConsultLeg:
+        request = DialRequest(
+            target=self._target,
+            consult_room=f"consult-{attempt.id}",
+            human_identity=f"human-{attempt.id}",
+            bot_identity=self._bot_identity,
+            ring_timeout=self._params.ring_timeout,
+            caller_room=self._caller_room,
+        )
+        attempt.leg = leg = await self._backend.open_leg(request)
+        leg.on_human_left(self._on_human_left)
+        attempt.dial_started_at = time.monotonic()
+        await self._emit("dialing", number=_mask(self._target.number), room=leg.room_name)
+        turns = transcript_from_context(self._context)
+        summary_task = self._spawn(
+            summarize_conversation(
+                self._summary_llm,
+                turns,
+                attempt.reason,
+                timeout=self._params.summary_timeout,
+                max_words=self._briefing_params.summary_max_words,
+            ),
+            "summary",
+        )
+        attempt.summary_task = summary_task
+        attempt.turns = turns
+        try:
+            await asyncio.wait_for(leg.dial(), self._params.ring_timeout + DIAL_GRACE_SECS)
+        except DialError as e:
+            attempt.timings.ring = time.monotonic() - attempt.dial_started_at
+            raise _TransferFailed(e.reason, e.sip_status, e.detail) from None
+        except TimeoutError:
+            raise _TransferFailed(FailureReason.NO_ANSWER, 408, "ring timeout") from None
+        attempt.answered = True
+        attempt.answered_at = time.monotonic()
+        attempt.timings.ring = attempt.answered_at - attempt.dial_started_at
+        await self._emit("human_answered", identity=leg.human_identity)
+        return leg
+
+    async def _brief(self, attempt: _Attempt, leg: ConsultLeg) -> BriefingDecision:
+        await self._set_state(TransferState.BRIEFING)
+        summary, from_llm = await attempt.summary_task
+        attempt.briefing = briefing = BriefingSession(
+            leg=leg,
+            params=self._briefing_params,
+            summary=summary,
+            reason=attempt.reason,
+            turns=attempt.turns,
+            human_name=self._target.display_name,
+            on_event=self._on_briefing_event,
+            relay_to_caller=self._relay_to_caller,
+        )
+        await briefing.start()
+        decision = await briefing.decision(self._params.briefing_timeout)
+        if briefing.briefing_started_at is not None:
+            attempt.timings.briefing = time.monotonic() - briefing.briefing_started_at
+        logger.info(f"{self}: briefing decision {decision.kind} via {decision.via}")
+        if decision.kind == "accept":
+            await briefing.say(self._briefing_params.connecting_message)
+        return decision
+
+    async def _on_briefing_event(self, event: str, data: dict):
+        attempt = self._attempt
+        if event == "briefing_started" and attempt and attempt.answered_at:
+            attempt.timings.answer_to_briefing = time.monotonic() - attempt.answered_at
+        await self._emit(event, **data)
+
+    async def _connect(self, attempt: _Attempt, leg: ConsultLeg):
+        await self._set_state(TransferState.CONNECTING)
+        accepted_at = time.monotonic()
+        mode = self._params.connect_mode
+        if self._params.connected_message:
+            await self._gate.announce(self._params.connected_message)
+        if mode != ConnectMode.BRIDGE and self._backend.supports_move and self._caller_room:
+            try:
+                await leg.move_to(self._caller_room)
+                attempt.moved = True
+                attempt.briefing.mark_moved()
+                attempt.mode = ConnectMode.MOVE
+            except MoveUnsupportedError:
+                if mode == ConnectMode.MOVE:
+                    raise _TransferFailed(
+                        FailureReason.CONNECT_FAILED, detail="move unsupported"
+                    ) from None
+                logger.info(f"{self}: move unsupported, bridging instead")
+            except ConnectError as e:
+                raise _TransferFailed(FailureReason.CONNECT_FAILED, detail=str(e)) from None
+        elif mode == ConnectMode.MOVE:
+            raise _TransferFailed(FailureReason.CONNECT_FAILED, detail="move unavailable")
+        if attempt.mode is None:
+            attempt.briefing.enter_bridge()
+            attempt.mode = ConnectMode.BRIDGE
+        attempt.timings.accept_to_connected = time.monotonic() - accepted_at
+        await self._set_state(TransferState.CONNECTED, bridged=attempt.mode == ConnectMode.BRIDGE)
+        attempt.result = TransferResult(
+            outcome=TransferOutcome.CONNECTED,
+            human_identity=leg.human_identity,
+            connect_mode=attempt.mode,
+            timings=attempt.timings,
+        )
+        attempt.timings.total = time.monotonic() - attempt.requested_at
+        await self._emit("connected", mode=str(attempt.mode))
+        await self._publish_result(attempt)
+        if attempt.moved:
+            # The human is in the caller's room: the consult room is no longer needed.
+            await self._teardown(attempt)
+
+    async def _return_to_caller(self, attempt: _Attempt, failure: _TransferFailed):
+        self._finish(attempt, failure)
+        await self._emit(
+            "transfer_failed",
+            reason=str(failure.reason),
+            sip_status=failure.sip_status,
+        )
+        await self._publish_result(attempt)
+        await self._teardown(attempt)
+        if self._caller_gone or self._ended:
+            await self._set_state(TransferState.IDLE)
+            return
+        await self._set_state(TransferState.RETURNING)
+        await self._gate.announce(self._params.failure_message(failure.reason))
+        await self._gate.note_to_context(
+            f"[warm transfer] The transfer to a human failed ({failure.reason}). "
+            "The caller is back with you; they were told why. Continue helping them."
+        )
+        await self._emit("returned_to_caller", reason=str(failure.reason))
+        await self._set_state(TransferState.IDLE)
+
+    def _finish(self, attempt: _Attempt, failure: _TransferFailed):
+        if attempt.result is not None:
+            return
+        attempt.timings.total = time.monotonic() - attempt.requested_at
+        attempt.result = TransferResult(
+            outcome=TransferOutcome.FAILED,
+            reason=failure.reason,
+            human_identity=attempt.leg.human_identity if attempt.answered else None,
+            timings=attempt.timings,
+            sip_status=failure.sip_status,
+            detail=failure.detail,
+        )
+
+    async def _publish_result(self, attempt: _Attempt):
+        result = attempt.result
+        if result is None or result in self._results:
+            return
+        self._results.append(result)
+        if not self._ended:
+            await self._gate.push_frame(TransferResultFrame(result=result))
+        await self._call_event_handler("on_transfer_result", result)
+
+    #
+    # Events from the legs, the processors and the pipeline
+    #
+
+    async def _on_human_left(self, reason: str):
+        # Handled in a task of its own: the leg may call this from inside the briefing
+        # pipeline, which the handling tears down.
+        self._spawn(self._handle_human_left(reason), "human-left")
+
+    async def _handle_human_left(self, reason: str):
+        attempt = self._attempt
+        if attempt is None or attempt.torn_down and not attempt.moved:
+            return
+        await self._emit("human_hung_up", reason=reason)
+        if self._state == TransferState.CONNECTED:
+            # After being joined: the bot takes the caller back.
+            await self._teardown(attempt)
+            if not self._caller_gone and not self._ended:
+                await self._set_state(TransferState.RETURNING)
+                await self._gate.announce(self._params.human_left_message)
+                await self._emit("returned_to_caller", reason="human_left_after_connect")
+                await self._set_state(TransferState.IDLE)
+        elif attempt.briefing is not None:
+            attempt.briefing.decide(BriefingDecision("human_left", reason=reason, via="hangup"))
+
+    async def _on_music_started(self):
+        attempt = self._attempt
+        if self._hold_line_event:
+            self._hold_line_event.set()
+        if attempt is not None and attempt.timings.request_to_hold is None:
+            attempt.timings.request_to_hold = time.monotonic() - attempt.requested_at
+        await self._emit("hold_started")
+
+    async def _on_caller_dtmf(self, digit: str):
+        if self._state != TransferState.IDLE:
+            await self._emit("caller_dtmf", digit=digit)
+
+    async def _relay_to_human(self, frame: InputAudioRawFrame):
+        attempt = self._attempt
+        if attempt and attempt.briefing and self._state == TransferState.CONNECTED:
+            await attempt.briefing.relay_to_human(frame)
+
+    async def _relay_to_caller(self, frame: InputAudioRawFrame):
+        if self._state == TransferState.CONNECTED:
+            await self._output.relay_from_human(frame)
+
+    def _attach_gate(self, gate: CallerGate):
+        self._running = True
+
+    def _attach_output(self, output: CallerOutput):
+        pass
+
+    async def _on_pipeline_end(self, cancelled: bool):
+        """The caller pipeline is ending: stop the transfer and tear everything down."""
+        if self._ended:
+            return
+        self._ended = True
+        attempt = self._attempt
+        if attempt is not None and self._state != TransferState.CONNECTED:
+            await self._stop_run_task()
+            if attempt.result is None:
+                reason = FailureReason.CALLER_HUNG_UP if self._caller_gone else None
+                self._finish(attempt, _TransferFailed(reason or FailureReason.CANCELLED))
+                await self._publish_result(attempt)
+        if attempt is not None:
+            await self._teardown(attempt, hang_up_moved=False)
+        await self._stop_aux_tasks()
+        await self._set_state(TransferState.IDLE, push=False)
+
+    #
+    # Teardown
+    #
+
+    async def _teardown(self, attempt: _Attempt, *, hang_up_moved: bool = False):
+        """Close the consult leg on every path (idempotent per attempt)."""
+        if attempt.torn_down:
+            if hang_up_moved and attempt.moved and attempt.leg is not None:
+                await _quietly(attempt.leg.hang_up(), "hang up the moved human")
+            return
+        attempt.torn_down = True
+        if attempt.briefing is not None:
+            await _quietly(attempt.briefing.close(), "close the briefing")
+        if attempt.leg is not None:
+            if hang_up_moved and attempt.moved:
+                await _quietly(attempt.leg.hang_up(), "hang up the moved human")
+            await _quietly(attempt.leg.close(), "close the consult leg")
+        summary_task = getattr(attempt, "summary_task", None)
+        if summary_task is not None and not summary_task.done():
+            summary_task.cancel()
+            await asyncio.gather(summary_task, return_exceptions=True)
+        await self._emit("teardown_done")
+
+    async def _stop_run_task(self):
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            await self._gate.cancel_task(task, timeout=5.0)
+
+    async def _stop_aux_tasks(self):
+        current = asyncio.current_task()
+        tasks = [t for t in self._aux_tasks if t is not current and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=f"{self}::{name}")
+        self._aux_tasks.add(task)
+        task.add_done_callback(self._aux_tasks.discard)
+        return task
+
+    #
+    # State and events
+    #
+
+    async def _set_state(self, state: TransferState, *, bridged: bool = False, push: bool = True):
+        previous = self._state
+        if previous == state:
+            return
+        self._state = state
+        self._gate.set_state(state, bridged)
+        if push:
+            await self._gate.push_frame(
+                TransferStateFrame(state=state, previous=previous, bridged=bridged)
+            )
+        await self._call_event_handler("on_state_changed", state)
+
+    async def _emit(self, event: str, **data):
+        payload = {"event": event, **{k: v for k, v in data.items() if v is not None}}
+        attempt = self._attempt
+        if attempt is not None:
+            payload.setdefault("transfer", attempt.number)
+        logger.debug(f"{self}: {payload}")
+        if self._running and not self._ended:
+            await self._gate.push_frame(TransferEventFrame(event=event, data=dict(payload)))
+        await self._call_event_handler("on_transfer_event", payload)
+
+
+_HELD = (TransferState.HOLDING, TransferState.BRIEFING)
+
+
+def _mask(number: str) -> str:
+    """Keep the last digits of a number for logs and events."""
+    return number if len(number) <= 4 else "…" + number[-4:]
+
+
+async def _quietly(coro, what: str):
+    try:
+        await coro
+    except Exception as e:
+        logger.warning(f"Teardown: could not {what}: {type(e).__name__}: {e}")

@@ -1,0 +1,427 @@
+"""Whole transfers on in-memory rooms: every outcome, teardown, leaks, audio."""
+
+import asyncio
+
+import numpy as np
+import pytest
+from pipecat.frames.frames import InputAudioRawFrame, InterruptionFrame
+from pipecat.processors.frame_processor import FrameProcessor
+
+from pipecat_warm_transfer.audio.metrics import dominant_frequency, rms_dbfs, windowed_rms_dbfs
+from pipecat_warm_transfer.backends import TransferConfigError, TransferTarget
+from pipecat_warm_transfer.testing import HumanScript, tone
+from pipecat_warm_transfer.testing.call_harness import (
+    BOT_PITCH_HZ,
+    BRIEFING_PITCH_HZ,
+    CallHarness,
+    fast_params,
+)
+from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
+from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferOutcome
+
+NUMBER = "+15550100"
+RATE = 16000
+NO_LEAKS = {"rooms": 0, "participants": 0, "connections": 0, "tasks": 0}
+HUMAN_VOICE_HZ = 700.0
+CALLER_VOICE_HZ = 900.0
+
+
+def human(answer_after=1.5, accept_at=2.0, **kwargs):
+    """A human who answers with "Hello?" and presses 1 `accept_at` s after answering."""
+    script = HumanScript(answer_after=answer_after, greeting=tone(500, 0.4), **kwargs)
+    return script.dtmf(accept_at, "1") if accept_at is not None else script
+
+
+def window(audio, t0, t1):
+    return audio[int(t0 * RATE) : int(t1 * RATE)]
+
+
+def assert_no_dead_air(audio, t0, t1):
+    """While held, at most one 20 ms frame may be (near) silent."""
+    levels = windowed_rms_dbfs(window(audio, t0, t1), RATE, 20)
+    assert np.sum(levels < -60.0) <= 1, levels.round(1)
+
+
+async def run_call(humans, *, until, start_after=0.0, reason="billing dispute", **kwargs):
+    async with CallHarness(humans=humans, **kwargs) as call:
+        await asyncio.sleep(start_after)
+        assert await call.transfer.start_transfer(reason)
+        for event in until:
+            await call.wait_for(event)
+        await call.wait_idle()
+    return call
+
+
+def only_result(report):
+    assert len(report.results) == 1, report.results
+    return report.results[0]
+
+
+async def test_success_by_move_with_music_and_no_dead_air():
+    call = await run_call(
+        {NUMBER: human().say(4.5, tone(HUMAN_VOICE_HZ, 1.0))},
+        until=["connected", "teardown_done"],
+    )
+    await asyncio.sleep(0)
+    report = call.report
+    result = only_result(report)
+    assert result.outcome == TransferOutcome.CONNECTED
+    assert result.connect_mode == ConnectMode.MOVE
+    names = report.event_names()
+    for name in [
+        "transfer_requested",
+        "hold_started",
+        "dialing",
+        "human_answered",
+        "briefing_started",
+        "connected",
+        "teardown_done",
+    ]:
+        assert name in names, names
+    assert names.index("hold_started") < names.index("human_answered")
+    assert report.leaks == NO_LEAKS, call.leftover_tasks
+
+    audio = report.caller_audio
+    hold = report.first("hold_started")["t"]
+    connected = report.first("connected")["t"]
+    # Music at its level while held (sampled past the fade-in), and never dead air.
+    assert abs(rms_dbfs(window(audio, hold + 0.4, hold + 1.2)) - (-24.0)) < 2.0
+    assert_no_dead_air(audio, hold, connected - 0.3)
+    # The human's words reach the caller after the move (human speaks 4.5 s after answer).
+    answered = report.first("human_answered")["t"]
+    heard = window(audio, answered + 4.6, answered + 5.4)
+    assert abs(dominant_frequency(heard, RATE) - HUMAN_VOICE_HZ) < 5
+    assert rms_dbfs(heard) > -30
+    t = result.timings
+    assert t.request_to_hold > 0 and t.ring > 1.0 and t.answer_to_briefing > 0
+    assert t.accept_to_connected is not None and t.accept_to_connected < 0.5
+
+
+async def test_bridge_relays_both_ways_when_move_is_unsupported():
+    def caller_script(p):
+        p.say(9.0, tone(CALLER_VOICE_HZ, 1.0))
+
+    async with CallHarness(
+        humans={NUMBER: human().say(4.5, tone(HUMAN_VOICE_HZ, 1.0))},
+        supports_move=False,
+        caller_script=caller_script,
+    ) as call:
+        assert await call.transfer.start_transfer("refund")
+        await call.wait_for("connected")
+        await asyncio.sleep(10.5 - (asyncio.get_running_loop().time() - call.t0))
+    report = call.report
+    result = only_result(report)
+    assert result.connect_mode == ConnectMode.BRIDGE
+    assert report.leaks == NO_LEAKS
+    answered = report.first("human_answered")["t"]
+    heard = window(report.caller_audio, answered + 4.6, answered + 5.4)
+    assert abs(dominant_frequency(heard, RATE) - HUMAN_VOICE_HZ) < 5
+    assert report.human_audio is not None
+    # The human's recording starts at the same t0: the caller's words reached them.
+    heard_by_human = window(report.human_audio, 9.1, 9.9)
+    assert abs(dominant_frequency(heard_by_human, RATE) - CALLER_VOICE_HZ) < 5
+    assert rms_dbfs(heard_by_human) > -30
+
+
+@pytest.mark.parametrize(
+    "script,reason,status",
+    [
+        (HumanScript(outcome="answer", answer_after=10.0), FailureReason.NO_ANSWER, 480),
+        (HumanScript(outcome="busy", answer_after=0.5), FailureReason.BUSY, 486),
+        (HumanScript(outcome="decline", answer_after=0.5), FailureReason.DECLINED, 603),
+        (HumanScript(outcome="fail", answer_after=0.5), FailureReason.DIAL_FAILED, 500),
+    ],
+)
+async def test_dial_failures_return_the_caller_with_the_reason(script, reason, status):
+    call = await run_call({NUMBER: script}, until=["returned_to_caller"])
+    report = call.report
+    result = only_result(report)
+    assert result.outcome == TransferOutcome.FAILED
+    assert result.reason == reason
+    assert result.sip_status == status
+    failed = report.first("transfer_failed")
+    assert failed["reason"] == str(reason)
+    assert report.leaks == NO_LEAKS
+    # Review defect: the consult room is gone as soon as the dial failed.
+    assert report.first("teardown_done")["t"] <= report.first("returned_to_caller")["t"]
+    # The caller is told, in the bot's voice, after the music faded out.
+    back = report.first("returned_to_caller")["t"]
+    told = window(report.caller_audio, back + 0.3, back + 1.5)
+    assert abs(dominant_frequency(told, RATE) - BOT_PITCH_HZ) < 5
+    sentence = call.transfer._params.failure_message(reason)
+    assert sentence in call.report.spoken_to_caller
+
+
+async def test_dial_failure_after_the_room_exists_leaks_nothing():
+    """Review defect 2: room and session leaked when the SIP call failed after the join."""
+    async with CallHarness(humans={NUMBER: HumanScript(outcome="fail", answer_after=0.5)}) as call:
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("transfer_failed")
+        await call.wait_for("teardown_done")
+        assert [r for r in call.server.list_rooms() if r.startswith("consult-")] == []
+        assert call.server.leftovers()["connections"] == 2  # caller and bot only
+    assert call.report.leaks == NO_LEAKS
+
+
+async def test_consult_room_is_closed_after_a_completed_transfer():
+    """Review defect 1: the consult room connection was never disconnected on completion."""
+    async with CallHarness(humans={NUMBER: human()}) as call:
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("connected")
+        await call.wait_for("teardown_done")
+        assert [r for r in call.server.list_rooms() if r.startswith("consult-")] == []
+        room = call.server.get_room("caller-room")
+        assert sorted(room.participants) == sorted(
+            ["caller", "transfer-bot", "human-" + call.transfer._attempt.id]
+        )
+    assert call.report.leaks == NO_LEAKS
+
+
+async def test_decline_by_keypad():
+    script = HumanScript(answer_after=0.5, greeting=tone(500, 0.4)).dtmf(1.5, "2")
+    call = await run_call({NUMBER: script}, until=["returned_to_caller"])
+    assert only_result(call.report).reason == FailureReason.DECLINED
+    assert call.report.leaks == NO_LEAKS
+
+
+async def test_human_hangs_up_during_briefing():
+    script = HumanScript(answer_after=0.5, greeting=tone(500, 0.4), hang_up_after=1.5)
+    call = await run_call({NUMBER: script}, until=["returned_to_caller"])
+    assert only_result(call.report).reason == FailureReason.HUMAN_HUNG_UP
+    assert "human_hung_up" in call.report.event_names()
+    assert call.report.leaks == NO_LEAKS
+
+
+async def test_briefing_timeout():
+    script = HumanScript(answer_after=0.5, greeting=tone(500, 0.4))
+    call = await run_call(
+        {NUMBER: script}, until=["returned_to_caller"], params=fast_params(briefing_timeout=2.0)
+    )
+    assert only_result(call.report).reason == FailureReason.BRIEFING_TIMEOUT
+    assert call.report.leaks == NO_LEAKS
+
+
+async def test_caller_hangs_up_while_ringing_cancels_the_dial():
+    async with CallHarness(
+        humans={NUMBER: HumanScript(answer_after=5.0)},
+        caller_script=lambda p: p.hang_up(2.0),
+    ) as call:
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("caller_hung_up")
+        await call.wait_for("teardown_done")
+        await call.wait_idle()
+    report = call.report
+    assert only_result(report).reason == FailureReason.CALLER_HUNG_UP
+    assert "human_answered" not in report.event_names()
+    assert report.leaks == NO_LEAKS
+
+
+async def test_caller_hangs_up_during_briefing_the_human_is_told():
+    async with CallHarness(
+        humans={NUMBER: human(answer_after=0.5, accept_at=None)},
+        caller_script=lambda p: p.hang_up(3.0),
+    ) as call:
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("teardown_done")
+        await call.wait_idle()
+    report = call.report
+    assert only_result(report).reason == FailureReason.CALLER_HUNG_UP
+    assert report.leaks == NO_LEAKS
+    hung = report.first("caller_hung_up")["t"]
+    done = report.first("teardown_done")["t"]
+    told = window(report.human_audio, hung, done)
+    assert abs(dominant_frequency(told, RATE) - BRIEFING_PITCH_HZ) < 5
+    assert rms_dbfs(told) > -35
+
+
+async def test_caller_hangs_up_after_move_hangs_up_the_human():
+    async with CallHarness(
+        humans={NUMBER: human()}, caller_script=lambda p: p.hang_up(7.0)
+    ) as call:
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("connected")
+        await call.wait_for("caller_hung_up")
+        await asyncio.sleep(0.3)
+        assert call.server.get_room("caller-room").participants == ["transfer-bot"]
+    assert only_result(call.report).outcome == TransferOutcome.CONNECTED
+    assert call.report.leaks == NO_LEAKS
+
+
+async def test_human_hangs_up_after_bridge_the_bot_takes_the_caller_back():
+    script = human(hang_up_after=5.0)
+    async with CallHarness(humans={NUMBER: script}, supports_move=False) as call:
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("connected")
+        back = await call.wait_for("returned_to_caller")
+        await asyncio.sleep(2.5)
+    report = call.report
+    assert only_result(report).outcome == TransferOutcome.CONNECTED
+    assert "human_hung_up" in report.event_names()
+    told = window(report.caller_audio, back["t"] + 0.2, back["t"] + 1.5)
+    assert abs(dominant_frequency(told, RATE) - BOT_PITCH_HZ) < 5
+    assert report.leaks == NO_LEAKS
+
+
+async def test_pipeline_end_mid_transfer_cancels_and_tears_down():
+    async with CallHarness(humans={NUMBER: human(answer_after=0.5, accept_at=None)}) as call:
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("briefing_started")
+    report = call.report
+    assert only_result(report).reason == FailureReason.CANCELLED
+    assert "teardown_done" in report.event_names()
+    assert report.leaks == NO_LEAKS
+
+
+async def test_a_second_transfer_after_a_failure_connects():
+    humans = {NUMBER: HumanScript(outcome="busy", answer_after=0.3)}
+    async with CallHarness(humans=humans) as call:
+        assert await call.transfer.start_transfer("first")
+        await call.wait_for("returned_to_caller")
+        await call.wait_idle()
+        call.backend.humans[NUMBER] = human(answer_after=0.5)
+        assert await call.transfer.start_transfer("second")
+        await call.wait_for("connected")
+        assert not await call.transfer.start_transfer("third while connected")
+    outcomes = [r.outcome for r in call.report.results]
+    assert outcomes == [TransferOutcome.FAILED, TransferOutcome.CONNECTED]
+    assert call.report.leaks == NO_LEAKS
+
+
+async def test_transfers_are_limited_per_call():
+    humans = {NUMBER: HumanScript(outcome="busy", answer_after=0.1)}
+    async with CallHarness(humans=humans, params=fast_params(max_transfers=1)) as call:
+        assert await call.transfer.start_transfer("first")
+        await call.wait_for("returned_to_caller")
+        await call.wait_idle()
+        assert not await call.transfer.start_transfer("second")
+    assert len(call.report.results) == 1
+
+
+class InputCounter(FrameProcessor):
+    """Counts caller audio frames that get past the gate, by transfer state."""
+
+    def __init__(self, transfer):
+        super().__init__()
+        self.transfer = transfer
+        self.by_state = {}
+
+    async def process_frame(self, frame, direction):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            state = str(self.transfer.state)
+            self.by_state[state] = self.by_state.get(state, 0) + 1
+        await self.push_frame(frame, direction)
+
+
+async def test_caller_audio_is_dropped_while_held_and_restored_after():
+    counters = []
+
+    def processors():
+        counter = InputCounter(None)
+        counters.append(counter)
+        return [counter, ScriptedToneTTSService(pitch_hz=BOT_PITCH_HZ, sample_rate=RATE)]
+
+    async with CallHarness(
+        humans={NUMBER: HumanScript(outcome="busy", answer_after=2.0)},
+        bot_processors=processors,
+        caller_script=lambda p: p.say(0.0, tone(CALLER_VOICE_HZ, 12.0)),
+    ) as call:
+        counters[0].transfer = call.transfer
+        await asyncio.sleep(0.5)
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("returned_to_caller")
+        await call.wait_idle()
+        await asyncio.sleep(0.5)
+    by_state = counters[0].by_state
+    assert by_state.get("idle", 0) > 20
+    assert by_state.get("holding", 0) == 0 and by_state.get("briefing", 0) == 0
+
+
+async def test_interruptions_do_not_drop_the_hold_line_or_the_music():
+    async with CallHarness(humans={NUMBER: HumanScript(answer_after=6.0)}) as call:
+        assert await call.transfer.start_transfer("x")
+        await asyncio.sleep(0.3)
+        await call.worker.queue_frame(InterruptionFrame())
+        hold = (await call.wait_for("hold_started", timeout=5))["t"]
+        await asyncio.sleep(1.6)
+    report = call.report
+    spoken = window(report.caller_audio, 0.1, 0.6)
+    assert abs(dominant_frequency(spoken, RATE) - BOT_PITCH_HZ) < 5  # the hold line played on
+    assert abs(rms_dbfs(window(report.caller_audio, hold + 0.4, hold + 1.5)) + 24) < 2
+
+
+async def test_hold_reminders_play_over_the_music():
+    params = fast_params(hold_reminder="Still trying.", hold_reminder_every=1.5, ring_timeout=5.0)
+    async with CallHarness(
+        humans={NUMBER: HumanScript(answer_after=4.5, outcome="busy")}, params=params
+    ) as call:
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("returned_to_caller")
+    assert call.report.spoken_to_caller.count("Still trying.") >= 2
+
+
+class SlowSummaryLLM:
+    def __init__(self, delay, text="Dana wants a refund for a double charge."):
+        self.delay, self.text, self.calls = delay, text, 0
+
+    async def run_inference(self, context, max_tokens=None, system_instruction=None, **_):
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        return self.text
+
+
+@pytest.mark.parametrize("delay,expect_llm", [(0.1, True), (5.0, False)])
+async def test_summary_is_ready_when_the_human_answers(delay, expect_llm):
+    from pipecat.processors.aggregators.llm_context import LLMContext
+
+    context = LLMContext(
+        messages=[
+            {"role": "user", "content": "I was charged twice, I want a person."},
+            {"role": "assistant", "content": "Let me get someone."},
+        ]
+    )
+    llm = SlowSummaryLLM(delay)
+    spoken = []
+
+    class RecordingTTS(ScriptedToneTTSService):
+        async def run_tts(self, text, context_id):
+            spoken.append(text)
+            async for f in super().run_tts(text, context_id):
+                yield f
+
+    from pipecat_warm_transfer.params import BriefingParams
+
+    briefing = BriefingParams(
+        tts=lambda: RecordingTTS(pitch_hz=BRIEFING_PITCH_HZ), start="immediate"
+    )
+    call = await run_call(
+        {NUMBER: human(answer_after=1.0, accept_at=1.0)},
+        until=["connected"],
+        briefing=briefing,
+        params=fast_params(summary_timeout=1.0),
+        transfer_kwargs={"context": context, "summary_llm": llm},
+    )
+    intro = spoken[0]
+    if expect_llm:
+        assert "Dana wants a refund" in intro
+    else:
+        assert "I was charged twice" in intro  # the deterministic fallback
+    assert llm.calls == 1
+    assert call.report.leaks == NO_LEAKS
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"number": "12345"}, "target.number"),
+        ({"number": "+15550100", "headers": {"X-Evil": "a\r\nInjected: 1"}}, "target.headers"),
+        ({"number": "+15550100", "headers": {"Reason": "x"}}, "target.headers"),
+        ({"number": "+15550100", "caller_id": "not a number"}, "target.caller_id"),
+        ({"number": "sip:agent@example.com", "dtmf": "12a"}, "target.dtmf"),
+    ],
+)
+def test_bad_targets_are_refused_naming_the_field(kwargs, field):
+    with pytest.raises(TransferConfigError) as err:
+        TransferTarget(**kwargs)
+    assert str(err.value).startswith(field)
+    assert "\n" not in str(err.value)
