@@ -22,7 +22,7 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/python examples/hold_music_bot.py --out $(OUT)/hold_music.wav
 
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 4
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -425,3 +425,20 @@ def test_bad_targets_are_refused_naming_the_field(kwargs, field):
         TransferTarget(**kwargs)
     assert str(err.value).startswith(field)
     assert "\n" not in str(err.value)
+
+
+async def test_a_briefing_that_cannot_start_returns_the_caller():
+    from pipecat_warm_transfer.params import BriefingParams
+
+    def broken_tts():
+        raise RuntimeError("TTS credentials rejected")
+
+    call = await run_call(
+        {NUMBER: human(answer_after=0.5)},
+        until=["returned_to_caller"],
+        briefing=BriefingParams(tts=broken_tts),
+    )
+    result = only_result(call.report)
+    assert result.reason == FailureReason.CONNECT_FAILED
+    assert result.detail == "RuntimeError"
+    assert call.report.leaks == NO_LEAKS
