@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 
+class TransferConfigError(ValueError):
+    """A transfer setting refused before any call is placed; one line naming the field."""
+
+
 class TransferState(StrEnum):
     """Where a transfer is: `idle → holding → briefing → connecting → connected`.
 

@@ -316,7 +316,7 @@ class InputCounter(FrameProcessor):
 async def test_caller_audio_is_dropped_while_held_and_restored_after():
     counters = []
 
-    def processors():
+    def processors(_transfer):
         counter = InputCounter(None)
         counters.append(counter)
         return [counter, ScriptedToneTTSService(pitch_hz=BOT_PITCH_HZ, sample_rate=RATE)]
@@ -442,3 +442,29 @@ async def test_a_briefing_that_cannot_start_returns_the_caller():
     assert result.reason == FailureReason.CONNECT_FAILED
     assert result.detail == "RuntimeError"
     assert call.report.leaks == NO_LEAKS
+
+
+@pytest.mark.parametrize(
+    "kwargs,starts",
+    [
+        ({"ring_timeout": -1}, "WarmTransferParams.ring_timeout: "),
+        ({"briefing_timeout": 1e9}, "WarmTransferParams.briefing_timeout: "),
+        ({"hold_music_level_dbfs": 6}, "WarmTransferParams.hold_music_level_dbfs: "),
+        ({"connect_mode": "teleport"}, "WarmTransferParams.connect_mode: "),
+        ({"ring_timout": 5}, "WarmTransferParams.ring_timout: "),
+    ],
+)
+def test_bad_params_are_one_line_errors_naming_the_field(kwargs, starts):
+    from pipecat_warm_transfer.params import WarmTransferParams
+
+    with pytest.raises(TransferConfigError) as err:
+        WarmTransferParams(**kwargs)
+    assert str(err.value).startswith(starts)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_briefing_digit_is_refused():
+    from pipecat_warm_transfer.params import BriefingParams
+
+    with pytest.raises(TransferConfigError, match=r"^BriefingParams.accept_digit: "):
+        BriefingParams(tts=ScriptedToneTTSService, accept_digit="11")

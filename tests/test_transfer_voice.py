@@ -127,65 +127,41 @@ async def test_the_callers_llm_starts_the_transfer_with_its_tool():
     """The caller asks for a person; the bot's LLM calls transfer_to_human."""
     llms = []
 
-    def bot():
-        holder = {}
-
-        def build():
-            transfer = holder["transfer"]
-            context = LLMContext(
-                messages=[{"role": "system", "content": "You are a helpful assistant."}],
-                tools=[transfer.tool_schema],
-            )
-            aggregators = LLMContextAggregatorPair(
-                context,
-                user_params=LLMUserAggregatorParams(
-                    user_turn_strategies=UserTurnStrategies(
-                        stop=[SpeechTimeoutUserTurnStopStrategy()]
-                    )
+    def build(transfer):
+        context = LLMContext(
+            messages=[{"role": "system", "content": "You are a helpful assistant."}],
+            tools=[transfer.tool_schema],
+        )
+        aggregators = LLMContextAggregatorPair(
+            context,
+            user_params=LLMUserAggregatorParams(
+                user_turn_strategies=UserTurnStrategies(stop=[SpeechTimeoutUserTurnStopStrategy()])
+            ),
+        )
+        llm = ScriptedLLMService(
+            [
+                ScriptedReply(
+                    when="person",
+                    call=("transfer_to_human", {"reason": "wants a person about billing"}),
                 ),
-            )
-            llm = ScriptedLLMService(
-                [
-                    ScriptedReply(
-                        when="person",
-                        say="Of course.",
-                        call=("transfer_to_human", {"reason": "wants a person about billing"}),
-                    ),
-                ],
-                summary="The caller has a billing question and asked for a person.",
-            )
-            llm.register_function("transfer_to_human", transfer.handle_function_call)
-            llms.append(llm)
-            return [
-                ScriptedSTTService(["I want to talk to a person, please."], user_id="caller"),
-                aggregators.user(),
-                llm,
-                ScriptedToneTTSService(pitch_hz=BOT_PITCH_HZ),
-            ]
+            ],
+            summary="The caller has a billing question and asked for a person.",
+        )
+        llm.register_function("transfer_to_human", transfer.handle_function_call)
+        llms.append(llm)
+        return [
+            ScriptedSTTService(["I want to talk to a person, please."], user_id="caller"),
+            aggregators.user(),
+            llm,
+            ScriptedToneTTSService(pitch_hz=BOT_PITCH_HZ),
+        ]
 
-        return holder, build
-
-    holder, build = bot()
     script = HumanScript(answer_after=0.5, greeting=tone(500, 0.4)).dtmf(2.5, "1")
-
-    class Harness(CallHarness):
-        async def __aenter__(self):
-            return await super().__aenter__()
-
-    harness = Harness(
+    async with CallHarness(
         humans={NUMBER: script},
-        bot_processors=lambda: build(),
+        bot_processors=build,
         caller_script=lambda p: p.say(0.3, tone(900, 1.0)),
-    )
-    # The transfer object exists only inside __aenter__: hand it to the builder lazily.
-    original = harness._bot_processors
-
-    def processors():
-        holder["transfer"] = harness.transfer
-        return original()
-
-    harness._bot_processors = processors
-    async with harness as call:
+    ) as call:
         await call.wait_for("connected", timeout=25)
     assert llms[0].calls == ["transfer_to_human"]
     requested = call.report.first("transfer_requested")

@@ -31,17 +31,17 @@ from dataclasses import dataclass, field
 
 from pipecat.transports.base_transport import BaseTransport
 
-from pipecat_warm_transfer.types import FailureReason, reason_for_sip_status
+from pipecat_warm_transfer.types import (
+    FailureReason,
+    TransferConfigError,
+    reason_for_sip_status,
+)
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SIP_URI = re.compile(r"^(sip|sips):[^\s@]+@[^\s]+$|^(sip|sips):[^\s]+$", re.IGNORECASE)
 _TEL_URI = re.compile(r"^tel:\+?[0-9\-\.\(\)]{3,32}(;[^\s]*)?$", re.IGNORECASE)
 _HEADER_NAME = re.compile(r"^X-[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _DTMF = re.compile(r"^[0-9*#wW]*$")
-
-
-class TransferConfigError(ValueError):
-    """A transfer setting that is refused before any call is placed (names the field)."""
 
 
 class DialError(Exception):

@@ -112,7 +112,7 @@ class CallHarness:
         supports_move: bool = True,
         sample_rate: int = 16000,
         caller_script: Callable[[ScriptedParty], None] | None = None,
-        bot_processors: Callable[[], list[FrameProcessor]] | None = None,
+        bot_processors: Callable[[WarmTransfer], list[FrameProcessor]] | None = None,
         backend_factory: Callable[[MemoryRoomServer, float], TransferBackend] | None = None,
         transfer_kwargs: dict | None = None,
     ):
@@ -127,7 +127,7 @@ class CallHarness:
             sample_rate: Rate of every transport and recording.
             caller_script: Adds the caller's timed actions (`say`, `dtmf`, `hang_up`).
             bot_processors: Builds the bot's processors between the gate and the caller
-                output (default: a scripted tone TTS).
+                output, given the transfer (default: a scripted tone TTS).
             backend_factory: Builds another backend (e.g. LiveKit against the emulator).
             transfer_kwargs: Extra `WarmTransfer` arguments (context, summary_llm, ...).
         """
@@ -201,7 +201,7 @@ class CallHarness:
         self.transfer.watch_caller_transport(self.caller_transport, CALLER_IDENTITY)
         self.bot_tts = None
         if self._bot_processors:
-            middle = self._bot_processors()
+            middle = self._bot_processors(self.transfer)
         else:
             self.bot_tts = ScriptedToneTTSService(pitch_hz=BOT_PITCH_HZ, sample_rate=self._rate)
             middle = [self.bot_tts]

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator
 
 import numpy as np
 from pipecat.frames.frames import Frame, TTSAudioRawFrame
+from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
 #: Seconds of audio per character of text (about 150 words a minute).
@@ -51,6 +52,9 @@ class ScriptedToneTTSService(TTSService):
             sample_rate: Output sample rate.
             **kwargs: Passed to `TTSService`.
         """
+        kwargs.setdefault(
+            "settings", TTSSettings(model=None, voice=f"tone-{pitch_hz:g}", language=None)
+        )
         super().__init__(
             push_start_frame=True, push_stop_frames=True, sample_rate=sample_rate, **kwargs
         )
