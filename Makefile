@@ -19,7 +19,7 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed
-	$(BIN)/python examples/hold_music_bot.py --out $(OUT)/hold_music.wav
+	$(BIN)/pipecat-warm-transfer demo --scenario success --out $(OUT)/success
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q -n 4

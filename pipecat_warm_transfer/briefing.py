@@ -512,6 +512,14 @@ class BriefingSession:
         except TimeoutError:
             logger.warning("Briefing: speech did not finish in time")
 
+    async def interrupt(self):
+        """Cut what the bot is saying to the human (queued speech included)."""
+        if self._input is not None and not self._closed_pipeline():
+            await self._input.broadcast_interruption()
+
+    def _closed_pipeline(self) -> bool:
+        return self._run_task is None or self._run_task.done()
+
     async def _on_dtmf(self, digit: str):
         if self._bridged:
             return
@@ -523,8 +531,8 @@ class BriefingSession:
             self.decide(BriefingDecision("decline", reason="declined by keypad", via="dtmf"))
         else:
             return
-        if self._speaking and self._input is not None:
-            await self._input.broadcast_interruption()  # the human decided: stop the intro
+        if self._speaking:
+            await self.interrupt()  # the human decided: stop the intro
 
     async def _accept(self, via: str):
         if self.decided:
@@ -578,6 +586,7 @@ class BriefingSession:
         self.decide(BriefingDecision("error", reason="closed", via="teardown"))
         if self._worker is not None and self._run_task is not None:
             if not self._run_task.done():
+                await self.interrupt()  # nobody waits for the rest of what was queued
                 await self._worker.queue_frame(TransferTeardownFrame())
                 try:
                     await asyncio.wait_for(asyncio.shield(self._run_task), _END_TIMEOUT_SECS)

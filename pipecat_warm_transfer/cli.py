@@ -4,7 +4,7 @@
 # SPDX-License-Identifier: BSD 2-Clause License
 #
 
-"""The `pipecat-warm-transfer` command."""
+"""The `pipecat-warm-transfer` command (also `python -m pipecat_warm_transfer`)."""
 
 from __future__ import annotations
 
@@ -21,15 +21,38 @@ def build_parser() -> argparse.ArgumentParser:
         description="Warm transfer from a Pipecat voice bot to a human over LiveKit SIP.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="run the offline demo (no accounts, keys or servers needed)"
+    )
+    demo.add_argument("--scenario", default="success", help="scenario to run (see --list)")
+    demo.add_argument("--out", default=None, help="output folder (default ./demo-out/SCENARIO)")
+    demo.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser
+
+
+def _demo(args) -> int:
+    from pipecat_warm_transfer.demo.scenarios import SCENARIOS
+
+    if args.list:
+        for scenario in SCENARIOS.values():
+            print(f"{scenario.name:<14} {scenario.description}")
+        return 0
+    if args.scenario not in SCENARIOS:
+        names = ", ".join(SCENARIOS)
+        print(f"demo: --scenario: unknown scenario {args.scenario!r} (one of {names})")
+        return 2
+    from pipecat_warm_transfer.demo.runner import run_demo
+
+    return run_demo(args.scenario, args.out or f"demo-out/{args.scenario}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
-    return 0
+    if args.command == "demo":
+        return _demo(args)
+    parser.print_help(sys.stderr)
+    return 2

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipecat.frames.frames import ControlFrame, SystemFrame
+from pipecat.frames.frames import SystemFrame
 
 from pipecat_warm_transfer.types import TransferResult, TransferState
 
@@ -71,13 +71,11 @@ class TransferEventFrame(SystemFrame):
 
 
 @dataclass
-class TransferTeardownFrame(ControlFrame):
+class TransferTeardownFrame(SystemFrame):
     """Close the consult leg.
 
-    The briefing pipeline's last processor hangs the human up (unless moved), ends its
-    pipeline (disconnecting the consult room) and the leg deletes the room.
-
-    Uninterruptible so an interruption on the human side cannot lose it.
+    The briefing pipeline's last processor hangs the human up (unless moved) and ends its
+    pipeline (disconnecting the consult room); the leg then deletes the room. A system
+    frame, so nothing on the human side (an interruption, a voicemail gate that closed)
+    can hold it back or drop it.
     """
-
-    interruptible: bool = field(default=False, init=False)

@@ -321,6 +321,7 @@ class WarmTransfer(BaseObject):
         await self._stop_run_task()
         briefing = attempt.briefing
         if briefing is not None and attempt.answered and not attempt.torn_down:
+            await briefing.interrupt()
             await briefing.say(self._params.caller_left_message, timeout=CALLER_LEFT_SPEECH_SECS)
         if attempt.result is None:
             self._finish(attempt, _TransferFailed(FailureReason.CALLER_HUNG_UP))
@@ -534,8 +535,8 @@ class WarmTransfer(BaseObject):
 
     async def _handle_human_left(self, reason: str):
         attempt = self._attempt
-        if attempt is None or attempt.torn_down and not attempt.moved:
-            return
+        if attempt is None or (attempt.torn_down and not attempt.moved) or self._caller_gone:
+            return  # already torn down, or our own hang-up after the caller left
         await self._emit("human_hung_up", reason=reason)
         if self._state == TransferState.CONNECTED:
             # After being joined: the bot takes the caller back.

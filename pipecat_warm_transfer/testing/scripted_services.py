@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
+from pipecat.services.settings import LLMSettings, STTSettings
 from pipecat.services.stt_service import STTService
 from pipecat.utils.time import time_now_iso8601
 
@@ -68,6 +69,8 @@ class ScriptedSTTService(STTService):
             end_silence_secs: Quiet that ends a segment.
             **kwargs: Passed to `STTService`.
         """
+        kwargs.setdefault("settings", _all_none(STTSettings))
+        kwargs.setdefault("ttfs_p99_latency", end_silence_secs)
         super().__init__(**kwargs)
         self._lines = list(lines)
         self._user_id = user_id
@@ -142,6 +145,7 @@ class ScriptedLLMService(LLMService):
             fallback: Said when no reply matches (None: stay silent).
             **kwargs: Passed to `LLMService`.
         """
+        kwargs.setdefault("settings", _all_none(LLMSettings))
         super().__init__(**kwargs)
         self._replies = list(replies)
         self._summary = summary
@@ -162,7 +166,9 @@ class ScriptedLLMService(LLMService):
         """
         schema = kwargs.get("response_schema")
         if schema:
-            heard = json.dumps(context.get_messages()).lower()
+            # Judge only the classifier's input (the transcript), not its question text.
+            text = _last_user_text(context)
+            heard = text.split("Question ", 1)[0].removeprefix("Input:").lower()
             choice = "voicemail" if any(p in heard for p in VOICEMAIL_PHRASES) else "conversation"
             other = "conversation" if choice == "voicemail" else "voicemail"
             answer = {"choice": choice, "probabilities": {choice: 0.97, other: 0.03}}
@@ -210,6 +216,11 @@ class ScriptedLLMService(LLMService):
                     ]
                 )
         await self.push_frame(LLMFullResponseEndFrame())
+
+
+def _all_none(settings_class):
+    """A settings store with every field explicitly unset (a scripted service has none)."""
+    return settings_class(**{f.name: None for f in fields(settings_class) if f.name != "extra"})
 
 
 def _last_user_text(context) -> str:

@@ -1,0 +1,393 @@
+#
+# Copyright (c) 2026, pipecat-warm-transfer contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""A picture of one call: what the caller and the human heard, and when the transfer moved.
+
+`draw_timeline()` reads the two recordings (mono int16 WAVs, sample 0 = t 0) and the JSON
+lines of timeline events (`{"t": 3.21, "event": "connected", "mode": "move", ...}`) and draws:
+
+- a lane per recording ("Caller hears", "Human hears") with its waveform envelope,
+- a "Hold music" lane (from `hold_started` until the caller leaves hold),
+- coloured background bands for the transfer states (holding, briefing, connecting,
+  connected, returning), derived from the events — or taken from `state` events
+  (`{"t": ..., "event": "state", "state": "connecting"}`) when the log has them,
+- a dashed marker per event with a short label; labels are staggered so none overlap.
+
+Run as a script: `python -m pipecat_warm_transfer.demo.timeline caller.wav human.wav
+events.jsonl out.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+FIGSIZE = (14.0, 6.0)
+DPI = 120
+
+#: Background colour of each transfer state.
+STATE_COLORS = {
+    "holding": "#f6c244",
+    "briefing": "#a98be0",
+    "connecting": "#5aa9e6",
+    "connected": "#5cc08a",
+    "returning": "#ef7a6d",
+}
+
+_GOOD, _BAD, _NEUTRAL, _FLOW = "#1e8449", "#c0392b", "#7f8c8d", "#34495e"
+#: Marker colour per event (others: `_FLOW`).
+EVENT_COLORS = {
+    "connected": _GOOD,
+    "human_answered": _GOOD,
+    "transfer_failed": _BAD,
+    "caller_hung_up": _BAD,
+    "human_hung_up": _BAD,
+    "returned_to_caller": "#d35400",
+    "teardown_done": _NEUTRAL,
+}
+
+_LANE_COLORS = {"caller": "#2c6fbb", "human": "#8e44ad", "music": "#e3a21a"}
+#: Events that end the hold (the music stops when the caller leaves holding/briefing).
+_HOLD_ENDS = {
+    "hold_stopped",
+    "connected",
+    "transfer_failed",
+    "returned_to_caller",
+    "caller_hung_up",
+    "teardown_done",
+}
+_STATE_EVENTS = {"state", "state_changed"}
+_ENVELOPE_BINS = 1400
+
+
+@dataclass
+class _Band:
+    state: str
+    start: float
+    end: float
+
+
+def _read_mono(path: str | Path | None) -> tuple[np.ndarray, int]:
+    """Samples as float in [-1, 1] (empty when the file is missing or has no frames)."""
+    if path is None or not Path(path).exists() or Path(path).stat().st_size == 0:
+        return np.zeros(0, dtype=np.float32), 16000
+    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return audio.mean(axis=1), int(rate)
+
+
+def _read_events(path: str | Path | None) -> list[dict]:
+    if path is None or not Path(path).exists():
+        return []
+    events = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        event = json.loads(line)
+        if "t" in event and "event" in event:
+            events.append(event)
+    return sorted(events, key=lambda e: float(e["t"]))
+
+
+def _envelope(audio: np.ndarray, rate: int) -> tuple[np.ndarray, ...]:
+    """(times, peak, rms) per bin — a little over a thousand points, not every sample."""
+    bins = max(1, min(_ENVELOPE_BINS, len(audio)))
+    edges = np.linspace(0, len(audio), bins + 1).astype(int)
+    peak = np.zeros(bins)
+    rms = np.zeros(bins)
+    for i in range(bins):
+        chunk = audio[edges[i] : edges[i + 1]]
+        if len(chunk):
+            peak[i] = float(np.max(np.abs(chunk)))
+            rms[i] = float(np.sqrt(np.mean(chunk.astype(np.float64) ** 2)))
+    times = (edges[:-1] + edges[1:]) / 2 / rate
+    return times, peak, rms
+
+
+def _state_bands(events: list[dict], end: float) -> list[_Band]:
+    """Transfer-state intervals: from `state` events if logged, else inferred from events."""
+    bands: list[_Band] = []
+    current: list = [None, 0.0]  # state, since
+
+    def enter(state: str | None, t: float):
+        if current[0] == state:
+            return
+        if current[0] is not None and t > current[1]:
+            bands.append(_Band(current[0], current[1], t))
+        current[0], current[1] = state, t
+
+    explicit = [e for e in events if e["event"] in _STATE_EVENTS and "state" in e]
+    if explicit:
+        for e in explicit:
+            state = str(e["state"])
+            enter(state if state in STATE_COLORS else None, float(e["t"]))
+    else:
+        for e in events:
+            name, t = e["event"], float(e["t"])
+            state = current[0]
+            if name == "transfer_requested":
+                enter("holding", t)
+            elif name == "human_answered" or (name == "briefing_started" and state == "holding"):
+                enter("briefing", t)
+            elif name == "connecting":
+                enter("connecting", t)
+            elif name == "connected":
+                enter("connected", t)
+            elif name == "transfer_failed":
+                enter("returning", t)
+            elif name == "human_hung_up" and state == "connected":
+                enter("returning", t)
+            elif name in ("returned_to_caller", "caller_hung_up"):
+                enter(None, t)
+    enter(None, end)
+    return bands
+
+
+def _hold_spans(events: list[dict], end: float) -> list[tuple[float, float]]:
+    spans = []
+    start = None
+    for e in events:
+        name, t = e["event"], float(e["t"])
+        if name == "hold_started" and start is None:
+            start = t
+        elif start is not None and (
+            name in _HOLD_ENDS
+            or (name in _STATE_EVENTS and e.get("state") not in ("holding", "briefing"))
+        ):
+            spans.append((start, t))
+            start = None
+    if start is not None:
+        spans.append((start, end))
+    return spans
+
+
+def _label(event: dict, multiple: bool) -> str:
+    name = event["event"]
+    text = name.replace("_", " ")
+    detail = event.get("mode") if name == "connected" else event.get("reason")
+    if name in ("connected", "transfer_failed") and detail:
+        text += f" ({str(detail).replace('_', ' ')})"
+    if multiple and event.get("transfer") is not None and name == "transfer_requested":
+        text += f" #{event['transfer']}"
+    return text
+
+
+def _draw_lane(ax, audio, rate, duration, color, title):
+    ax.set_ylim(-1.15, 1.15)
+    ax.set_yticks([])
+    ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=11, fontweight="bold")
+    ax.axhline(0, color="#bbbbbb", lw=0.6, zorder=1)
+    if len(audio) == 0:
+        ax.text(
+            duration / 2, 0.3, "no audio", ha="center", va="center", color="#888888", fontsize=10
+        )
+        return
+    times, peak, rms = _envelope(audio, rate)
+    top = max(float(peak.max()), 10 ** (-30 / 20))  # quieter than -30 dBFS stays small
+    peak, rms = peak / top, rms / top
+    ax.fill_between(times, -peak, peak, color=color, alpha=0.35, lw=0, zorder=2)
+    ax.fill_between(times, -rms, rms, color=color, alpha=0.9, lw=0, zorder=3)
+    if float(np.max(np.abs(audio))) < 10 ** (-50 / 20):
+        ax.text(duration / 2, 0.4, "silent", ha="center", va="center", color="#888888")
+
+
+def _place_labels(fig, ax, items: list[tuple[float, str, str]], duration: float) -> int:
+    """Draw event labels on the fewest rows with no overlap; returns the number of rows."""
+    renderer = fig.canvas.get_renderer()
+    to_data = ax.transData.inverted()
+    pad = duration * 0.006
+    row_ends: list[float] = []
+    placed = []
+    for t, text, color in items:
+        artist = ax.text(
+            t, 0, " " + text, fontsize=8.5, color=color, va="center", ha="left", zorder=4,
+            bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.8},
+        )  # fmt: skip
+        box = artist.get_window_extent(renderer)
+        width = to_data.transform((box.x1, 0))[0] - to_data.transform((box.x0, 0))[0]
+        left, ha = t, "left"
+        if t + width > duration:  # would run off the right edge: hang it to the left
+            left, ha = t - width, "right"
+            artist.set_text(text + " ")
+        row = next((i for i, end in enumerate(row_ends) if left > end + pad), None)
+        if row is None:  # no free row: open a new one below
+            row = len(row_ends)
+            row_ends.append(-np.inf)
+        row_ends[row] = left + width
+        placed.append((artist, row, ha))
+    rows = max(1, len(row_ends))
+    for artist, row, ha in placed:
+        artist.set_y(rows - row - 0.5)
+        artist.set_ha(ha)
+        t = artist.get_position()[0]
+        ax.plot([t, t], [0, rows - row - 0.5], color=artist.get_color(), lw=0.8, ls=":", zorder=1)
+        ax.plot([t], [rows - row - 0.5], marker="o", ms=3.5, color=artist.get_color(), zorder=5)
+    ax.set_ylim(0, rows)
+    return rows
+
+
+def draw_timeline(
+    caller_wav: str | Path | None,
+    human_wav: str | Path | None,
+    events_jsonl: str | Path | None,
+    out_png: str | Path,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Draw a call's timeline to a PNG (14 x 6 inches at 120 dpi: 1680 x 720 pixels).
+
+    Args:
+        caller_wav: What the caller heard (mono int16 WAV; missing or empty is fine).
+        human_wav: What the human heard (missing, empty or silent is fine).
+        events_jsonl: Timeline events, one JSON object a line with `t` (seconds from the
+            recordings' first sample) and `event`; a few events are enough.
+        out_png: Where to write the PNG (parent directories are created).
+        title: Figure title (default: the PNG's file name).
+
+    Returns:
+        The PNG's path.
+    """
+    caller, caller_rate = _read_mono(caller_wav)
+    human, human_rate = _read_mono(human_wav)
+    events = _read_events(events_jsonl)
+    last_event = max((float(e["t"]) for e in events), default=0.0)
+    duration = max(len(caller) / caller_rate, len(human) / human_rate, last_event * 1.03, 1.0)
+
+    fig = plt.figure(figsize=FIGSIZE, dpi=DPI)
+    grid = fig.add_gridspec(
+        4, 1, height_ratios=[1.35, 1.25, 1.25, 0.42], hspace=0.12,
+        left=0.095, right=0.985, top=0.9, bottom=0.15,
+    )  # fmt: skip
+    ax_events = fig.add_subplot(grid[0])
+    ax_caller = fig.add_subplot(grid[1], sharex=ax_events)
+    ax_human = fig.add_subplot(grid[2], sharex=ax_events)
+    ax_hold = fig.add_subplot(grid[3], sharex=ax_events)
+    lanes = [ax_caller, ax_human, ax_hold]
+    ax_events.set_xlim(0, duration)
+
+    bands = _state_bands(events, duration)
+    for ax in [ax_events, *lanes]:
+        for band in bands:
+            ax.axvspan(
+                band.start, band.end, color=STATE_COLORS[band.state], alpha=0.22, lw=0, zorder=0
+            )
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+        ax.spines["bottom"].set_color("#999999")
+        ax.tick_params(axis="x", labelbottom=False, length=0)
+    ax_events.spines["bottom"].set_visible(False)
+    ax_events.set_yticks([])
+    ax_events.set_ylabel(
+        "Events", rotation=0, ha="right", va="center", fontsize=11, color="#555555"
+    )
+
+    # State names, centred in their band along the top of the figure.
+    for band in bands:
+        if (band.end - band.start) / duration > 0.045:
+            ax_events.annotate(
+                band.state,
+                ((band.start + band.end) / 2, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=9,
+                color="#555555",
+                fontstyle="italic",
+            )
+
+    _draw_lane(ax_caller, caller, caller_rate, duration, _LANE_COLORS["caller"], "Caller hears")
+    _draw_lane(ax_human, human, human_rate, duration, _LANE_COLORS["human"], "Human hears")
+
+    ax_hold.set_ylim(0, 1)
+    ax_hold.set_yticks([])
+    ax_hold.set_ylabel(
+        "Hold music", rotation=0, ha="right", va="center", fontsize=11, fontweight="bold"
+    )
+    for start, end in _hold_spans(events, duration):
+        ax_hold.broken_barh(
+            [(start, end - start)], (0.2, 0.6), color=_LANE_COLORS["music"], zorder=2
+        )
+        if (end - start) / duration > 0.05:
+            ax_hold.text(
+                (start + end) / 2, 0.5, "♪ music", ha="center", va="center", fontsize=8.5,
+                color="white", fontweight="bold", zorder=3,
+            )  # fmt: skip
+
+    multiple = len({e.get("transfer") for e in events if e.get("transfer") is not None}) > 1
+    items = []
+    for e in events:
+        if e["event"] in _STATE_EVENTS:
+            continue
+        color = EVENT_COLORS.get(e["event"], _FLOW)
+        items.append((float(e["t"]), _label(e, multiple), color))
+        for ax in lanes:
+            ax.axvline(float(e["t"]), color=color, lw=0.9, ls="--", alpha=0.7, zorder=4)
+    _place_labels(fig, ax_events, items, duration)
+    if not items:
+        ax_events.text(duration / 2, 0.5, "no events", ha="center", va="center", color="#888888")
+
+    ax_hold.tick_params(axis="x", labelbottom=True, length=3)
+    ax_hold.set_xlabel("time (s)", fontsize=10)
+    ax_hold.xaxis.set_major_locator(MaxNLocator(nbins=24, steps=[1, 2, 2.5, 5, 10]))
+    for ax in lanes:
+        ax.grid(axis="x", color="#dddddd", lw=0.5, zorder=0)
+
+    present = {band.state for band in bands}
+    handles = [
+        Patch(color=STATE_COLORS[s], alpha=0.45, label=s) for s in STATE_COLORS if s in present
+    ] + [
+        Patch(color=_LANE_COLORS["caller"], label="caller audio"),
+        Patch(color=_LANE_COLORS["human"], label="human audio"),
+        Patch(color=_LANE_COLORS["music"], label="hold music"),
+        Line2D([], [], color=_GOOD, ls="--", label="answered / connected"),
+        Line2D([], [], color=_BAD, ls="--", label="failed / hung up"),
+        Line2D([], [], color=_FLOW, ls="--", label="other event"),
+    ]  # fmt: skip
+    fig.legend(
+        handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8.5,
+        bbox_to_anchor=(0.54, 0.0), handlelength=1.6, columnspacing=1.2,
+    )  # fmt: skip
+    fig.suptitle(title or Path(out_png).stem.replace("_", " "), fontsize=13, fontweight="bold")
+
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: `caller.wav human.wav events.jsonl out.png [title]`."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (4, 5):
+        print(
+            "usage: python -m pipecat_warm_transfer.demo.timeline "
+            "caller.wav human.wav events.jsonl out.png [title]",
+            file=sys.stderr,
+        )
+        return 2
+    out = draw_timeline(*args[:4], title=args[4] if len(args) == 5 else None)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Every demo scenario end to end: outcome, events, files, zero leaks, and the audio."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipecat_warm_transfer.audio.metrics import rms_dbfs, windowed_rms_dbfs
+from pipecat_warm_transfer.cli import main
+from pipecat_warm_transfer.demo.runner import run_scenario
+from pipecat_warm_transfer.demo.scenarios import SCENARIOS
+
+FILES = ["caller.wav", "human.wav", "events.jsonl", "report.json", "timeline.png"]
+
+
+def first(events, name):
+    return next((e for e in events if e["event"] == name), None)
+
+
+def span(audio, rate, t0, t1):
+    return audio[int(t0 * rate) : int(t1 * rate)]
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_scenario_runs_as_scripted(name, tmp_path):
+    report = await run_scenario(name, tmp_path)
+    scenario = SCENARIOS[name]
+    assert report["as_scripted"], report
+    assert report["leaks"] == {"rooms": 0, "participants": 0, "connections": 0, "tasks": 0}
+    for file in FILES:
+        assert (tmp_path / file).stat().st_size > 0, file
+    assert json.loads((tmp_path / "report.json").read_text())["scenario"] == name
+
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    names = [e["event"] for e in events]
+    assert names[0] == "transfer_requested" and "teardown_done" in names
+    assert all(a["t"] <= b["t"] for a, b in zip(events, events[1:]))
+    caller, rate = sf.read(tmp_path / "caller.wav", dtype="int16")
+    human, human_rate = sf.read(tmp_path / "human.wav", dtype="int16")
+    assert rate == human_rate == 16000 and len(caller) == len(human)
+
+    hold = first(events, "hold_started")
+    if hold is not None:
+        ends = [e["t"] for e in events if e["event"] in
+                ("connected", "transfer_failed", "caller_hung_up")]
+        end = min(t for t in ends if t > hold["t"])
+        # Music at its level right after the hold line, and never dead air while held.
+        assert abs(rms_dbfs(span(caller, rate, hold["t"] + 0.4, hold["t"] + 1.4)) + 24) < 3
+        levels = windowed_rms_dbfs(span(caller, rate, hold["t"], end), rate, 20)
+        assert np.sum(levels < -60) <= 1
+
+    if scenario.outcome == "connected":
+        connected = first(events, "connected")
+        assert connected["mode"] == str(scenario.connect_mode)
+        # The human's words reach the caller after the connect; the caller's reach the human.
+        assert rms_dbfs(span(caller, rate, connected["t"] + 0.7, connected["t"] + 3.0)) > -35
+        assert rms_dbfs(span(human, rate, connected["t"] + 4.0, len(human) / rate)) > -40
+    back = first(events, "returned_to_caller")
+    if back is not None:
+        # The bot tells the caller, audibly, after the music has faded.
+        assert rms_dbfs(span(caller, rate, back["t"] + 0.3, back["t"] + 2.5)) > -35
+    if name == "caller-hangup":
+        hung = first(events, "caller_hung_up")["t"]
+        assert rms_dbfs(span(human, rate, hung, first(events, "teardown_done")["t"])) > -35
+
+
+def test_demo_command_lists_and_refuses_unknown_scenarios(capsys):
+    assert main(["demo", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in SCENARIOS)
+    assert main(["demo", "--scenario", "teleport"]) == 2
+    assert "--scenario" in capsys.readouterr().out

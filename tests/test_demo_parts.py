@@ -1,0 +1,199 @@
+"""The demo's parts: offline eSpeak NG speech and the timeline picture."""
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("espeakng_loader")
+pytest.importorskip("matplotlib")
+
+from pipecat.frames.frames import TTSAudioRawFrame, TTSSpeakFrame  # noqa: E402
+from pipecat.tests.utils import run_test  # noqa: E402
+
+from pipecat_warm_transfer.demo.espeak_tts import (  # noqa: E402
+    EspeakTTSService,
+    available_variants,
+    native_sample_rate,
+    synthesize,
+)
+from pipecat_warm_transfer.demo.timeline import draw_timeline  # noqa: E402
+
+RATE = 16000
+TEXT = "Hello, this is a test."
+
+
+def _samples(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype=np.int16).astype(np.float64) / 32768
+
+
+def _rms_dbfs(x: np.ndarray) -> float:
+    return 20 * np.log10(np.sqrt(np.mean(x * x)) + 1e-12)
+
+
+def _spectrum(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    power = np.abs(np.fft.rfft(x)) ** 2
+    return np.fft.rfftfreq(len(x), 1 / rate), power
+
+
+def _f0(x: np.ndarray, rate: int) -> float:
+    """Median pitch of the voiced 40 ms frames (autocorrelation, 60-400 Hz)."""
+    n = int(0.04 * rate)
+    pitches = []
+    for i in range(0, len(x) - n, n // 2):
+        frame = x[i : i + n] - x[i : i + n].mean()
+        if np.sqrt(np.mean(frame**2)) < 0.01:
+            continue
+        ac = np.correlate(frame, frame, "full")[n - 1 :]
+        lo, hi = rate // 400, rate // 60
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.3 * ac[0]:
+            pitches.append(rate / lag)
+    return float(np.median(pitches)) if pitches else 0.0
+
+
+def test_espeak_speaks_plausible_speech():
+    assert native_sample_rate() == 22050
+    x = _samples(synthesize(TEXT, voice="en-us", sample_rate=RATE))
+    duration = len(x) / RATE
+    assert 0.8 <= duration <= 4.0
+    assert _rms_dbfs(x) > -35
+    freqs, power = _spectrum(x, RATE)
+    speech_band = power[(freqs >= 100) & (freqs <= 4000)].sum() / power.sum()
+    assert speech_band > 0.8
+    assert 70 <= _f0(x, RATE) <= 160  # a male voice
+
+
+def test_espeak_voices_differ():
+    assert {"f3", "m3"} <= set(available_variants())
+    male = _samples(synthesize(TEXT, voice="en-us", sample_rate=RATE))
+    female = _samples(synthesize(TEXT, voice="en-us+f3", sample_rate=RATE))
+    british = _samples(synthesize(TEXT, voice="en-gb+m3", pitch=30, sample_rate=RATE))
+    f0_male, f0_female, f0_british = (_f0(x, RATE) for x in (male, female, british))
+    assert f0_female > 1.5 * f0_male
+    assert abs(f0_british - f0_male) > 8
+    n = min(len(male), len(british))
+    assert not np.allclose(male[:n], british[:n], atol=0.05)
+
+
+def test_espeak_rate_pitch_and_sample_rate():
+    slow = synthesize(TEXT, rate=120, sample_rate=RATE)
+    fast = synthesize(TEXT, rate=260, sample_rate=RATE)
+    assert len(slow) > 1.5 * len(fast)
+    low = _f0(_samples(synthesize(TEXT, pitch=20, sample_rate=RATE)), RATE)
+    high = _f0(_samples(synthesize(TEXT, pitch=80, sample_rate=RATE)), RATE)
+    assert high > low * 1.15
+    at_8k = synthesize(TEXT, sample_rate=8000)
+    at_16k = synthesize(TEXT, sample_rate=RATE)
+    assert abs(len(at_16k) - 2 * len(at_8k)) < 64
+
+
+def test_espeak_rejects_bad_settings():
+    with pytest.raises(ValueError, match="no voice"):
+        synthesize(TEXT, voice="xx-nowhere")
+    with pytest.raises(ValueError, match="variant"):
+        synthesize(TEXT, voice="en-us+nobody")
+    with pytest.raises(ValueError, match="rate"):
+        EspeakTTSService(rate=5)
+    assert len(synthesize("", sample_rate=RATE)) < RATE * 2 // 10  # under 0.1 s
+
+
+def test_espeak_load_failure_is_one_clear_line(monkeypatch):
+    import espeakng_loader
+
+    from pipecat_warm_transfer.demo import espeak_tts
+
+    monkeypatch.setattr(espeakng_loader, "get_library_path", lambda: "/nowhere/libespeak-ng.so")
+    with pytest.raises(RuntimeError, match="eSpeak NG unavailable: cannot load") as info:
+        espeak_tts._Engine()
+    assert "\n" not in str(info.value)
+
+
+async def test_espeak_is_safe_from_many_threads():
+    voices = ["en-us", "en-us+f3", "en-gb+m3"] * 6
+    expected = {v: len(synthesize(TEXT, voice=v)) for v in set(voices)}
+    results = await asyncio.gather(*(asyncio.to_thread(synthesize, TEXT, voice=v) for v in voices))
+    for voice, pcm in zip(voices, results, strict=True):
+        # eSpeak NG's pitch flutter makes lengths vary by a few samples from call to call.
+        assert abs(len(pcm) - expected[voice]) < 0.02 * expected[voice]
+        assert _rms_dbfs(_samples(pcm)) > -35
+
+
+async def test_espeak_service_in_pipeline():
+    tts = EspeakTTSService(voice="en-us+f3", sample_rate=RATE)
+    down, _ = await run_test(tts, frames_to_send=[TTSSpeakFrame(text=TEXT)])
+    audio = [f for f in down if isinstance(f, TTSAudioRawFrame)]
+    assert audio
+    assert all(f.sample_rate == RATE and f.num_channels == 1 for f in audio)
+    x = _samples(b"".join(f.audio for f in audio))
+    assert 0.8 <= len(x) / RATE <= 4.0
+    assert _rms_dbfs(x) > -35
+    assert _f0(x, RATE) > 150  # the female variant
+
+
+def _write_call(tmp_path, *, human_seconds: float | None, connected: bool = True):
+    rng = np.random.default_rng(1)
+    caller = np.zeros(RATE * 10, dtype=np.float32)
+    caller[RATE // 2 : RATE * 2] = 0.3 * rng.standard_normal(RATE * 3 // 2)
+    t = np.arange(RATE * 4) / RATE
+    caller[RATE * 3 : RATE * 7] = 0.05 * np.sin(2 * np.pi * 330 * t)  # hold music
+    sf.write(tmp_path / "caller.wav", caller, RATE, subtype="PCM_16")
+    human = np.zeros(int(RATE * (human_seconds or 0)), dtype=np.float32)
+    if connected and len(human):
+        human[RATE * 4 : RATE * 6] = 0.2 * rng.standard_normal(RATE * 2)
+    sf.write(tmp_path / "human.wav", human, RATE, subtype="PCM_16")
+    events = [
+        {"t": 2.5, "event": "transfer_requested", "reason": "billing", "transfer": 1},
+        {"t": 3.0, "event": "hold_started", "transfer": 1},
+        {"t": 3.05, "event": "dialing", "transfer": 1},
+    ]
+    if connected:
+        events += [
+            {"t": 4.0, "event": "human_answered", "transfer": 1},
+            {"t": 4.1, "event": "briefing_started", "transfer": 1},
+            {"t": 7.0, "event": "connected", "mode": "move", "transfer": 1},
+            {"t": 7.1, "event": "teardown_done", "transfer": 1},
+            {"t": 9.5, "event": "caller_hung_up", "transfer": 1},
+        ]
+    else:
+        events += [
+            {"t": 7.0, "event": "transfer_failed", "reason": "no_answer", "transfer": 1},
+            {"t": 7.05, "event": "teardown_done", "transfer": 1},
+            {"t": 8.5, "event": "returned_to_caller", "reason": "no_answer", "transfer": 1},
+        ]
+    (tmp_path / "events.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
+
+
+def _png_size(path) -> tuple[int, int]:
+    import matplotlib.image as mpimg
+
+    image = mpimg.imread(str(path))
+    return image.shape[1], image.shape[0]
+
+
+@pytest.mark.parametrize(
+    ("human_seconds", "connected"),
+    [(10.0, True), (10.0, False), (None, False)],
+    ids=["connected", "silent-human", "empty-human"],
+)
+def test_draw_timeline_writes_png(tmp_path, human_seconds, connected):
+    _write_call(tmp_path, human_seconds=human_seconds, connected=connected)
+    out = draw_timeline(
+        tmp_path / "caller.wav",
+        tmp_path / "human.wav",
+        tmp_path / "events.jsonl",
+        tmp_path / "out" / "timeline.png",
+        title="test",
+    )
+    assert out.exists()
+    assert _png_size(out) == (1680, 720)
+
+
+def test_draw_timeline_few_events_and_missing_files(tmp_path):
+    (tmp_path / "events.jsonl").write_text(json.dumps({"t": 1.0, "event": "transfer_requested"}))
+    out = draw_timeline(
+        tmp_path / "missing.wav", None, tmp_path / "events.jsonl", tmp_path / "few.png"
+    )
+    assert _png_size(out) == (1680, 720)
