@@ -35,7 +35,7 @@ async def test_scenario_runs_as_scripted(name, tmp_path):
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     names = [e["event"] for e in events]
     assert names[0] == "transfer_requested" and "teardown_done" in names
-    assert all(a["t"] <= b["t"] for a, b in zip(events, events[1:]))
+    assert all(a["t"] <= b["t"] for a, b in zip(events, events[1:], strict=False))
     caller, rate = sf.read(tmp_path / "caller.wav", dtype="int16")
     human, human_rate = sf.read(tmp_path / "human.wav", dtype="int16")
     assert rate == human_rate == 16000 and len(caller) == len(human)
