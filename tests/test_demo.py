@@ -42,8 +42,11 @@ async def test_scenario_runs_as_scripted(name, tmp_path):
 
     hold = first(events, "hold_started")
     if hold is not None:
-        ends = [e["t"] for e in events if e["event"] in
-                ("connected", "transfer_failed", "caller_hung_up")]
+        ends = [
+            e["t"]
+            for e in events
+            if e["event"] in ("connected", "transfer_failed", "caller_hung_up")
+        ]
         end = min(t for t in ends if t > hold["t"])
         # Music at its level right after the hold line, and never dead air while held.
         assert abs(rms_dbfs(span(caller, rate, hold["t"] + 0.4, hold["t"] + 1.4)) + 24) < 3
