@@ -468,3 +468,39 @@ def test_bad_briefing_digit_is_refused():
 
     with pytest.raises(TransferConfigError, match=r"^BriefingParams.accept_digit: "):
         BriefingParams(tts=ScriptedToneTTSService, accept_digit="11")
+
+
+async def test_move_only_on_a_server_without_move_fails_to_connect():
+    call = await run_call(
+        {NUMBER: human(answer_after=0.5)},
+        until=["returned_to_caller"],
+        supports_move=False,
+        params=fast_params(connect_mode="move"),
+    )
+    result = only_result(call.report)
+    assert result.reason == FailureReason.CONNECT_FAILED
+    assert result.detail == "move unavailable"
+    assert call.report.leaks == NO_LEAKS
+
+
+async def test_auto_falls_back_to_bridge_when_the_move_is_refused():
+    """The backend claims move support, but the server answers 'unimplemented'."""
+    from pipecat_warm_transfer.backends import MoveUnsupportedError
+
+    async with CallHarness(humans={NUMBER: human(answer_after=0.5)}) as call:
+
+        async def refuse(_room):
+            raise MoveUnsupportedError("unimplemented")
+
+        original_open = call.backend.open_leg
+
+        async def open_leg(request):
+            leg = await original_open(request)
+            leg.move_to = refuse
+            return leg
+
+        call.backend.open_leg = open_leg
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("connected")
+    assert only_result(call.report).connect_mode == ConnectMode.BRIDGE
+    assert call.report.leaks == NO_LEAKS
