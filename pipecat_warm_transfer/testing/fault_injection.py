@@ -1,0 +1,264 @@
+#
+# Copyright (c) 2026, pipecat-warm-transfer contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""Randomized, seeded fault injection over whole offline calls, with invariants.
+
+Each run draws a call from a seed: how the human's phone behaves (answer, busy, no answer,
+decline, failure, voicemail), when they press keys or hang up, when the caller hangs up,
+whether the server can move participants, which connect mode is asked for, whether the
+briefing's services fail, whether a second transfer is requested while one runs, and when
+the bot's pipeline is ended or cancelled. After the call, invariants are checked: exactly
+one result per accepted transfer with a typed reason, the caller never stuck or left in
+dead air, zero leaked rooms, participants, connections and tasks, and no secret in the
+logs. A failing run reports its seed and its event trace, which reproduce it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from loguru import logger
+from pipecat.frames.frames import CancelFrame
+
+from pipecat_warm_transfer.audio.metrics import windowed_rms_dbfs
+from pipecat_warm_transfer.params import BriefingParams
+from pipecat_warm_transfer.testing.call_harness import BRIEFING_PITCH_HZ, CallHarness, fast_params
+from pipecat_warm_transfer.testing.scripted_party import HumanScript, tone
+from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
+from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferOutcome
+
+NUMBER = "+15550100"
+DEFAULT_SEED = 20261124
+DEFAULT_RUNS = 12
+
+
+def fuzz_settings() -> tuple[int, int]:
+    """`WT_FUZZ_SEED` and `WT_FUZZ_RUNS` from the environment (DESIGN §4)."""
+    seed = int(os.environ.get("WT_FUZZ_SEED", DEFAULT_SEED))
+    runs = int(os.environ.get("WT_FUZZ_RUNS", DEFAULT_RUNS))
+    return seed, runs
+
+
+@dataclass
+class FaultPlan:
+    """One randomized call, fully determined by its seed."""
+
+    seed: int
+    human: HumanScript
+    supports_move: bool
+    connect_mode: ConnectMode
+    caller_hangs_up_at: float | None
+    pipeline_end_at: float | None
+    pipeline_cancel: bool
+    second_request_at: float | None
+    briefing_fails: bool
+    call_secs: float
+    faults: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One line saying what this run does."""
+        h = self.human
+        actions = [(a[0], round(a[1], 2), *(a[2:] if a[0] == "dtmf" else ())) for a in h.actions]
+        voicemail = "+voicemail" if h.voicemail else ""
+        human = (
+            f"human={h.outcome}{voicemail} after {h.answer_after:.2f}s actions={actions}"
+            f" hang_up_after={h.hang_up_after}"
+        )
+        return (
+            f"seed={self.seed} {human} move={self.supports_move} mode={self.connect_mode} "
+            f"caller_hangs_up_at={self.caller_hangs_up_at} end_at={self.pipeline_end_at}"
+            f"{'(cancel)' if self.pipeline_cancel else ''} second_request_at="
+            f"{self.second_request_at} briefing_fails={self.briefing_fails} faults={self.faults}"
+        )
+
+
+def draw_plan(seed: int) -> FaultPlan:
+    """Draw one call's faults from `seed` (same seed, same call)."""
+    rng = random.Random(seed)
+    outcome = rng.choice(["answer", "answer", "answer", "busy", "no_answer", "decline", "fail"])
+    human = HumanScript(
+        outcome=outcome,
+        answer_after=rng.uniform(0.0, 2.0) if outcome != "no_answer" else 10.0,
+        voicemail=outcome == "answer" and rng.random() < 0.15,
+        greeting=tone(500, rng.uniform(0.2, 0.6)) if rng.random() < 0.8 else None,
+    )
+    if outcome == "answer":
+        for _ in range(rng.randint(0, 2)):
+            human.dtmf(rng.uniform(0.2, 3.0), rng.choice(["1", "1", "2", "5", "#"]))
+        if rng.random() < 0.25:
+            human.hang_up_after = rng.uniform(0.1, 4.0)
+    call_secs = rng.uniform(4.0, 8.0)
+    return FaultPlan(
+        seed=seed,
+        human=human,
+        supports_move=rng.random() < 0.6,
+        connect_mode=rng.choice(
+            [ConnectMode.AUTO, ConnectMode.AUTO, ConnectMode.MOVE, ConnectMode.BRIDGE]
+        ),
+        caller_hangs_up_at=rng.uniform(0.2, call_secs) if rng.random() < 0.25 else None,
+        pipeline_end_at=rng.uniform(0.3, call_secs) if rng.random() < 0.2 else None,
+        pipeline_cancel=rng.random() < 0.5,
+        second_request_at=rng.uniform(0.0, 3.0) if rng.random() < 0.3 else None,
+        briefing_fails=rng.random() < 0.1,
+        call_secs=call_secs,
+    )
+
+
+@dataclass
+class FaultRun:
+    """What one run did and which invariants it broke."""
+
+    plan: FaultPlan
+    events: list[dict]
+    results: list[Any]
+    accepted: int
+    leaks: dict[str, int]
+    violations: list[str]
+
+    def trace(self) -> str:
+        """The plan and the event trace, to reproduce a failure."""
+        lines = [self.plan.describe()]
+        lines += [f"  {e['t']:6.2f} {e['event']} {_extra(e)}" for e in self.events]
+        lines += [f"  results: {[r.as_dict() for r in self.results]}"]
+        lines += [f"  leaks: {self.leaks}"]
+        return "\n".join(lines)
+
+
+def _extra(event: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "event", "transfer"))
+
+
+def _briefing(plan: FaultPlan) -> BriefingParams:
+    def tts():
+        if plan.briefing_fails:
+            raise RuntimeError("briefing TTS failed to start")
+        return ScriptedToneTTSService(pitch_hz=BRIEFING_PITCH_HZ)
+
+    return BriefingParams(tts=tts, greeting_timeout=0.8)
+
+
+async def run_plan(
+    plan: FaultPlan,
+    *,
+    secrets: tuple[str, ...] = (),
+    backend_factory: Callable | None = None,
+) -> FaultRun:
+    """Run one randomized call and check the invariants."""
+    log: list[str] = []
+    sink = logger.add(lambda m: log.append(str(m)), level="DEBUG")
+    accepted = 0
+    params = fast_params(
+        connect_mode=plan.connect_mode, ring_timeout=2.5, briefing_timeout=3.5, max_transfers=3
+    )
+    harness = CallHarness(
+        humans={NUMBER: plan.human},
+        params=params,
+        briefing=_briefing(plan),
+        supports_move=plan.supports_move,
+        backend_factory=backend_factory,
+        caller_script=(
+            (lambda p: p.hang_up(plan.caller_hangs_up_at)) if plan.caller_hangs_up_at else None
+        ),
+    )
+    try:
+        async with harness as call:
+            loop = asyncio.get_running_loop()
+
+            async def at(secs: float):
+                await asyncio.sleep(max(0.0, secs - (loop.time() - call.t0)))
+
+            accepted += bool(await call.transfer.start_transfer("fuzz"))
+            tasks = []
+            if plan.second_request_at is not None:
+
+                async def second():
+                    nonlocal accepted
+                    await at(plan.second_request_at)
+                    accepted += bool(await call.transfer.start_transfer("again"))
+
+                tasks.append(asyncio.create_task(second()))
+            end_at = plan.pipeline_end_at if plan.pipeline_end_at is not None else plan.call_secs
+            await at(end_at)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if plan.pipeline_end_at is not None and plan.pipeline_cancel:
+                await call.worker.queue_frame(CancelFrame())
+            elif plan.pipeline_end_at is None:
+                # Let a transfer in flight finish, as a call would, before hanging up.
+                try:
+                    await call.wait_idle(timeout=8.0)
+                except TimeoutError:
+                    pass
+            stuck_state = call.transfer.state
+    finally:
+        logger.remove(sink)
+    report = harness.report
+    violations = _check(plan, report, accepted, log, secrets, stuck_state)
+    return FaultRun(plan, report.events, report.results, accepted, report.leaks, violations)
+
+
+def _check(plan, report, accepted, log, secrets, final_state) -> list[str]:
+    problems = []
+    if len(report.results) != accepted:
+        problems.append(f"{accepted} transfers accepted but {len(report.results)} results")
+    for result in report.results:
+        if result.outcome == TransferOutcome.FAILED and not isinstance(
+            result.reason, FailureReason
+        ):
+            problems.append(f"failed without a typed reason: {result}")
+        if result.outcome == TransferOutcome.CONNECTED and result.connect_mode is None:
+            problems.append("connected without a connect mode")
+    if plan.pipeline_end_at is None and str(final_state) not in ("idle", "connected"):
+        problems.append(f"caller stuck in state {final_state}")
+    if any(report.leaks.values()):
+        problems.append(f"leaks {report.leaks}")
+    problems += _dead_air(report, plan.pipeline_end_at)
+    for secret in secrets:
+        if secret and any(secret in line for line in log):
+            problems.append("a secret reached the logs")
+    return problems
+
+
+def _dead_air(report, cutoff: float | None) -> list[str]:
+    """While held (music on), no more than one silent 20 ms frame at a time."""
+    rate = report.sample_rate
+    audio = report.caller_audio
+    problems = []
+    starts = [e["t"] for e in report.events if e["event"] == "hold_started"]
+    for start in starts:
+        ends = [
+            e["t"]
+            for e in report.events
+            if e["t"] > start
+            and e["event"]
+            in ("connected", "transfer_failed", "caller_hung_up", "teardown_done", "cancelled")
+        ]
+        end = min(ends) if ends else len(audio) / rate
+        if cutoff is not None:
+            end = min(end, cutoff)  # the bot's pipeline ended: nobody is sending audio
+        window = audio[int(start * rate) : int(end * rate)]
+        if len(window) < rate // 10:
+            continue
+        silent = windowed_rms_dbfs(window, rate, 20) < -60.0
+        longest = _longest_run(silent)
+        if longest > 1:
+            problems.append(f"dead air of {longest} frames while held at {start:.2f}s")
+    return problems
+
+
+def _longest_run(flags: np.ndarray) -> int:
+    best = run = 0
+    for flag in flags:
+        run = run + 1 if flag else 0
+        best = max(best, run)
+    return best
