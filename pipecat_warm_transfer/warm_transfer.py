@@ -162,6 +162,7 @@ class WarmTransfer(BaseObject):
             raise TransferConfigError("target: expected a TransferTarget")
         if not isinstance(briefing, BriefingParams):
             raise TransferConfigError("briefing: expected BriefingParams")
+        backend.check_target(target)
         self._backend = backend
         self._target = target
         self._briefing_params = briefing

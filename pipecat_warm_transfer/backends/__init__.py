@@ -16,8 +16,20 @@ from pipecat_warm_transfer.backends.base import (
     TransferConfigError,
     TransferTarget,
 )
+from pipecat_warm_transfer.backends.livekit import (
+    LiveKitConsultLeg,
+    LiveKitSipBackend,
+    TransportFactory,
+    default_consult_params,
+    livekit_transport_factory,
+)
 
 __all__ = [
+    "LiveKitConsultLeg",
+    "LiveKitSipBackend",
+    "TransportFactory",
+    "default_consult_params",
+    "livekit_transport_factory",
     "ConnectError",
     "ConsultLeg",
     "DialError",

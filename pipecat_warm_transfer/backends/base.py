@@ -228,5 +228,12 @@ class TransferBackend(ABC):
     async def open_leg(self, request: DialRequest) -> ConsultLeg:
         """Create the consult leg for one transfer (no call is placed yet)."""
 
+    def check_target(self, target: TransferTarget) -> None:  # noqa: B027 - optional hook
+        """Refuse a target this backend cannot dial (called before any call is placed).
+
+        Raises:
+            TransferConfigError: One line naming the missing or invalid setting.
+        """
+
     async def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release backend-wide resources (HTTP sessions). Idempotent."""

@@ -7,8 +7,10 @@
 """Runs one demo scenario end to end and writes what it left behind.
 
 Real Pipecat pipelines and workers, the real `WarmTransfer` processors and
-`HoldMusicMixer`, real offline speech (eSpeak NG); the caller, the human and the cloud
-services (STT, LLM) are scripted stand-ins. Files: `caller.wav`, `human.wav`,
+`HoldMusicMixer`, real offline speech (eSpeak NG), and the real `LiveKitSipBackend` talking
+to the LiveKit API emulator over loopback HTTP with the real `livekit-api` client (the
+`bridge` scenario against its open-source mode, without MoveParticipant); the caller, the
+human and the cloud services (STT, LLM) are scripted stand-ins. Files: `caller.wav`, `human.wav`,
 `events.jsonl`, `report.json`, `timeline.png`.
 """
 
@@ -151,7 +153,7 @@ async def _choreograph(call: CallHarness, scenario: Scenario, clips: dict[str, b
             raise ScenarioError(f"'{event}' never happened") from None
 
     def human_party():
-        parties = list(call.backend.parties.values())
+        parties = call.human_parties()
         return parties[-1] if parties else None
 
     call.caller.say(0.5, clips["ask"])
@@ -237,6 +239,7 @@ async def run_scenario(
         supports_move=scenario.supports_move,
         sample_rate=RATE,
         bot_processors=_bot,
+        livekit=True,
     )
     error: ScenarioError | None = None
     async with harness as call:

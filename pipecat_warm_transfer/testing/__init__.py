@@ -16,6 +16,11 @@
 
 from pipecat_warm_transfer.testing.call_harness import CallHarness, CallReport, fast_params
 from pipecat_warm_transfer.testing.harness import FrameCapture, PipelineRun
+from pipecat_warm_transfer.testing.livekit_emulator import (
+    LiveKitEmulator,
+    default_humans,
+    serve_forever,
+)
 from pipecat_warm_transfer.testing.memory_backend import (
     InMemoryBackend,
     InMemoryLeg,
@@ -53,6 +58,9 @@ from pipecat_warm_transfer.testing.scripted_services import (
 from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
 
 __all__ = [
+    "LiveKitEmulator",
+    "default_humans",
+    "serve_forever",
     "CallHarness",
     "CallReport",
     "ScriptedLLMService",

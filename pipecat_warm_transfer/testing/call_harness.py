@@ -115,6 +115,7 @@ class CallHarness:
         bot_processors: Callable[[WarmTransfer], list[FrameProcessor]] | None = None,
         backend_factory: Callable[[MemoryRoomServer, float], TransferBackend] | None = None,
         transfer_kwargs: dict | None = None,
+        livekit: bool = False,
     ):
         """Describe the call (nothing runs until `async with`).
 
@@ -130,6 +131,9 @@ class CallHarness:
                 output, given the transfer (default: a scripted tone TTS).
             backend_factory: Builds another backend (e.g. LiveKit against the emulator).
             transfer_kwargs: Extra `WarmTransfer` arguments (context, summary_llm, ...).
+            livekit: Reach the humans through `LiveKitSipBackend` and the real `livekit-api`
+                client, against a `LiveKitEmulator` on loopback (open-source mode, without
+                MoveParticipant, when `supports_move` is False).
         """
         self._humans = humans or {}
         self._number = number
@@ -143,6 +147,8 @@ class CallHarness:
         self._bot_processors = bot_processors
         self._backend_factory = backend_factory
         self._transfer_kwargs = transfer_kwargs or {}
+        self._livekit = livekit
+        self.emulator = None
         self.events: list[dict] = []
         self.report: CallReport | None = None
         self._event_waiters: list[tuple[str, asyncio.Future]] = []
@@ -152,7 +158,9 @@ class CallHarness:
         self._baseline_tasks = set(asyncio.all_tasks())
         self.server = MemoryRoomServer()
         self.t0 = loop.time()
-        if self._backend_factory:
+        if self._livekit:
+            self.backend = await self._livekit_backend()
+        elif self._backend_factory:
             self.backend = self._backend_factory(self.server, self.t0)
         else:
             self.backend = InMemoryBackend(
@@ -242,6 +250,35 @@ class CallHarness:
     async def __aexit__(self, *exc):
         await self.finish()
 
+    async def _livekit_backend(self):
+        from pipecat_warm_transfer.backends.livekit import LiveKitSipBackend
+        from pipecat_warm_transfer.testing.livekit_emulator import LiveKitEmulator
+
+        self.emulator = LiveKitEmulator(
+            oss=not self._supports_move,
+            rooms=self.server,
+            humans=self._humans,
+            sample_rate=self._rate,
+            t0=self.t0,
+        )
+        await self.emulator.start()
+        return LiveKitSipBackend(
+            self.emulator.url,
+            self.emulator.api_key,
+            self.emulator.api_secret,
+            trunk_id="ST_offline_trunk",
+            caller_id="+15550199",
+            transport_factory=self.emulator.transport_factory(),
+            sample_rate=self._rate,
+            hang_up_moved_on_close=True,
+        )
+
+    def human_parties(self) -> list[ScriptedParty]:
+        """The scripted humans dialed so far (whichever backend placed the calls)."""
+        if self.emulator is not None:
+            return list(self.emulator.parties.values())
+        return list(getattr(self.backend, "parties", {}).values())
+
     async def say(self, text: str):
         """Have the bot say something to the caller (as its LLM would)."""
         await self.worker.queue_frame(TTSSpeakFrame(text))
@@ -278,15 +315,22 @@ class CallHarness:
         await self.backend.close()
         caller_audio = self.caller.recording()
         await self.caller.close()
-        human = list(getattr(self.backend, "parties", {}).values())
+        human = self.human_parties()
         human_audio = human[-1].recording() if human else None
         await asyncio.sleep(0)
-        leftover = self.server.leftovers()
+        if self.emulator is not None:
+            # Rooms, participants, and HTTP plus media connections, as the server sees them.
+            leftover = await self.emulator.settle()
+        else:
+            leftover = self.server.leftovers()
         caller_room = self.server.get_room(CALLER_ROOM)
         if caller_room is not None and not caller_room.participants:
             # The caller's own room, empty now: LiveKit closes it by itself (empty_timeout).
             leftover["rooms"] -= 1
             self.server.delete_room(CALLER_ROOM)
+        if self.emulator is not None:
+            await self.emulator.stop()  # the server's own tasks are not the plugin's
+        await asyncio.sleep(0)
         tasks = [
             t
             for t in asyncio.all_tasks()

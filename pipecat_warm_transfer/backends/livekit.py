@@ -1,0 +1,761 @@
+#
+# Copyright (c) 2026, pipecat-warm-transfer contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""The LiveKit SIP backend: dial the human with `CreateSIPParticipant`, brief in a consult room.
+
+`LiveKitSipBackend` opens one `LiveKitConsultLeg` per transfer. The leg:
+
+1. `dial()` — optionally `CreateRoom` for the consult room (so it can be recorded), then
+   `CreateSIPParticipant` with `wait_until_answered` and the ring timeout. A failed call
+   becomes a `DialError` from its SIP status (486/600 busy; 408/480/487 no answer; 603
+   declined; others dial_failed with the status kept); a slow, unreachable or failing API
+   is `dial_failed`.
+2. `transport` — a Pipecat transport on the consult room for the briefing pipeline
+   (Pipecat's `LiveKitTransport` by default), with a token that may join that one room
+   only. The human leaving that room is reported through `on_human_left`.
+3. `move_to(caller_room)` — `MoveParticipant` (LiveKit Cloud). An `unimplemented` answer
+   (open-source LiveKit) raises `MoveUnsupportedError`, and with `supports_move=None`
+   turns `move` off for the backend, so `auto` bridges straight away next time.
+4. `hang_up()` / `close()` — `RemoveParticipant` (unless moved), `DeleteRoom`, and the
+   leg's HTTP session closed; a missing room or participant is not an error, teardown
+   is idempotent and never raises, and a dial cancelled mid-request leaves nothing.
+
+Every API call is made with `livekit-api`, which signs each request with only the grant
+it needs; the API secret and the tokens never appear in logs or errors.
+
+Example::
+
+    backend = LiveKitSipBackend(trunk_id="ST_xxx", caller_id="+15550000000")  # LIVEKIT_*
+    transfer = WarmTransfer(backend=backend, target=TransferTarget("+15551234567"), ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+from livekit.api import AccessToken, LiveKitAPI, ServerError, VideoGrants
+from livekit.protocol.room import (
+    CreateRoomRequest,
+    DeleteRoomRequest,
+    MoveParticipantRequest,
+    RoomParticipantIdentity,
+)
+from livekit.protocol.sip import (
+    CreateSIPParticipantRequest,
+    SIPOutboundConfig,
+    SIPParticipantInfo,
+)
+from loguru import logger
+from pipecat.transports.base_transport import BaseTransport, TransportParams
+
+from pipecat_warm_transfer.backends.base import (
+    ConnectError,
+    ConsultLeg,
+    DialError,
+    DialRequest,
+    MoveUnsupportedError,
+    TransferBackend,
+    TransferTarget,
+    validate_destination,
+)
+from pipecat_warm_transfer.types import FailureReason, TransferConfigError
+
+#: Builds the consult-room transport: `(url, token, room_name, identity, params)`.
+TransportFactory = Callable[[str, str, str, str, TransportParams], BaseTransport]
+
+_NOT_FOUND = "not_found"
+_UNIMPLEMENTED = "unimplemented"
+_JWT = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+_URL_SCHEMES = ("wss://", "ws://", "https://", "http://")
+
+
+def livekit_transport_factory(
+    url: str, token: str, room_name: str, identity: str, params: TransportParams
+) -> BaseTransport:
+    """Build Pipecat's `LiveKitTransport` on the consult room (the default factory).
+
+    Args:
+        url: The LiveKit server URL (`wss://...`).
+        token: The join token (it names the identity).
+        room_name: The consult room.
+        identity: The bot's identity (carried by the token).
+        params: Transport parameters (converted to `LiveKitParams` when needed).
+
+    Returns:
+        The transport.
+    """
+    from pipecat.transports.livekit.transport import LiveKitParams, LiveKitTransport
+
+    if not isinstance(params, LiveKitParams):
+        params = LiveKitParams(
+            **{name: getattr(params, name) for name in type(params).model_fields}
+        )
+    return LiveKitTransport(url, token, room_name, params=params)
+
+
+def default_consult_params(sample_rate: int = 16000) -> TransportParams:
+    """Default consult transport parameters: audio in and out at `sample_rate`.
+
+    Args:
+        sample_rate: The briefing pipeline's audio rate.
+
+    Returns:
+        The parameters (no end silence: the consult room is torn down anyway).
+    """
+    return TransportParams(
+        audio_in_enabled=True,
+        audio_out_enabled=True,
+        audio_in_sample_rate=sample_rate,
+        audio_out_sample_rate=sample_rate,
+        audio_out_end_silence_secs=0,
+    )
+
+
+class LiveKitConsultLeg(ConsultLeg):
+    """One transfer's consult room on LiveKit and the SIP participant dialed into it."""
+
+    def __init__(self, backend: LiveKitSipBackend, request: DialRequest, trunk_id: str | None):
+        """Create the leg (no call is placed until `dial()`).
+
+        Args:
+            backend: The backend that opened the leg.
+            request: What to dial.
+            trunk_id: The outbound trunk id (None: the backend's inline trunk).
+        """
+        super().__init__(request)
+        self._backend = backend
+        self._trunk_id = trunk_id
+        self._api: LiveKitAPI | None = None
+        self._api_closed = False
+        self._transport: BaseTransport | None = None
+        self._dial_task: asyncio.Task | None = None
+        self._teardown_task: asyncio.Task | None = None
+        self._closed = False
+        self._dialed = False
+        self._answered = False
+        self._moved = False
+        self._moving = False
+        self._hung_up = False
+        self._hanging_up = False
+        self._human_gone = False
+        self._pending_left: str | None = None
+        self._room_may_exist = False
+        self._human_may_be_present = False
+        self.participant: SIPParticipantInfo | None = None
+        self.dial_error: DialError | None = None
+        self.moved_to: str | None = None
+
+    def __repr__(self) -> str:
+        return f"LiveKitConsultLeg({self.room_name!r})"
+
+    @property
+    def answered(self) -> bool:
+        """Whether the human answered."""
+        return self._answered
+
+    @property
+    def moved(self) -> bool:
+        """Whether the human was moved to the caller's room."""
+        return self._moved
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called."""
+        return self._closed
+
+    @property
+    def hung_up(self) -> bool:
+        """Whether the human was hung up by this leg."""
+        return self._hung_up
+
+    # The transport
+
+    @property
+    def transport(self) -> BaseTransport:
+        """The bot's transport on the consult room (joins when its pipeline starts).
+
+        Its token grants `roomJoin` for the consult room only, as the bot's identity.
+        """
+        if self._transport is None:
+            backend = self._backend
+            token = backend.consult_token(self.room_name, self.request.bot_identity)
+            transport = backend.transport_factory(
+                backend.rtc_url,
+                token,
+                self.room_name,
+                self.request.bot_identity,
+                backend.transport_params.model_copy(),
+            )
+            self._watch(transport)
+            self._transport = transport
+        return self._transport
+
+    def _watch(self, transport: BaseTransport) -> None:
+        @transport.event_handler("on_participant_left")
+        async def _on_left(_transport, participant_id, reason=None):
+            await self._participant_gone(participant_id, str(reason or "disconnected"))
+
+        @transport.event_handler("on_participant_disconnected")
+        async def _on_disconnected(_transport, participant_id):
+            # `on_participant_left` (with a reason) is queued right after this event:
+            # let it report first; this one only covers transports without it.
+            await asyncio.sleep(0)
+            await self._participant_gone(participant_id, "disconnected")
+
+    async def _participant_gone(self, identity: str, reason: str) -> None:
+        if identity != self.human_identity or self._human_gone:
+            return
+        if self._hanging_up or self._closed or self._moved:
+            return  # our own hang-up, teardown, or a move (the caller room watches then)
+        if self._moving:
+            self._pending_left = reason
+            return
+        self._human_gone = True
+        self._human_may_be_present = False
+        logger.debug(f"{self}: the human left ({reason})")
+        try:
+            await self._notify_human_left(reason)
+        except Exception as e:
+            logger.error(f"{self}: human-left handler failed: {e!r}")
+
+    # Dial
+
+    async def dial(self) -> None:
+        """Dial the human into the consult room and return once they answered.
+
+        Raises:
+            DialError: Busy, no answer, declined, failed (with the SIP status when the
+                server reported one), the API failed or timed out (`dial_failed`), or
+                the leg was closed meanwhile (`cancelled`).
+        """
+        if self._closed:
+            raise DialError(FailureReason.CANCELLED, detail="the leg is closed")
+        if self._dialed:
+            raise DialError(FailureReason.DIAL_FAILED, detail="the leg was already dialed")
+        self._dialed = True
+        try:
+            if self._backend.create_consult_room:
+                self._room_may_exist = True
+                await self._create_room()
+            self._room_may_exist = True
+            self._human_may_be_present = True
+            self.participant = await self._create_sip_participant()
+        except DialError as e:
+            self.dial_error = e
+            logger.info(f"{self}: dial failed: {e.reason} (SIP {e.sip_status}): {e.detail}")
+            raise
+        self._answered = True
+        logger.debug(f"{self}: {self.human_identity} answered")
+
+    async def _create_room(self) -> None:
+        request = CreateRoomRequest(
+            name=self.room_name, empty_timeout=self._backend.consult_room_empty_timeout
+        )
+
+        def failed(error: ServerError) -> DialError:
+            return DialError(FailureReason.DIAL_FAILED, detail=f"CreateRoom: {_describe(error)}")
+
+        await self._dial_step(
+            "CreateRoom",
+            lambda api: api.room.create_room(request),
+            self._backend.api_timeout,
+            failed,
+        )
+
+    def _sip_request(self) -> CreateSIPParticipantRequest:
+        backend = self._backend
+        target = self.request.target
+        request = CreateSIPParticipantRequest(
+            sip_call_to=target.number,
+            room_name=self.room_name,
+            participant_identity=self.human_identity,
+            participant_name=target.display_name or "",
+            sip_number=target.caller_id or backend.caller_id or "",
+            headers=dict(target.headers),
+            dtmf=target.dtmf or "",
+            wait_until_answered=True,
+            krisp_enabled=backend.krisp_enabled,
+            play_dialtone=backend.play_dialtone,
+        )
+        if self._trunk_id:
+            request.sip_trunk_id = self._trunk_id
+        elif backend.outbound_trunk is not None:
+            request.trunk.CopyFrom(backend.outbound_trunk)
+        request.ringing_timeout.FromNanoseconds(int(round(self._ring_timeout * 1e9)))
+        return request
+
+    @property
+    def _ring_timeout(self) -> float:
+        return max(0.0, float(self.request.ring_timeout))
+
+    async def _create_sip_participant(self) -> SIPParticipantInfo:
+        request = self._sip_request()
+
+        def failed(error: ServerError) -> DialError:
+            self._human_may_be_present = False  # the server answered: nobody joined
+            return _dial_error(error)
+
+        return await self._dial_step(
+            "CreateSIPParticipant",
+            lambda api: api.sip.create_sip_participant(request),
+            self._ring_timeout + self._backend.dial_grace,
+            failed,
+        )
+
+    async def _dial_step(
+        self,
+        method: str,
+        call: Callable[[LiveKitAPI], Awaitable[Any]],
+        bound: float,
+        failed: Callable[[ServerError], DialError],
+    ) -> Any:
+        """Run one API call of the dial, bounded, and cancellable by `close()`."""
+        if self._closed:
+            raise DialError(FailureReason.CANCELLED, detail="the dial was cancelled")
+        async with self._client() as api:
+            task = asyncio.create_task(call(api), name=f"{self}::{method}")
+            self._dial_task = task
+            try:
+                async with asyncio.timeout(bound):
+                    return await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if self._closed and (current is None or not current.cancelling()):
+                    raise DialError(
+                        FailureReason.CANCELLED, detail="the dial was cancelled"
+                    ) from None
+                raise
+            except ServerError as e:
+                raise failed(e) from None
+            except TimeoutError:
+                raise DialError(
+                    FailureReason.DIAL_FAILED,
+                    detail=f"{method}: the LiveKit API did not answer within {bound:g} s",
+                ) from None
+            except aiohttp.ClientError as e:
+                raise DialError(
+                    FailureReason.DIAL_FAILED, detail=f"{method}: {type(e).__name__}"
+                ) from None
+            finally:
+                if not task.done():
+                    task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                self._dial_task = None
+
+    # Move
+
+    async def move_to(self, caller_room: str) -> None:
+        """Move the human into the caller's room (`MoveParticipant`).
+
+        Raises:
+            MoveUnsupportedError: The server has no MoveParticipant (`unimplemented`), or
+                the backend knows it has none.
+            ConnectError: The leg is closed, the human is gone, or the move failed.
+        """
+        backend = self._backend
+        if not backend.supports_move:
+            raise MoveUnsupportedError("this server does not support MoveParticipant")
+        if self._closed:
+            raise ConnectError("the leg is closed")
+        if not self._answered or self._human_gone:
+            raise ConnectError("the human is not in the consult room")
+        if self._moved:
+            if self.moved_to == caller_room:
+                return
+            raise ConnectError(f"the human was already moved to {self.moved_to!r}")
+        request = MoveParticipantRequest(
+            room=self.room_name, identity=self.human_identity, destination_room=caller_room
+        )
+        self._moving = True
+        try:
+            async with self._client() as api:
+                await api.room.move_participant(request)
+        except ServerError as e:
+            if e.code == _UNIMPLEMENTED:
+                backend._move_unimplemented()
+                raise MoveUnsupportedError("this server does not support MoveParticipant") from None
+            raise ConnectError(f"MoveParticipant failed: {_describe(e)}") from None
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ConnectError(f"MoveParticipant failed: {type(e).__name__}") from None
+        else:
+            self._moved = True
+            self.moved_to = caller_room
+            logger.debug(f"{self}: moved {self.human_identity} to {caller_room}")
+        finally:
+            self._moving = False
+            pending, self._pending_left = self._pending_left, None
+            if pending is not None and not self._moved:
+                await self._participant_gone(self.human_identity, pending)
+
+    # Hang-up and teardown
+
+    async def hang_up(self) -> None:
+        """Hang the human up (`RemoveParticipant`, in the caller's room after a move).
+
+        Idempotent; a participant that is already gone is not an error. Other failures
+        are logged (a later call may retry).
+        """
+        if self._hung_up or not self._human_may_be_present:
+            return
+        room = self.moved_to if self._moved and self.moved_to else self.room_name
+        self._hanging_up = True
+        try:
+            await self._remove_participant(room)
+        except Exception as e:
+            self._hanging_up = False
+            logger.warning(f"{self}: hang-up failed: {_describe(e)}")
+            return
+        self._hung_up = True
+        self._human_may_be_present = False
+
+    async def _remove_participant(self, room: str) -> None:
+        request = RoomParticipantIdentity(room=room, identity=self.human_identity)
+        try:
+            async with self._client() as api:
+                await api.room.remove_participant(request)
+        except ServerError as e:
+            if e.code != _NOT_FOUND:
+                raise
+        logger.debug(f"{self}: removed {self.human_identity} from {room}")
+
+    async def close(self) -> None:
+        """Tear the leg down: cancel a dial, hang up unless moved, delete the consult room.
+
+        The leg's HTTP session is closed last. Idempotent and never raises (errors are
+        logged); if the caller is cancelled meanwhile, the teardown still completes.
+        """
+        if self._closed:
+            task = self._teardown_task
+            if task is not None and not task.done():
+                await asyncio.shield(task)
+            return
+        self._closed = True
+        task = asyncio.create_task(self._teardown(), name=f"{self}::teardown")
+        self._teardown_task = task
+        await asyncio.shield(task)
+
+    async def _teardown(self) -> None:
+        try:
+            dial = self._dial_task
+            if dial is not None and not dial.done():
+                dial.cancel()
+                await asyncio.wait([dial], timeout=self._backend.api_timeout)
+            if not self._moved and self._human_may_be_present and not self._hung_up:
+                self._hanging_up = True
+                try:
+                    await self._remove_participant(self.room_name)
+                    self._hung_up = True
+                except Exception as e:
+                    logger.warning(f"{self}: hang-up failed: {_describe(e)}")
+            if self._room_may_exist:
+                try:
+                    async with self._client() as api:
+                        await api.room.delete_room(DeleteRoomRequest(room=self.room_name))
+                except ServerError as e:
+                    if e.code != _NOT_FOUND:
+                        logger.warning(f"{self}: DeleteRoom failed: {_describe(e)}")
+                except Exception as e:
+                    logger.warning(f"{self}: DeleteRoom failed: {_describe(e)}")
+        except Exception as e:
+            logger.error(f"{self}: teardown error: {_describe(e)}")
+        finally:
+            await self._close_api()
+        logger.debug(f"{self}: closed (moved={self._moved})")
+
+    async def _close_api(self) -> None:
+        api, self._api = self._api, None
+        self._api_closed = True
+        if api is not None:
+            try:
+                await api.aclose()
+            except Exception as e:
+                logger.warning(f"{self}: closing the API session failed: {e!r}")
+
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[LiveKitAPI]:
+        """The leg's API client; after `close()`, a one-call client closed right after."""
+        if not self._api_closed:
+            if self._api is None:
+                self._api = self._backend.new_api()
+            yield self._api
+            return
+        api = self._backend.new_api()
+        try:
+            yield api
+        finally:
+            await api.aclose()
+
+
+class LiveKitSipBackend(TransferBackend):
+    """Dials humans over LiveKit SIP into consult rooms (`CreateSIPParticipant`).
+
+    Parameters:
+        url: LiveKit server URL (default: `LIVEKIT_URL`).
+        api_key: API key (default: `LIVEKIT_API_KEY`).
+        api_secret: API secret (default: `LIVEKIT_API_SECRET`).
+        trunk_id: Outbound SIP trunk id (default: `LIVEKIT_SIP_OUTBOUND_TRUNK`); a
+            target's own `trunk_id` wins.
+        caller_id: Number shown to the human (default: `LIVEKIT_SIP_NUMBER`); a target's
+            own `caller_id` wins.
+        outbound_trunk: Inline outbound trunk settings, used when no trunk id is given.
+        krisp_enabled: Krisp noise cancellation on the SIP participant.
+        play_dialtone: Play a dial tone into the consult room while it rings.
+        create_consult_room: `CreateRoom` before dialing (e.g. to record or egress it).
+        consult_room_empty_timeout: `empty_timeout` (s) of a pre-created consult room.
+        supports_move: Whether `MoveParticipant` works; None (auto): yes until the server
+            answers `unimplemented` once.
+        transport_factory: Builds the consult transport from `(url, token, room_name,
+            identity, params)` (default: Pipecat's `LiveKitTransport`).
+        transport_params: Consult transport parameters (default: audio in and out at
+            `sample_rate`).
+        sample_rate: Audio rate of the default consult transport parameters.
+        api_timeout: Seconds bound on each room service call.
+        dial_grace: Seconds a dial may take beyond the ring timeout before it fails.
+        token_ttl: Lifetime (s) of the consult-room join token.
+        hang_up_moved_on_close: Whether `close()` also hangs up humans moved into the
+            caller's room (False: they stay on the call with the caller).
+        failover: `livekit-api` region failover (LiveKit Cloud only).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        *,
+        trunk_id: str | None = None,
+        caller_id: str | None = None,
+        outbound_trunk: SIPOutboundConfig | None = None,
+        krisp_enabled: bool = False,
+        play_dialtone: bool = False,
+        create_consult_room: bool = False,
+        consult_room_empty_timeout: int = 60,
+        supports_move: bool | None = None,
+        transport_factory: TransportFactory | None = None,
+        transport_params: TransportParams | None = None,
+        sample_rate: int = 16000,
+        api_timeout: float = 10.0,
+        dial_grace: float = 5.0,
+        token_ttl: float = 600.0,
+        hang_up_moved_on_close: bool = False,
+        failover: bool = True,
+    ):
+        """Create the backend (settings are checked here, before any call is placed).
+
+        Raises:
+            TransferConfigError: A required setting is missing or invalid (one line
+                naming it; secrets are never echoed).
+        """
+        self.url = _setting(url, "LIVEKIT_URL", "url")
+        self.api_key = _setting(api_key, "LIVEKIT_API_KEY", "api_key")
+        self._api_secret = _setting(api_secret, "LIVEKIT_API_SECRET", "api_secret")
+        if not self.url.lower().startswith(_URL_SCHEMES):
+            raise TransferConfigError("url: must start with wss://, ws://, https:// or http://")
+        self.trunk_id = trunk_id or os.getenv("LIVEKIT_SIP_OUTBOUND_TRUNK") or None
+        caller_id = caller_id or os.getenv("LIVEKIT_SIP_NUMBER") or None
+        self.caller_id = validate_destination(caller_id, "caller_id") if caller_id else None
+        if outbound_trunk is not None and not isinstance(outbound_trunk, SIPOutboundConfig):
+            raise TransferConfigError("outbound_trunk: must be a livekit SIPOutboundConfig")
+        if outbound_trunk is not None and not outbound_trunk.hostname:
+            raise TransferConfigError("outbound_trunk.hostname: the trunk's host is required")
+        self.outbound_trunk = outbound_trunk
+        self.krisp_enabled = bool(krisp_enabled)
+        self.play_dialtone = bool(play_dialtone)
+        self.create_consult_room = bool(create_consult_room)
+        self.consult_room_empty_timeout = _positive_int(
+            consult_room_empty_timeout, "consult_room_empty_timeout"
+        )
+        self._supports_move = supports_move
+        self.transport_factory: TransportFactory = transport_factory or livekit_transport_factory
+        if sample_rate <= 0:
+            raise TransferConfigError("sample_rate: must be positive")
+        self.transport_params = transport_params or default_consult_params(sample_rate)
+        self.api_timeout = _positive(api_timeout, "api_timeout")
+        self.dial_grace = _positive(dial_grace, "dial_grace")
+        self.token_ttl = _positive(token_ttl, "token_ttl")
+        self.hang_up_moved_on_close = hang_up_moved_on_close
+        self.failover = failover
+        self.legs: list[LiveKitConsultLeg] = []
+
+    def __repr__(self) -> str:
+        return f"LiveKitSipBackend({self.url!r})"
+
+    @property
+    def supports_move(self) -> bool:
+        """Whether `move` may be tried (False once the server answered `unimplemented`)."""
+        return self._supports_move is not False
+
+    def _move_unimplemented(self) -> None:
+        if self._supports_move is None:
+            logger.info(f"{self}: MoveParticipant is unimplemented here; bridging from now on")
+            self._supports_move = False
+
+    @property
+    def rtc_url(self) -> str:
+        """The server URL for the media connection (`ws(s)://`)."""
+        url = self.url
+        if url.lower().startswith("https://"):
+            return "wss://" + url[len("https://") :]
+        if url.lower().startswith("http://"):
+            return "ws://" + url[len("http://") :]
+        return url
+
+    def new_api(self) -> LiveKitAPI:
+        """A new `LiveKitAPI` client (its own HTTP session; the caller closes it).
+
+        Returns:
+            The client, bounded by `api_timeout` per request (dials by the ring timeout).
+        """
+        return LiveKitAPI(
+            self.url,
+            self.api_key,
+            self._api_secret,
+            timeout=aiohttp.ClientTimeout(total=self.api_timeout),
+            failover=self.failover,
+        )
+
+    def consult_token(self, room_name: str, identity: str) -> str:
+        """A join token for one consult room: `roomJoin` for that room only.
+
+        Args:
+            room_name: The consult room.
+            identity: The bot's identity in it.
+
+        Returns:
+            The signed JWT (never log it).
+        """
+        return (
+            AccessToken(self.api_key, self._api_secret)
+            .with_identity(identity)
+            .with_name(identity)
+            .with_ttl(timedelta(seconds=self.token_ttl))
+            .with_grants(
+                VideoGrants(
+                    room_join=True,
+                    room=room_name,
+                    can_publish=True,
+                    can_subscribe=True,
+                    can_publish_data=True,
+                )
+            )
+            .to_jwt()
+        )
+
+    def check_target(self, target: TransferTarget) -> None:
+        """Refuse a target with no outbound trunk to dial it through.
+
+        Raises:
+            TransferConfigError: No outbound trunk is configured.
+        """
+        if not (target.trunk_id or self.trunk_id) and self.outbound_trunk is None:
+            raise TransferConfigError(
+                "trunk_id: no outbound SIP trunk (pass trunk_id= or outbound_trunk=, "
+                "or set LIVEKIT_SIP_OUTBOUND_TRUNK)"
+            )
+
+    async def open_leg(self, request: DialRequest) -> LiveKitConsultLeg:
+        """Create the consult leg for one transfer (no call is placed yet).
+
+        Args:
+            request: What to dial.
+
+        Returns:
+            The leg.
+
+        Raises:
+            TransferConfigError: No outbound trunk is configured.
+        """
+        self.check_target(request.target)
+        trunk_id = request.target.trunk_id or self.trunk_id
+        self.legs = [leg for leg in self.legs if self._keep(leg)]
+        leg = LiveKitConsultLeg(self, request, trunk_id)
+        self.legs.append(leg)
+        return leg
+
+    def _keep(self, leg: LiveKitConsultLeg) -> bool:
+        """Whether `close()` still has something to do for a leg."""
+        if not leg.closed:
+            return True
+        return leg.moved and self.hang_up_moved_on_close and not leg.hung_up
+
+    async def close(self) -> None:
+        """Close every leg still open (and hang up moved humans if configured).
+
+        Idempotent, never raises.
+        """
+        legs, self.legs = self.legs, []
+        for leg in legs:
+            try:
+                await leg.close()
+                if leg.moved and self.hang_up_moved_on_close:
+                    await leg.hang_up()
+            except Exception as e:
+                logger.error(f"{self}: error closing {leg}: {_describe(e)}")
+
+
+def _setting(value: str | None, env: str, name: str) -> str:
+    value = value or os.getenv(env)
+    if not value or not value.strip():
+        raise TransferConfigError(f"{name}: not set (pass {name}= or set {env})")
+    return value.strip()
+
+
+def _positive(value: float, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TransferConfigError(f"{name}: must be a number of seconds") from None
+    if not number > 0:
+        raise TransferConfigError(f"{name}: must be positive")
+    return number
+
+
+def _positive_int(value: int, name: str) -> int:
+    if not isinstance(value, int) or value <= 0:
+        raise TransferConfigError(f"{name}: must be a positive whole number of seconds")
+    return value
+
+
+def _sip_status(error: ServerError) -> int | None:
+    raw = (error.metadata or {}).get("sip_status_code")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _dial_error(error: ServerError) -> DialError:
+    """The `DialError` of a failed `CreateSIPParticipant` answer."""
+    status = _sip_status(error)
+    if status is not None:
+        phrase = _clean((error.metadata or {}).get("sip_status", ""))
+        return DialError.from_sip_status(status, f"SIP {status} {phrase}".strip())
+    if error.code == "deadline_exceeded":
+        return DialError(FailureReason.NO_ANSWER, None, "the call was not answered in time")
+    return DialError(FailureReason.DIAL_FAILED, None, f"CreateSIPParticipant: {_describe(error)}")
+
+
+def _describe(error: BaseException) -> str:
+    """A short description of an API error, without tokens or secrets."""
+    if isinstance(error, ServerError):
+        text = f"{error.code} (HTTP {error.status})"
+        if error.code not in ("unauthenticated", "permission_denied") and error.message:
+            text += f": {_clean(error.message)}"
+        return text
+    return type(error).__name__
+
+
+def _clean(text: Any) -> str:
+    """One line of server text, with anything token-like removed, at most 160 characters."""
+    line = " ".join(str(text).split())
+    return _JWT.sub("[redacted]", line)[:160]
