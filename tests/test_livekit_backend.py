@@ -668,3 +668,17 @@ async def test_the_core_returns_the_caller_on_busy(lk):
     assert result.reason == FailureReason.BUSY and result.sip_status == 486
     assert {k: call.report.leaks[k] for k in ZERO} == ZERO
     assert lk.methods_called() == ["CreateSIPParticipant", "DeleteRoom"]
+
+
+async def test_teardown_retries_a_transient_delete_room_failure():
+    """A 5xx on DeleteRoom would leak the consult room: teardown tries again."""
+    from pipecat_warm_transfer.testing import CallHarness, HumanScript
+
+    script = HumanScript(outcome="busy", answer_after=0.2)
+    async with CallHarness(humans={"+15550100": script}, livekit=True) as call:
+        call.emulator.fail_next("DeleteRoom", "unavailable", times=2)
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("teardown_done")
+        assert [r for r in call.server.list_rooms() if r.startswith("consult-")] == []
+        assert call.emulator.methods_called().count("DeleteRoom") == 3
+    assert call.report.leaks == {"rooms": 0, "participants": 0, "connections": 0, "tasks": 0}

@@ -75,6 +75,9 @@ TransportFactory = Callable[[str, str, str, str, TransportParams], BaseTransport
 
 _NOT_FOUND = "not_found"
 _UNIMPLEMENTED = "unimplemented"
+#: Tries of a teardown call (hang-up, DeleteRoom) before giving up, and the backoff unit.
+TEARDOWN_ATTEMPTS = 3
+TEARDOWN_BACKOFF_SECS = 0.2
 _JWT = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 _URL_SCHEMES = ("wss://", "ws://", "https://", "http://")
 
@@ -452,25 +455,47 @@ class LiveKitConsultLeg(ConsultLeg):
                 await asyncio.wait([dial], timeout=self._backend.api_timeout)
             if not self._moved and self._human_may_be_present and not self._hung_up:
                 self._hanging_up = True
-                try:
-                    await self._remove_participant(self.room_name)
+                if await self._with_retries(
+                    "hang-up", lambda: self._remove_participant(self.room_name)
+                ):
                     self._hung_up = True
-                except Exception as e:
-                    logger.warning(f"{self}: hang-up failed: {_describe(e)}")
             if self._room_may_exist:
-                try:
-                    async with self._client() as api:
-                        await api.room.delete_room(DeleteRoomRequest(room=self.room_name))
-                except ServerError as e:
-                    if e.code != _NOT_FOUND:
-                        logger.warning(f"{self}: DeleteRoom failed: {_describe(e)}")
-                except Exception as e:
-                    logger.warning(f"{self}: DeleteRoom failed: {_describe(e)}")
+                await self._with_retries("DeleteRoom", self._delete_room)
         except Exception as e:
             logger.error(f"{self}: teardown error: {_describe(e)}")
         finally:
             await self._close_api()
         logger.debug(f"{self}: closed (moved={self._moved})")
+
+    async def _delete_room(self) -> None:
+        try:
+            async with self._client() as api:
+                await api.room.delete_room(DeleteRoomRequest(room=self.room_name))
+        except ServerError as e:
+            if e.code != _NOT_FOUND:
+                raise
+
+    async def _with_retries(self, what: str, operation) -> bool:
+        """Run a teardown call, retrying transient failures (5xx, dropped connections).
+
+        A teardown call that fails once would leave a room or a phone call behind, so it
+        is tried `TEARDOWN_ATTEMPTS` times with a short backoff; 4xx answers are final.
+        """
+        for attempt in range(1, TEARDOWN_ATTEMPTS + 1):
+            try:
+                await operation()
+                return True
+            except ServerError as e:
+                final = e.status is not None and e.status < 500 or attempt == TEARDOWN_ATTEMPTS
+                logger.warning(f"{self}: {what} failed (try {attempt}): {_describe(e)}")
+                if final:
+                    return False
+            except Exception as e:
+                logger.warning(f"{self}: {what} failed (try {attempt}): {_describe(e)}")
+                if attempt == TEARDOWN_ATTEMPTS:
+                    return False
+            await asyncio.sleep(TEARDOWN_BACKOFF_SECS * attempt)
+        return False
 
     async def _close_api(self) -> None:
         api, self._api = self._api, None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,20 @@ from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferOutc
 NUMBER = "+15550100"
 DEFAULT_SEED = 20261124
 DEFAULT_RUNS = 12
+
+#: API faults a run may inject into the LiveKit emulator: (kind, method, value).
+API_FAULTS = (
+    ("fail", "CreateSIPParticipant", "internal"),
+    ("fail", "CreateSIPParticipant", "unavailable"),
+    ("latency", "CreateSIPParticipant", None),
+    ("drop", "CreateSIPParticipant", None),
+    ("fail", "MoveParticipant", "internal"),
+    ("fail", "RemoveParticipant", "unavailable"),
+    ("fail", "DeleteRoom", "unavailable"),
+    ("latency", "DeleteRoom", None),
+)
+#: A JWT in a log line is a leaked credential.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.")
 
 
 def fuzz_settings() -> tuple[int, int]:
@@ -62,7 +77,8 @@ class FaultPlan:
     second_request_at: float | None
     briefing_fails: bool
     call_secs: float
-    faults: list[str] = field(default_factory=list)
+    livekit: bool = False
+    faults: list[tuple] = field(default_factory=list)
 
     def describe(self) -> str:
         """One line saying what this run does."""
@@ -77,7 +93,8 @@ class FaultPlan:
             f"seed={self.seed} {human} move={self.supports_move} mode={self.connect_mode} "
             f"caller_hangs_up_at={self.caller_hangs_up_at} end_at={self.pipeline_end_at}"
             f"{'(cancel)' if self.pipeline_cancel else ''} second_request_at="
-            f"{self.second_request_at} briefing_fails={self.briefing_fails} faults={self.faults}"
+            f"{self.second_request_at} briefing_fails={self.briefing_fails} "
+            f"livekit={self.livekit} faults={self.faults}"
         )
 
 
@@ -97,6 +114,13 @@ def draw_plan(seed: int) -> FaultPlan:
         if rng.random() < 0.25:
             human.hang_up_after = rng.uniform(0.1, 4.0)
     call_secs = rng.uniform(4.0, 8.0)
+    livekit = rng.random() < 0.5
+    faults: list[tuple] = []
+    if livekit:
+        for fault in API_FAULTS:
+            if rng.random() < 0.15:
+                kind, method, value = fault
+                faults.append((kind, method, rng.uniform(0.1, 1.5) if kind == "latency" else value))
     return FaultPlan(
         seed=seed,
         human=human,
@@ -110,6 +134,8 @@ def draw_plan(seed: int) -> FaultPlan:
         second_request_at=rng.uniform(0.0, 3.0) if rng.random() < 0.3 else None,
         briefing_fails=rng.random() < 0.1,
         call_secs=call_secs,
+        livekit=livekit,
+        faults=faults,
     )
 
 
@@ -165,6 +191,7 @@ async def run_plan(
         briefing=_briefing(plan),
         supports_move=plan.supports_move,
         backend_factory=backend_factory,
+        livekit=plan.livekit,
         caller_script=(
             (lambda p: p.hang_up(plan.caller_hangs_up_at)) if plan.caller_hangs_up_at else None
         ),
@@ -172,6 +199,9 @@ async def run_plan(
     try:
         async with harness as call:
             loop = asyncio.get_running_loop()
+            if call.emulator is not None:
+                secrets = (*secrets, call.emulator.api_secret)
+                _inject(call.emulator, plan.faults)
 
             async def at(secs: float):
                 await asyncio.sleep(max(0.0, secs - (loop.time() - call.t0)))
@@ -207,6 +237,16 @@ async def run_plan(
     return FaultRun(plan, report.events, report.results, accepted, report.leaks, violations)
 
 
+def _inject(emulator, faults: list[tuple]):
+    for kind, method, value in faults:
+        if kind == "fail":
+            emulator.fail_next(method, value)
+        elif kind == "latency":
+            emulator.latency(method, value)
+        elif kind == "drop":
+            emulator.drop_next(method)
+
+
 def _check(plan, report, accepted, log, secrets, final_state) -> list[str]:
     problems = []
     if len(report.results) != accepted:
@@ -226,6 +266,8 @@ def _check(plan, report, accepted, log, secrets, final_state) -> list[str]:
     for secret in secrets:
         if secret and any(secret in line for line in log):
             problems.append("a secret reached the logs")
+    if any(_JWT.search(line) for line in log):
+        problems.append("a token reached the logs")
     return problems
 
 
