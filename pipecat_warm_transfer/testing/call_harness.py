@@ -302,6 +302,13 @@ class CallHarness:
                 self._state_changed.clear()
                 await self._state_changed.wait()
 
+    async def wait_settled(self, results: int, timeout: float = 20.0):
+        """Wait until `results` transfers have a result and the bot is idle with the caller."""
+        async with asyncio.timeout(timeout):
+            while len(self.transfer.results) < results or self.transfer.state != "idle":
+                self._state_changed.clear()
+                await self._state_changed.wait()
+
     async def finish(self) -> CallReport:
         """End the call, tear everything down, and count what is left (once)."""
         if self.report is not None:
