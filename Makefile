@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= demo-out
 
-.PHONY: demo test lint format bench bench-quick clean
+.PHONY: demo test soak lint format bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ demo: $(VENV)/.demo-installed
 
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q -n 4
+
+# The long reliability profile: thousands of randomized calls, then the soak.
+FUZZ_RUNS ?= 2000
+soak: $(VENV)/.test-installed
+	WT_FUZZ_RUNS=$(FUZZ_RUNS) $(BIN)/python -m pytest -q -n 8 tests/test_fault_injection.py
+	$(BIN)/python -m pipecat_warm_transfer.testing.soak --sequential 1000 --concurrent 100
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

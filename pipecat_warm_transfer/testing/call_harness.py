@@ -309,6 +309,17 @@ class CallHarness:
                 self._state_changed.clear()
                 await self._state_changed.wait()
 
+    async def wait_quiet(self, quiet_secs: float = 0.4, timeout: float = 20.0):
+        """Wait until the bot has said nothing to the caller for `quiet_secs` (bounded)."""
+        output = self.transfer.caller_output()
+        quiet = 0.0
+        for _ in range(int(timeout / 0.05)):
+            quiet = 0.0 if output.bot_speaking else quiet + 0.05
+            if quiet >= quiet_secs:
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError("the bot kept speaking")
+
     async def finish(self) -> CallReport:
         """End the call, tear everything down, and count what is left (once)."""
         if self.report is not None:

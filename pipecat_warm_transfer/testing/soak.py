@@ -97,6 +97,7 @@ async def sequential(count: int, connect_every: int, progress) -> dict:
             # A connected transfer ends when the human hangs up and the bot takes the
             # caller back; a failed one when the caller has been told.
             await call.wait_settled(i + 1, timeout=20.0)
+            await call.wait_quiet()  # the caller hears why before asking again
             result = call.transfer.results[i]
             key = str(result.outcome if result.connected else result.reason)
             outcomes[key] = outcomes.get(key, 0) + 1
