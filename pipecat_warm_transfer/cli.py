@@ -9,7 +9,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
+from pathlib import Path
 
 from pipecat_warm_transfer import __version__
 
@@ -29,6 +32,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", default="success", help="scenario to run (see --list)")
     demo.add_argument("--out", default=None, help="output folder (default ./demo-out/SCENARIO)")
     demo.add_argument("--list", action="store_true", help="list the scenarios and exit")
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of the bot YAML")
+    schema.add_argument("--out", default=None, help="write it to this file instead")
+
+    validate = commands.add_parser(
+        "validate", help="check bot YAML files (exit 2 with one line per problem)"
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="bot YAML file(s)")
+
+    run = commands.add_parser("run", help="run the declared bot against a LiveKit deployment")
+    run.add_argument("file", metavar="FILE", help="bot YAML file")
+    run.add_argument(
+        "--room", default=None, help="join this room (default: wait for inbound SIP calls)"
+    )
+    run.add_argument(
+        "--max-calls", type=int, default=None, help="stop after serving this many calls"
+    )
+    run.add_argument(
+        "--poll", type=float, default=1.0, help="seconds between looks for new SIP calls"
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
@@ -48,11 +72,88 @@ def _demo(args) -> int:
     return run_demo(args.scenario, args.out or f"demo-out/{args.scenario}")
 
 
+def _log_level(level: str) -> None:
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level=level)
+
+
+def _schema(args) -> int:
+    from pipecat_warm_transfer.config import bot_config_schema
+
+    text = json.dumps(bot_config_schema(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _summary(loaded) -> str:
+    config = loaded.config
+    services = config.services
+    number = config.transfer.target.number
+    if number.lower().startswith(("sip:", "sips:", "tel:")):
+        scheme, _, rest = number.partition(":")
+        shown = f"{scheme}:…@{rest.rpartition('@')[2]}" if "@" in rest else f"{scheme}:…"
+    else:
+        shown = number if len(number) <= 4 else "…" + number[-4:]
+    parts = [
+        f"bot {config.bot.name!r}",
+        f"stt {services.stt.provider}, llm {services.llm.provider}, tts {services.tts.provider}",
+        f"transfer to {shown} ({config.transfer.connect_mode})",
+    ]
+    if config.flow is not None:
+        parts.append(f"flow with {len(config.flow.nodes)} nodes")
+    return "; ".join(parts)
+
+
+def _validate(args) -> int:
+    from pipecat_warm_transfer.config import ConfigError, load_config
+
+    _log_level("ERROR")
+    status = 0
+    for file in args.files:
+        try:
+            loaded = load_config(file)
+        except ConfigError as e:
+            for problem in e.problems:
+                print(problem)
+            status = 2
+        except Exception as e:  # a bug, not a problem of the file: still one line
+            print(f"{file}:1: (document): cannot validate: {type(e).__name__}: {e}")
+            status = 2
+        else:
+            print(f"{file}: OK ({_summary(loaded)})")
+    return status
+
+
+def _run(args) -> int:
+    from pipecat_warm_transfer.bot_runner import run_livekit
+    from pipecat_warm_transfer.config import ConfigError, load_config
+
+    _log_level("DEBUG" if args.verbose else "INFO")
+    try:
+        loaded = load_config(args.file)
+        return asyncio.run(
+            run_livekit(loaded, room=args.room, max_calls=args.max_calls, poll_secs=args.poll)
+        )
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _demo(args)
+    handlers = {"demo": _demo, "schema": _schema, "validate": _validate, "run": _run}
+    if args.command in handlers:
+        return handlers[args.command](args)
     parser.print_help(sys.stderr)
     return 2

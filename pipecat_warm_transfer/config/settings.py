@@ -1,0 +1,152 @@
+#
+# Copyright (c) 2026, pipecat-warm-transfer contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""A validated bot declaration turned into the library's own settings objects.
+
+`transfer_settings(config)` gives the `TransferTarget`, the `WarmTransferParams`, the
+`BriefingParams` options (everything but the service factories) and the hold-music
+settings, so any runner (the `run` command, the demo, an application) builds its
+`WarmTransfer` from a YAML file the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipecat_warm_transfer.audio import HoldMusicMixer
+from pipecat_warm_transfer.backends.base import TransferTarget
+from pipecat_warm_transfer.config.schema import BUILTIN_MUSIC, BotConfig
+from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
+from pipecat_warm_transfer.types import FailureReason
+
+
+@dataclass(frozen=True)
+class HoldMusicSettings:
+    """The hold mixer's settings.
+
+    Parameters:
+        source: The music file, or None for the bundled music.
+        level_dbfs: Music level.
+        fade_ms: Fade in/out duration.
+        duck_db: Ducking under the bot's voice.
+        telephone_band: Band-limit to 300-3400 Hz.
+    """
+
+    source: Path | None
+    level_dbfs: float
+    fade_ms: float
+    duck_db: float
+    telephone_band: bool
+
+    def mixer(self) -> HoldMusicMixer:
+        """A new mixer for one call (install it as the caller transport's `audio_out_mixer`)."""
+        return HoldMusicMixer(
+            self.source,
+            level_dbfs=self.level_dbfs,
+            fade_ms=self.fade_ms,
+            duck_db=self.duck_db,
+            telephone_band=self.telephone_band,
+        )
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """Everything a `WarmTransfer` needs from the YAML, except the services.
+
+    Parameters:
+        target: Who to dial.
+        params: The caller-side settings.
+        hold_music: The hold mixer's settings.
+        briefing_options: `BriefingParams` keyword arguments other than the services.
+        briefing_mode: `voice` (the human talks with the briefing LLM) or `dtmf`.
+    """
+
+    target: TransferTarget
+    params: WarmTransferParams
+    hold_music: HoldMusicSettings
+    briefing_options: dict[str, Any] = field(default_factory=dict)
+    briefing_mode: str = "voice"
+
+    def briefing(
+        self,
+        *,
+        tts: Callable[[], Any],
+        stt: Callable[[], Any] | None = None,
+        llm: Callable[[], Any] | None = None,
+        voicemail_llm: Callable[[], Any] | None = None,
+    ) -> BriefingParams:
+        """The `BriefingParams`, given service factories (one fresh service per transfer).
+
+        In `dtmf` mode only the TTS is used: the human hears the summary and presses keys.
+        """
+        if self.briefing_mode == "dtmf":
+            stt = llm = voicemail_llm = None
+        return BriefingParams(
+            tts=tts, stt=stt, llm=llm, voicemail_llm=voicemail_llm, **self.briefing_options
+        )
+
+
+def transfer_settings(config: BotConfig, *, base_dir: Path | None = None) -> TransferSettings:
+    """Map a validated bot declaration onto the library's settings objects.
+
+    Args:
+        config: The validated declaration.
+        base_dir: The YAML file's folder (relative hold-music paths resolve against it).
+
+    Returns:
+        The target, params, briefing options and hold-music settings.
+    """
+    t = config.transfer
+    caller = t.messages.caller
+    human = t.messages.human
+    music = t.hold_music
+    target = TransferTarget(
+        number=t.target.number,
+        trunk_id=t.target.trunk_id,
+        caller_id=t.target.caller_id,
+        headers=dict(t.target.headers),
+        dtmf=t.target.dtmf,
+        display_name=t.target.display_name,
+    )
+    params = WarmTransferParams(
+        connect_mode=t.connect_mode,
+        ring_timeout=t.ring_timeout,
+        briefing_timeout=t.briefing_timeout,
+        summary_timeout=t.summary_timeout,
+        hold_message=caller.hold,
+        hold_reminder=music.reminder,
+        hold_reminder_every=music.reminder_every if music.reminder else None,
+        failure_messages={FailureReason(k): v for k, v in caller.failure.model_dump().items()},
+        connected_message=caller.connected,
+        human_left_message=caller.human_left,
+        caller_left_message=human.caller_left,
+        hold_music_level_dbfs=music.level_dbfs,
+        max_transfers=t.max_transfers,
+    )
+    briefing = t.briefing
+    options = {
+        "detect_voicemail": briefing.detect_voicemail and briefing.mode == "voice",
+        "instructions": briefing.instructions,
+        "intro": human.intro,
+        "start": briefing.start,
+        "greeting_timeout": briefing.greeting_timeout,
+        "accept_digit": briefing.accept_digit,
+        "decline_digit": briefing.decline_digit,
+        "summary_max_words": briefing.summary_max_words,
+        "connecting_message": human.connecting,
+    }
+    source = None if music.source in BUILTIN_MUSIC else config.resolve_path(music.source, base_dir)
+    hold = HoldMusicSettings(
+        source=source,
+        level_dbfs=music.level_dbfs,
+        fade_ms=music.fade * 1000.0,
+        duck_db=music.duck_db,
+        telephone_band=music.telephone_band,
+    )
+    return TransferSettings(target, params, hold, options, briefing.mode)
