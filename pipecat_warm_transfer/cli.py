@@ -32,6 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", default="success", help="scenario to run (see --list)")
     demo.add_argument("--out", default=None, help="output folder (default ./demo-out/SCENARIO)")
     demo.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    demo.add_argument(
+        "--config", default=None, help="use this bot YAML's transfer settings (see validate)"
+    )
+
+    emulator = commands.add_parser(
+        "emulator", help="serve the offline LiveKit API emulator on loopback (for your tests)"
+    )
+    emulator.add_argument("--port", type=int, default=7880, help="port on 127.0.0.1")
+    emulator.add_argument("--api-key", default="devkey", help="API key tokens must carry")
+    emulator.add_argument(
+        "--api-secret", default=None, help="API secret (default: the emulator's own)"
+    )
+    emulator.add_argument("--oss", action="store_true", help="no MoveParticipant (open source)")
 
     schema = commands.add_parser("schema", help="print the JSON Schema of the bot YAML")
     schema.add_argument("--out", default=None, help="write it to this file instead")
@@ -69,7 +82,41 @@ def _demo(args) -> int:
         return 2
     from pipecat_warm_transfer.demo.runner import run_demo
 
-    return run_demo(args.scenario, args.out or f"demo-out/{args.scenario}")
+    if args.config:
+        from pipecat_warm_transfer.config import ConfigError, load_config
+
+        try:
+            load_config(args.config)
+        except ConfigError as e:
+            for problem in e.problems:
+                print(problem)
+            return 2
+    return run_demo(args.scenario, args.out or f"demo-out/{args.scenario}", config=args.config)
+
+
+def _emulator(args) -> int:
+    import asyncio
+
+    from pipecat_warm_transfer.testing.livekit_emulator import DEFAULT_API_SECRET, serve_forever
+
+    secret = args.api_secret or DEFAULT_API_SECRET
+
+    def ready(emulator):
+        print(f"LiveKit API emulator on {emulator.url} (api key {args.api_key!r}); Ctrl-C stops it")
+
+    try:
+        asyncio.run(
+            serve_forever(
+                port=args.port,
+                api_key=args.api_key,
+                api_secret=secret,
+                oss=args.oss,
+                on_ready=ready,
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _log_level(level: str) -> None:
@@ -152,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"demo": _demo, "schema": _schema, "validate": _validate, "run": _run}
+    handlers = {
+        "demo": _demo,
+        "emulator": _emulator,
+        "schema": _schema,
+        "validate": _validate,
+        "run": _run,
+    }
     if args.command in handlers:
         return handlers[args.command](args)
     parser.print_help(sys.stderr)

@@ -69,7 +69,9 @@ def _secs(pcm: bytes) -> float:
     return len(pcm) / (2 * RATE)
 
 
-def _transfer_params(scenario: Scenario) -> WarmTransferParams:
+def _transfer_params(scenario: Scenario, settings=None) -> WarmTransferParams:
+    if settings is not None:
+        return settings.params  # the user's own messages, timeouts and level (demo --config)
     return WarmTransferParams(
         hold_message=story.HOLD_LINE,
         hold_reminder="Thanks for holding, I'm still trying to reach them.",
@@ -81,7 +83,7 @@ def _transfer_params(scenario: Scenario) -> WarmTransferParams:
     )
 
 
-def _briefing(scenario: Scenario) -> BriefingParams:
+def _briefing(scenario: Scenario, settings=None) -> BriefingParams:
     heard = [story.VOICEMAIL_GREETING if scenario.human == "voicemail" else story.HUMAN_GREETING]
     if scenario.human_reply:
         heard.append(scenario.human_reply)
@@ -90,11 +92,13 @@ def _briefing(scenario: Scenario) -> BriefingParams:
         ScriptedReply(when="put her through", call=("connect_to_caller", {})),
         ScriptedReply(when="meeting", call=("decline_transfer", {"reason": "in a meeting"})),
     ]
+    options = dict(settings.briefing_options) if settings is not None else {}
+    options["detect_voicemail"] = True  # the voicemail scenario relies on the detector
     return BriefingParams(
         tts=lambda: EspeakTTSService(voice=BOT_VOICE, sample_rate=RATE),
         stt=lambda: ScriptedSTTService(list(heard), user_id="human"),
         llm=lambda: ScriptedLLMService(list(replies)),
-        detect_voicemail=True,
+        **options,
     )
 
 
@@ -132,11 +136,11 @@ def _bot(transfer: WarmTransfer) -> list:
     ]
 
 
-def _human(scenario: Scenario, clips: dict[str, bytes]) -> HumanScript:
+def _human(scenario: Scenario, clips: dict[str, bytes], ring_timeout: float) -> HumanScript:
     if scenario.human == "busy":
         return HumanScript(outcome="busy", answer_after=2.0)
     if scenario.human == "no_answer":
-        return HumanScript(outcome="answer", answer_after=60.0)
+        return HumanScript(outcome="answer", answer_after=ring_timeout + 30.0)
     if scenario.human == "voicemail":
         return HumanScript(answer_after=3.0, voicemail=True, greeting=clips["voicemail"])
     hang_up = _secs(clips["greeting"]) + 4.0 if scenario.human_hangs_up else None
@@ -221,21 +225,34 @@ def _write_wav(path: Path, audio, length: int):
 
 
 async def run_scenario(
-    name: str, out_dir: str | Path, *, on_event: Callable[[dict], None] | None = None
+    name: str,
+    out_dir: str | Path,
+    *,
+    on_event: Callable[[dict], None] | None = None,
+    config: str | Path | None = None,
 ) -> dict:
     """Run one scenario and write its five files; returns the report.
 
-    A run that does not go as scripted still writes its files, with `as_scripted` false
-    and an `error` in the report.
+    With `config`, a bot YAML's transfer settings (messages, hold music, level, timeouts,
+    briefing options) replace the demo's own. A run that does not go as scripted still
+    writes its files, with `as_scripted` false and an `error` in the report.
     """
     scenario = SCENARIOS[name]
-    params = _transfer_params(scenario)
+    settings = None
+    transfer_kwargs = {}
+    if config is not None:
+        from pipecat_warm_transfer.config import load_config
+
+        settings = await asyncio.to_thread(lambda: load_config(config).transfer_settings())
+        transfer_kwargs["hold_mixer"] = settings.hold_music.mixer()
+    params = _transfer_params(scenario, settings)
     clips = await _render_clips(scenario, params)
     harness = CallHarness(
-        humans={story.CALLER_NUMBER_OF_HUMAN: _human(scenario, clips)},
+        humans={story.CALLER_NUMBER_OF_HUMAN: _human(scenario, clips, params.ring_timeout)},
         number=story.CALLER_NUMBER_OF_HUMAN,
         params=params,
-        briefing=_briefing(scenario),
+        briefing=_briefing(scenario, settings),
+        transfer_kwargs=transfer_kwargs,
         supports_move=scenario.supports_move,
         sample_rate=RATE,
         bot_processors=_bot,
@@ -322,7 +339,7 @@ async def _progress(started: float):
         print(f"\r  … {time.monotonic() - started:5.1f} s", end="\r", flush=True)
 
 
-def run_demo(name: str, out_dir: str | Path) -> int:
+def run_demo(name: str, out_dir: str | Path, config: str | Path | None = None) -> int:
     """The `demo` command: run, print the timeline as it happens, say where the files are."""
     scenario = SCENARIOS[name]
     logger.remove()
@@ -333,7 +350,7 @@ def run_demo(name: str, out_dir: str | Path) -> int:
     async def main() -> dict:
         ticker = asyncio.create_task(_progress(started))
         try:
-            return await run_scenario(name, out_dir, on_event=_print_event)
+            return await run_scenario(name, out_dir, on_event=_print_event, config=config)
         finally:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
