@@ -138,8 +138,8 @@ def _rms_dbfs(audio: bytes) -> float:
     return 20.0 * np.log10(rms / 32768.0) if rms > 0 else -120.0
 
 
-class HumanInput(FrameProcessor):
-    """First processor after the consult input: greeting, DTMF decisions, bridge tap."""
+class _SessionProcessor(FrameProcessor):
+    """A processor of the briefing pipeline, bound to its session."""
 
     def __init__(self, session: BriefingSession, **kwargs):
         """Initialize the processor.
@@ -150,6 +150,19 @@ class HumanInput(FrameProcessor):
         """
         super().__init__(**kwargs)
         self._session = session
+
+
+class HumanInput(_SessionProcessor):
+    """First processor after the consult input: greeting, DTMF decisions, bridge tap."""
+
+    def __init__(self, session: BriefingSession, **kwargs):
+        """Initialize the processor.
+
+        Args:
+            session: The briefing session it belongs to.
+            **kwargs: Passed to `FrameProcessor`.
+        """
+        super().__init__(session, **kwargs)
         self._heard_speech = False
         self._quiet_since: float | None = None
 
@@ -190,18 +203,8 @@ class HumanInput(FrameProcessor):
                 self._session.greeting_heard()
 
 
-class HumanTranscripts(FrameProcessor):
+class HumanTranscripts(_SessionProcessor):
     """After STT: the greeting's transcript starts the briefing but no LLM turn of its own."""
-
-    def __init__(self, session: BriefingSession, **kwargs):
-        """Initialize the processor.
-
-        Args:
-            session: The briefing session it belongs to.
-            **kwargs: Passed to `FrameProcessor`.
-        """
-        super().__init__(**kwargs)
-        self._session = session
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Drop transcripts before the briefing starts and after the decision."""
@@ -219,18 +222,8 @@ class HumanTranscripts(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
-class HumanOutput(FrameProcessor):
+class HumanOutput(_SessionProcessor):
     """Last processor before the consult output: speech tracking, bridge audio to the human."""
-
-    def __init__(self, session: BriefingSession, **kwargs):
-        """Initialize the processor.
-
-        Args:
-            session: The briefing session it belongs to.
-            **kwargs: Passed to `FrameProcessor`.
-        """
-        super().__init__(**kwargs)
-        self._session = session
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Track the bot's speech to the human; keep the bot quiet once bridged."""
@@ -256,18 +249,8 @@ class HumanOutput(FrameProcessor):
         await self.push_frame(out)
 
 
-class LegTeardown(FrameProcessor):
+class LegTeardown(_SessionProcessor):
     """The pipeline's last processor: on `TransferTeardownFrame`, hang up and end."""
-
-    def __init__(self, session: BriefingSession, **kwargs):
-        """Initialize the processor.
-
-        Args:
-            session: The briefing session it belongs to.
-            **kwargs: Passed to `FrameProcessor`.
-        """
-        super().__init__(**kwargs)
-        self._session = session
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Close the SIP leg on the teardown frame, then end the briefing pipeline."""
