@@ -165,6 +165,18 @@ class ConsultLeg(ABC):
     def __init__(self, request: DialRequest):
         self.request = request
         self._on_human_left: HumanLeftHandler | None = None
+        self._moved = False
+        self._closed = False
+
+    @property
+    def moved(self) -> bool:
+        """Whether the human was moved to the caller's room."""
+        return self._moved
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called."""
+        return self._closed
 
     @property
     def room_name(self) -> str:

@@ -143,10 +143,8 @@ class LiveKitConsultLeg(ConsultLeg):
         self._transport: BaseTransport | None = None
         self._dial_task: asyncio.Task | None = None
         self._teardown_task: asyncio.Task | None = None
-        self._closed = False
         self._dialed = False
         self._answered = False
-        self._moved = False
         self._moving = False
         self._hung_up = False
         self._hanging_up = False
@@ -165,16 +163,6 @@ class LiveKitConsultLeg(ConsultLeg):
     def answered(self) -> bool:
         """Whether the human answered."""
         return self._answered
-
-    @property
-    def moved(self) -> bool:
-        """Whether the human was moved to the caller's room."""
-        return self._moved
-
-    @property
-    def closed(self) -> bool:
-        """Whether `close()` was called."""
-        return self._closed
 
     @property
     def hung_up(self) -> bool:

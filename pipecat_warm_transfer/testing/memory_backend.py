@@ -74,9 +74,7 @@ class InMemoryLeg(ConsultLeg):
         self._party: ScriptedParty | None = None
         self._watch_task: asyncio.Task | None = None
         self._closing = asyncio.Event()
-        self._closed = False
         self._dialed = False
-        self._moved = False
         self._hanging_up = False
         self.script: HumanScript | None = None
         self.answered_at: float | None = None
@@ -103,16 +101,6 @@ class InMemoryLeg(ConsultLeg):
     def party(self) -> ScriptedParty | None:
         """The human's scripted party, once answered."""
         return self._party
-
-    @property
-    def moved(self) -> bool:
-        """Whether the human was moved to the caller's room."""
-        return self._moved
-
-    @property
-    def closed(self) -> bool:
-        """Whether `close()` was called."""
-        return self._closed
 
     async def dial(self) -> None:
         """Ring the scripted human and return once they answered.
