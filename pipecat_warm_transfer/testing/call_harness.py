@@ -116,6 +116,7 @@ class CallHarness:
         backend_factory: Callable[[MemoryRoomServer, float], TransferBackend] | None = None,
         transfer_kwargs: dict | None = None,
         livekit: bool = False,
+        record_limit_secs: float = 600.0,
     ):
         """Describe the call (nothing runs until `async with`).
 
@@ -134,6 +135,7 @@ class CallHarness:
             livekit: Reach the humans through `LiveKitSipBackend` and the real `livekit-api`
                 client, against a `LiveKitEmulator` on loopback (open-source mode, without
                 MoveParticipant, when `supports_move` is False).
+            record_limit_secs: How much of what the caller hears is kept (soaks keep little).
         """
         self._humans = humans or {}
         self._number = number
@@ -148,6 +150,7 @@ class CallHarness:
         self._backend_factory = backend_factory
         self._transfer_kwargs = transfer_kwargs or {}
         self._livekit = livekit
+        self._record_limit_secs = record_limit_secs
         self.emulator = None
         self.events: list[dict] = []
         self.report: CallReport | None = None
@@ -241,7 +244,14 @@ class CallHarness:
         self._run_task = asyncio.create_task(self.runner.run(), name="call-harness-runner")
         await asyncio.wait_for(started.wait(), 10.0)
 
-        self.caller = ScriptedParty(self.server, CALLER_ROOM, CALLER_IDENTITY, self._rate, self.t0)
+        self.caller = ScriptedParty(
+            self.server,
+            CALLER_ROOM,
+            CALLER_IDENTITY,
+            self._rate,
+            self.t0,
+            record_limit_secs=self._record_limit_secs,
+        )
         if self._caller_script:
             self._caller_script(self.caller)
         await self.caller.start()

@@ -85,7 +85,11 @@ async def sequential(count: int, connect_every: int, progress) -> dict:
         params=_params(connect_mode="bridge"),
         briefing=_briefing(),
         livekit=True,
+        record_limit_secs=1.0,
     ) as call:
+        # Each human records from their own answer, not from the call's start: a long
+        # call's humans would otherwise each hold a recording as long as the whole call.
+        call.emulator.t0 = None
         for i in range(count):
             connect = connect_every and (i + 1) % connect_every == 0
             human = _connecting_human() if connect else HumanScript(outcome="busy")
@@ -118,6 +122,7 @@ async def concurrent(count: int, progress) -> dict:
             params=_params(),
             briefing=_briefing(),
             livekit=True,
+            record_limit_secs=1.0,
         ) as call:
             await call.transfer.start_transfer("soak")
             await call.wait_for("connected", timeout=60.0)
