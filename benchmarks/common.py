@@ -117,3 +117,114 @@ def batch_stats_us(per_item_ns: Sequence[float]) -> dict[str, float]:
         "q1_us": q1,
         "q3_us": q3,
     }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation; NaN for no values."""
+    data = sorted(values)
+    if not data:
+        return float("nan")
+    if len(data) == 1:
+        return float(data[0])
+    rank = (len(data) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(data) - 1)
+    return float(data[low] + (data[high] - data[low]) * (rank - low))
+
+
+def distribution_ms(values_s: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/min/max/mean of durations given in seconds, in milliseconds."""
+    ms = [v * 1000.0 for v in values_s]
+    if not ms:
+        return {"count": 0}
+    return {
+        "count": len(ms),
+        "p50_ms": round(percentile(ms, 50), 3),
+        "p90_ms": round(percentile(ms, 90), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "min_ms": round(min(ms), 3),
+        "max_ms": round(max(ms), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+    }
+
+
+def _thread_ids() -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
+class PinnedToOneCore:
+    """Pin every thread of the process to one CPU (Linux), and restore on exit.
+
+    `os.sched_setaffinity(0, ...)` only pins the calling thread; threads that already
+    exist (executor workers) keep their mask, so every task of the process is pinned.
+    Threads started inside the block inherit the pinned mask of their creator. Off Linux
+    this does nothing (`cpu` is None).
+    """
+
+    def __init__(self) -> None:
+        self.cpu: int | None = None
+        self._saved: dict[int, set[int]] = {}
+
+    def __enter__(self) -> PinnedToOneCore:
+        if not hasattr(os, "sched_setaffinity"):
+            return self
+        allowed = os.sched_getaffinity(0)
+        self.cpu = max(allowed)
+        for tid in _thread_ids():
+            try:
+                self._saved[tid] = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, {self.cpu})
+            except OSError:
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cpu is None:
+            return
+        main_mask = self._saved.get(threading_native_id(), None)
+        for tid in _thread_ids():
+            mask = self._saved.get(tid, main_mask)
+            if mask is None:
+                continue
+            try:
+                os.sched_setaffinity(tid, mask)
+            except OSError:
+                pass
+
+
+def threading_native_id() -> int:
+    import threading
+
+    return threading.get_native_id()
+
+
+def load_average() -> list[float] | None:
+    """The 1/5/15-minute load averages (other work on the machine skews timings)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

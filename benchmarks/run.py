@@ -25,6 +25,10 @@ from benchmarks.common import (
 #: name -> module with a `run(profile: str) -> dict` function.
 BENCHMARKS: dict[str, str] = {
     "mixer": "benchmarks.mixer_bench",
+    "density": "benchmarks.density_bench",
+    "bridge_latency": "benchmarks.bridge_latency_bench",
+    "control": "benchmarks.control_bench",
+    "memory": "benchmarks.memory_bench",
 }
 
 

@@ -91,7 +91,8 @@ class TransferTimings:
         ring: Dial start → human answered (or the dial's failure).
         answer_to_briefing: Human answered → the briefing's first words.
         briefing: Briefing start → the human's decision.
-        accept_to_connected: `connect_to_caller` → caller connected to the human.
+        accept_to_connected: Connect start (after the human heard the connecting message)
+            → caller connected to the human: the control plane's own time (move or bridge).
         total: Transfer request → result.
     """
 

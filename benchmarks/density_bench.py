@@ -1,0 +1,805 @@
+"""Held-call density: how many held calls one core keeps in real time.
+
+Each held call is a real Pipecat output transport (`MemoryTransport.output()`, a
+`BaseOutputTransport` paced by the event-loop clock) inside its own `PipelineWorker` and
+`WorkerRunner`, exactly as a bot runs one pipeline per call. Nothing is queued for it
+(the bot is silent while the caller is held), so Pipecat's mixer loop produces every
+frame: `mixer.mix(silence)` → `OutputAudioRawFrame` → bot-speech bookkeeping →
+`write_audio_frame` (publish to the room + sleep until the frame has "played") → the
+frame is pushed on downstream. One frame is Pipecat's default output chunk,
+`audio_out_10ms_chunks=4`, i.e. 40 ms. The room has no other participant, so publishing
+costs what building the event costs (a real SIP/WebRTC send would add its own cost to
+both sides equally).
+
+Two mixers, searched in the same run with their trials interleaved:
+
+* **ours**: `HoldMusicMixer(source=<44.1 kHz stereo WAV>, level_dbfs=-24, enabled=True)`;
+* **baseline**: Pipecat's `SoundfileMixer(volume=0.4)` fed a mono int16 WAV of the same
+  music at the transport rate, scaled so its output is also -24 dBFS RMS.
+
+A trial starts N calls (start times spread over 0.2 s, so their 40 ms frames have
+random phases as real calls would), warms up past the fade-in, then measures a window
+with the whole process pinned to one CPU (`os.sched_setaffinity` on every thread,
+restored after). A frame is *late* when it is written more than 20 ms after its due
+time; due times follow each call's own schedule (`anchor + k x 40 ms`, the anchor being
+the earliest consistent one in the window), and frames missing from the window count as
+late. N passes when fewer than 1 % of the frames are late. The search doubles N until a
+trial fails (a step never goes past the N that would load the core to 100 % at the CPU
+cost per call the last passing trial measured), then bisects, within a time budget;
+interleaved searches run in rounds, one trial each, so they see the same conditions. CPU µs per call-second is the process
+CPU time over the window / (N x window seconds), at the largest passing N.
+
+Garbage collection. A full collection walks every tracked object, ~900 per Pipecat
+pipeline here, and pauses every call: ~0.4 ms per call on this machine (~100 ms at
+N = 256), far above the 20 ms lateness budget. Full collections are rare in the steady
+state (about one per 10-20 s at N = 256) but land in a short window by chance, which
+would make a 2 s trial a lottery. So each trial runs one timed full collection after its
+calls have started (reported as `full_gc_ms`: the pause a full collection costs at that
+N), then `gc.freeze()`s what exists, so the window measures the transports' own real-time
+capacity; young collections run as usual and every pause in the window is recorded. The
+`full` profile also searches ours with the collector left alone
+(`ours_gc_default`, longer windows) to show the GC-bound density.
+
+The same run also measures a **shared hold engine** prototype (not in the package): one
+clocked task that, every 40 ms, gathers every held call's next music frame from the one
+shared `MusicLoop` in a single vectorised numpy fancy-index (a slice of the loop per
+call, at each call's own position) and publishes each call's frame to its room
+connection. It shows the ceiling once Pipecat's per-call output task is out of the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import tempfile
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from pipecat.audio.mixers.soundfile_mixer import SoundfileMixer
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.transports.base_transport import TransportParams
+from pipecat.workers.runner import WorkerRunner
+
+from benchmarks.common import (
+    RESULTS_DIR,
+    PinnedToOneCore,
+    check_profile,
+    load_average,
+    machine_info,
+    progress,
+    pyplot,
+    save_figure,
+    write_json,
+)
+from benchmarks.mixer_bench import BASELINE_VOLUME, LEVEL_DBFS, _write_music_files
+from pipecat_warm_transfer import HoldMusicMixer
+from pipecat_warm_transfer.audio.music_source import load_music_loop
+from pipecat_warm_transfer.testing import MemoryRoomServer, MemoryTransport
+
+RATE = 16000
+#: Pipecat's default output chunk (audio_out_10ms_chunks=4): one written frame.
+FRAME_SECS = 0.04
+FRAME_SAMPLES = int(RATE * FRAME_SECS)
+LATE_SECS = 0.020
+MAX_LATE_FRACTION = 0.01
+#: Calls' start times are spread over this long, so their frame phases are random.
+START_SPREAD_SECS = 0.2
+#: The engine stamps its writes once per this many calls (a frame's write time is
+#: bounded by the stamp after its group, so lateness is never under-estimated).
+ENGINE_STAMP_EVERY = 64
+LEVEL_TOLERANCE_DB = 2.0
+#: Searches whose kind ends with this keep CPython's GC as is (no freeze after setup).
+GC_DEFAULT_SUFFIX = "_gc_default"
+
+PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "warmup_s": 0.5,
+        "window_s": 1.5,
+        "engine_warmup_s": 0.3,
+        "engine_window_s": 1.5,
+        "tolerance": 0.25,
+        "budget_s": {"pipecat": 40.0, "engine": 10.0},
+        "pipecat_start": 256,
+        "pipecat_max": 4096,
+        "engine_start": 4096,
+        "engine_max": 131072,
+    },
+    "full": {
+        "warmup_s": 2.0,
+        "window_s": 8.0,
+        "engine_warmup_s": 0.5,
+        "engine_window_s": 6.0,
+        "tolerance": 0.05,  # stop bisecting when (fail - pass) / pass <= this
+        "budget_s": {"pipecat": 240.0, "engine": 60.0, "gc_default": 120.0},
+        "gc_default_search": True,
+        "pipecat_start": 128,
+        "pipecat_max": 4096,
+        "engine_start": 1024,
+        "engine_max": 131072,
+    },
+}
+
+JSON_PATH = RESULTS_DIR / "density.json"
+PNG_PATH = RESULTS_DIR / "density.png"
+
+
+class BenchmarkSanityError(RuntimeError):
+    """A mixer did not produce the music the benchmark means to measure."""
+
+
+def _dbfs(samples: np.ndarray) -> float:
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+    return 20.0 * math.log10(max(rms, 1e-12) / 32768.0)
+
+
+# --------------------------------------------------------------------------- GC pauses
+
+
+class GcPauses:
+    """Records the duration of every garbage collection while installed."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, int, float]] = []  # (start, generation, seconds)
+        self._start = 0.0
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.pauses.append((self._start, info["generation"], time.perf_counter() - self._start))
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self, t0: float, t1: float) -> dict[str, Any]:
+        inside = [p for p in self.pauses if t0 <= p[0] <= t1]
+        full = [p[2] for p in inside if p[1] == 2]
+        return {
+            "collections": len(inside),
+            "full_collections": len(full),
+            "max_pause_ms": round(max((p[2] for p in inside), default=0.0) * 1000, 2),
+            "max_full_pause_ms": round(max(full, default=0.0) * 1000, 2),
+            "total_pause_ms": round(sum(p[2] for p in inside) * 1000, 2),
+        }
+
+
+# --------------------------------------------------------------------------- lateness
+
+
+def _late_frames(stamps: list[float], w0: float, w1: float) -> tuple[int, int, float]:
+    """Late frames, expected frames and worst lateness (s) of one call in [w0, w1)."""
+    expected = int((w1 - w0) / FRAME_SECS)
+    ts = [t for t in stamps if w0 <= t < w1]
+    if not ts:
+        return expected, expected, w1 - w0
+    anchor = min(t - k * FRAME_SECS for k, t in enumerate(ts))
+    lateness = [t - k * FRAME_SECS - anchor for k, t in enumerate(ts)]
+    late = sum(1 for x in lateness if x > LATE_SECS)
+    missing = max(0, expected - len(ts) - 1)  # one frame of slack for the window edges
+    return late + missing, expected, max(lateness)
+
+
+@dataclass
+class Trial:
+    kind: str
+    n: int
+    late_fraction: float
+    late_frames: int
+    frames: int
+    cpu_s: float
+    window_s: float
+    max_lateness_ms: float
+    gc: dict[str, Any]
+    setup_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.late_fraction < MAX_LATE_FRACTION
+
+    @property
+    def cpu_us_per_call_second(self) -> float:
+        return self.cpu_s / (self.n * self.window_s) * 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "passed": self.passed,
+            "late_percent": round(100 * self.late_fraction, 3),
+            "late_frames": self.late_frames,
+            "frames": self.frames,
+            "max_lateness_ms": round(self.max_lateness_ms, 2),
+            "cpu_s": round(self.cpu_s, 3),
+            "cpu_load": round(self.cpu_s / self.window_s, 3),
+            "cpu_us_per_call_second": round(self.cpu_us_per_call_second, 1),
+            "window_s": round(self.window_s, 3),
+            "setup_s": round(self.setup_s, 2),
+            "gc": self.gc,
+            **self.extra,
+        }
+
+
+# --------------------------------------------------------------------------- Pipecat calls
+
+
+class _HeldCall:
+    """One held call: a MemoryTransport output in its own PipelineWorker and runner."""
+
+    def __init__(
+        self,
+        server: MemoryRoomServer,
+        index: int,
+        mixer: Any,
+        keep_audio: bool,
+        stamp: bool = True,
+    ):
+        self.mixer = mixer
+        self.stamps: list[float] = []
+        self.audio: deque[bytes] | None = deque(maxlen=25) if keep_audio else None
+        transport = MemoryTransport(
+            server,
+            f"held-{index}",
+            "bot",
+            params=TransportParams(
+                audio_out_enabled=True, audio_out_sample_rate=RATE, audio_out_mixer=mixer
+            ),
+        )
+        output = transport.output()
+        write = output.write_audio_frame
+        stamps, audio = self.stamps, self.audio
+        now = time.perf_counter
+
+        async def stamped_write(frame, _write=write, _stamps=stamps, _audio=audio):
+            _stamps.append(now())
+            if _audio is not None:
+                _audio.append(frame.audio)
+            return await _write(frame)
+
+        if stamp:
+            output.write_audio_frame = stamped_write  # instance attribute: this call only
+        self.output = output
+        self.worker = PipelineWorker(
+            Pipeline([output]),
+            params=PipelineParams(audio_out_sample_rate=RATE),
+            cancel_on_idle_timeout=False,
+            enable_rtvi=False,
+        )
+        self.runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.runner.add_workers(self.worker)
+        self.task = asyncio.create_task(self.runner.run(), name="density-call")
+
+    async def stop(self) -> None:
+        await self.worker.cancel(reason="density trial done")
+
+
+def _mixer_factory(kind: str, files: dict[str, Path]) -> Callable[[], Any]:
+    if kind == "ours":
+        return lambda: HoldMusicMixer(source=files["ours"], level_dbfs=LEVEL_DBFS, enabled=True)
+    return lambda: SoundfileMixer(
+        sound_files={"music": str(files["baseline"])},
+        default_sound="music",
+        volume=BASELINE_VOLUME,
+        mixing=True,
+        loop=True,
+    )
+
+
+async def _pipecat_trial(kind: str, n: int, files: dict[str, Path], settings: dict) -> Trial:
+    loop = asyncio.get_running_loop()
+    freeze = not kind.endswith(GC_DEFAULT_SUFFIX)
+    make_mixer = _mixer_factory(kind.removesuffix(GC_DEFAULT_SUFFIX), files)
+    server = MemoryRoomServer()
+    t_setup = time.perf_counter()
+    calls = [_HeldCall(server, i, make_mixer(), keep_audio=i == 0) for i in range(n)]
+    start = loop.time()
+    for i, call in enumerate(calls):
+        delay = start + i * START_SPREAD_SECS / n - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await call.start()
+    try:
+        deadline = loop.time() + 10.0 + n / 200
+        while not all(call.stamps for call in calls):
+            if loop.time() > deadline:
+                raise RuntimeError(f"{kind}: calls did not start writing within the bound")
+            await asyncio.sleep(0.05)
+        setup_s = time.perf_counter() - t_setup
+        # The N new pipelines' long-lived objects would trigger one full collection soon
+        # after start-up; run it now, timed: the pause any full collection costs at this
+        # N. Then (unless this is a GC-default search) freeze what exists, so that later
+        # collections only scan young objects: whether a full collection lands in a short
+        # window would otherwise decide the trial (see the module docstring).
+        t_gc = time.perf_counter()
+        gc.collect()
+        full_gc_s = time.perf_counter() - t_gc
+        if freeze:
+            gc.freeze()
+        await asyncio.sleep(settings["warmup_s"])
+        with GcPauses() as pauses:
+            w0, c0 = time.perf_counter(), time.process_time()
+            await asyncio.sleep(settings["window_s"])
+            w1, c1 = time.perf_counter(), time.process_time()
+    finally:
+        gc.unfreeze()
+        for call in calls:
+            await call.stop()
+        await asyncio.wait_for(
+            asyncio.gather(*(c.task for c in calls if c.task), return_exceptions=True), 30.0
+        )
+    late = frames = 0
+    worst = 0.0
+    for call in calls:
+        call_late, call_frames, call_worst = _late_frames(call.stamps, w0, w1)
+        late += call_late
+        frames += call_frames
+        worst = max(worst, call_worst)
+    sample = np.frombuffer(b"".join(calls[0].audio or []), dtype=np.int16)
+    level = _dbfs(sample)
+    if abs(level - LEVEL_DBFS) > LEVEL_TOLERANCE_DB:
+        raise BenchmarkSanityError(
+            f"{kind} at N={n}: music at {level:.1f} dBFS RMS, expected {LEVEL_DBFS:g} "
+            f"± {LEVEL_TOLERANCE_DB:g} dB (is the mixer doing the work?)"
+        )
+    del calls
+    gc.collect()
+    return Trial(
+        kind=kind,
+        n=n,
+        late_fraction=late / max(frames, 1),
+        late_frames=late,
+        frames=frames,
+        cpu_s=c1 - c0,
+        window_s=w1 - w0,
+        max_lateness_ms=worst * 1000,
+        gc=pauses.summary(w0, w1),
+        setup_s=setup_s,
+        extra={
+            "music_dbfs_call0": round(level, 2),
+            "full_gc_ms": round(1000 * full_gc_s, 1),
+            "gc_frozen_after_setup": freeze,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- shared engine
+
+
+class SharedHoldEngine:
+    """Prototype: one clocked task mixes every held call's frame in one numpy step.
+
+    Each call has a position in the shared loop; every tick gathers all calls' next
+    frames at once (`windows[positions]`, a (N, frame) int16 array: a slice of the loop
+    per call), adds the input of the calls that have any (none while held: the bot is
+    silent), and publishes each row to that call's room connection. No per-call task,
+    queue, frame object or timer.
+    """
+
+    def __init__(self, loop_samples: np.ndarray, loop_length: int, connections: list):
+        self._windows = sliding_window_view(loop_samples, FRAME_SAMPLES)
+        self._length = loop_length
+        self._connections = connections
+        rng = np.random.default_rng(0)
+        self._positions = rng.integers(0, loop_length, size=len(connections))
+        self.inputs: dict[int, np.ndarray] = {}  # call index -> pending input frame
+        self.tick_stamps: list[tuple[float, list[float]]] = []  # (due, group stamps)
+        self.tick_work_s: list[float] = []
+        self.sample: deque[np.ndarray] = deque(maxlen=25)  # call 0's last second
+
+    def tick(self, due: float, record: bool) -> None:
+        t0 = time.perf_counter()
+        frames = self._windows[self._positions]  # every call's music frame, one gather
+        if self.inputs:
+            rows = np.fromiter(self.inputs, dtype=np.intp)
+            voice = np.stack([self.inputs[i] for i in rows]).astype(np.int32)
+            mixed = np.clip(frames[rows].astype(np.int32) + voice, -32768, 32767)
+            frames[rows] = mixed.astype(np.int16)
+            self.inputs.clear()
+        self.sample.append(frames[0].copy())
+        self._positions += FRAME_SAMPLES
+        self._positions %= self._length
+        stamps: list[float] = []
+        connections = self._connections
+        now = time.perf_counter
+        for start in range(0, len(connections), ENGINE_STAMP_EVERY):
+            group = frames[start : start + ENGINE_STAMP_EVERY]
+            for connection, row in zip(
+                connections[start : start + ENGINE_STAMP_EVERY], group, strict=True
+            ):
+                connection.publish_audio(row.tobytes(), RATE)
+            stamps.append(now())
+        if record:
+            self.tick_stamps.append((due, stamps))
+            self.tick_work_s.append(stamps[-1] - t0 if stamps else 0.0)
+
+    async def run(self, seconds: float, record_from: float) -> None:
+        """Tick every 40 ms on the perf_counter clock for `seconds` (never skipping)."""
+        t_start = time.perf_counter()
+        k = 0
+        while True:
+            due = t_start + k * FRAME_SECS
+            if due - t_start >= seconds:
+                return
+            delay = due - time.perf_counter()
+            await asyncio.sleep(max(0.0, delay))
+            self.tick(due, record=due >= record_from)
+            k += 1
+
+
+async def _engine_trial(n: int, files: dict[str, Path], settings: dict) -> Trial:
+    t_setup = time.perf_counter()
+    music = load_music_loop(files["ours"], RATE, LEVEL_DBFS)  # the shared cache entry
+    server = MemoryRoomServer()
+    connections = [server.connect(f"held-{i}", "bot", sample_rate=RATE) for i in range(n)]
+    engine = SharedHoldEngine(music.samples, music.length, connections)
+    setup_s = time.perf_counter() - t_setup
+    warmup, window = settings["engine_warmup_s"], settings["engine_window_s"]
+    record_from = time.perf_counter() + warmup
+    with GcPauses() as pauses:
+        c0 = time.process_time()
+        w0 = time.perf_counter()
+        await engine.run(warmup + window, record_from)
+        w1 = time.perf_counter()
+        c1 = time.process_time()
+    # CPU over the whole run (warm-up included: the engine has no start-up transient).
+    late = frames = 0
+    worst = 0.0
+    for due, stamps in engine.tick_stamps:
+        for g, stamp in enumerate(stamps):
+            size = min(ENGINE_STAMP_EVERY, n - g * ENGINE_STAMP_EVERY)
+            lateness = stamp - due
+            worst = max(worst, lateness)
+            frames += size
+            if lateness > LATE_SECS:
+                late += size
+    level = _dbfs(np.concatenate(list(engine.sample)))  # what call 0 was sent, last 1 s
+    if abs(level - LEVEL_DBFS) > LEVEL_TOLERANCE_DB:
+        raise BenchmarkSanityError(
+            f"engine at N={n}: music at {level:.1f} dBFS RMS, expected {LEVEL_DBFS:g}"
+        )
+    for connection in connections:
+        connection.disconnect()
+    work = sorted(engine.tick_work_s)
+    result = Trial(
+        kind="engine",
+        n=n,
+        late_fraction=late / max(frames, 1),
+        late_frames=late,
+        frames=frames,
+        cpu_s=c1 - c0,
+        window_s=w1 - w0,
+        max_lateness_ms=worst * 1000,
+        gc=pauses.summary(w0, w1),
+        setup_s=setup_s,
+        extra={
+            "tick_work_p50_ms": round(1000 * work[len(work) // 2], 3) if work else None,
+            "tick_work_max_ms": round(1000 * work[-1], 3) if work else None,
+            "music_dbfs_call0": round(level, 2),
+        },
+    )
+    del engine, connections, server
+    gc.collect()
+    return result
+
+
+# --------------------------------------------------------------------------- search
+
+
+class DensitySearch:
+    """Largest passing N: doubling from `start` until a failure, then bisection."""
+
+    def __init__(self, kind: str, start: int, maximum: int, tolerance: float):
+        self.kind = kind
+        self.lo = 0  # largest N that passed
+        self.hi: int | None = None  # smallest N that failed
+        self._next: int | None = start
+        self._max = maximum
+        self._tol = tolerance
+        self.budget_stopped = False
+        self.trials: list[Trial] = []
+
+    @property
+    def done(self) -> bool:
+        return self._next is None
+
+    def next_n(self) -> int | None:
+        return self._next
+
+    def stop(self) -> None:
+        self._next = None
+        self.budget_stopped = True
+
+    def report(self, trial: Trial) -> None:
+        self.trials.append(trial)
+        n = trial.n
+        if trial.passed:
+            self.lo = max(self.lo, n)
+        else:
+            self.hi = n if self.hi is None else min(self.hi, n)
+        if self.hi is None:  # still doubling up
+            # ... but never past the N that would load the core to 100 % at the CPU cost
+            # per call just measured (one core cannot run more than that in real time).
+            load = trial.cpu_s / trial.window_s
+            cap = int(n / load) if load > 0 else 2 * n
+            step = max(int(n * (1 + self._tol)) + 1, min(2 * n, cap))
+            step = -(-step // 8) * 8  # a multiple of 8
+            self._next = step if step <= self._max else None
+            return
+        if self.lo == 0:  # the first trial failed: halve down
+            self._next = n // 2 if n > 1 else None
+            return
+        if (self.hi - self.lo) <= max(1, self._tol * self.lo):
+            self._next = None
+            return
+        mid = (self.lo + self.hi) // 2
+        self._next = mid if mid not in (self.lo, self.hi) else None
+
+    def best(self) -> Trial | None:
+        passing = [t for t in self.trials if t.passed and t.n == self.lo]
+        return passing[-1] if passing else None
+
+    def as_dict(self) -> dict[str, Any]:
+        best = self.best()
+        return {
+            "largest_passing_n": self.lo,
+            "smallest_failing_n": self.hi,
+            "bracket_closed": not self.budget_stopped,
+            "cpu_us_per_call_second_at_best": (
+                round(best.cpu_us_per_call_second, 1) if best else None
+            ),
+            "trials": [t.as_dict() for t in self.trials],
+        }
+
+
+async def _run_searches(
+    searches: list[DensitySearch],
+    trial: Callable[[str, int], Awaitable[Trial]],
+    budget_s: float,
+) -> None:
+    """Run the searches in rounds, one trial each, interleaved (same machine conditions).
+
+    A round starts only if the time budget still fits one more round as long as the
+    last one, so interleaved searches always get the same number of trials.
+    """
+    t_end = time.perf_counter() + budget_s
+    last_round_s = 0.0
+    while any(not s.done for s in searches):
+        if time.perf_counter() + last_round_s > t_end:
+            for search in searches:
+                if not search.done:
+                    progress(
+                        f"  density {search.kind}: time budget reached, bracket "
+                        f"[{search.lo}, {search.hi}] kept"
+                    )
+                    search.stop()
+            return
+        t_round = time.perf_counter()
+        for search in searches:
+            n = search.next_n()
+            if n is None:
+                continue
+            t0 = time.perf_counter()
+            result = await trial(search.kind, n)
+            search.report(result)
+            progress(
+                f"  density {search.kind:>8} N={n:>6}: late {100 * result.late_fraction:6.2f} %"
+                f" ({'pass' if result.passed else 'FAIL'}), "
+                f"{result.cpu_us_per_call_second:7.1f} CPU µs/call-s, "
+                f"load {result.cpu_s / result.window_s:4.2f}, "
+                f"max late {result.max_lateness_ms:6.1f} ms, "
+                f"GC max {result.gc['max_pause_ms']:.0f} ms  [{time.perf_counter() - t0:.1f} s]"
+            )
+        last_round_s = time.perf_counter() - t_round
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _plot(searches: dict[str, DensitySearch], profile: str, path: Path) -> None:
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6))
+    styles = {
+        "ours": ("HoldMusicMixer (ours), Pipecat output transport per call", "#2a9d8f", "o"),
+        "baseline": (
+            "SoundfileMixer (baseline), Pipecat output transport per call",
+            "#7a7a7a",
+            "s",
+        ),
+        "engine": ("shared hold engine prototype (one task for all calls)", "#e76f51", "^"),
+        "ours" + GC_DEFAULT_SUFFIX: ("ours, GC not frozen after set-up", "#8ecae6", "v"),
+    }
+    for kind, search in searches.items():
+        label, color, marker = styles[kind]
+        trials = sorted(search.trials, key=lambda t: t.n)
+        if not trials:
+            continue
+        ns = [t.n for t in trials]
+        ax1.plot(
+            ns,
+            [max(100 * t.late_fraction, 1e-3) for t in trials],
+            marker=marker,
+            color=color,
+            label=f"{label}: largest passing N = {search.lo}",
+        )
+        ax2.plot(ns, [t.cpu_us_per_call_second for t in trials], marker=marker, color=color)
+    ax1.axhline(100 * MAX_LATE_FRACTION, color="#c1121f", linestyle="--", linewidth=1)
+    ax1.text(
+        0.01,
+        100 * MAX_LATE_FRACTION * 1.2,
+        "1 % limit",
+        color="#c1121f",
+        fontsize=8,
+        transform=ax1.get_yaxis_transform(),
+    )
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent held calls N (process pinned to one core)")
+        ax.grid(which="both", alpha=0.25)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("late frames, % (written > 20 ms after due; 0 drawn at 0.001)")
+    ax1.set_title("Late 40 ms frames vs N", fontsize=11)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("process CPU µs per call-second")
+    ax2.set_title("CPU cost per held call vs N", fontsize=11)
+    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(
+        f"Held-call density on one core: hold music over silent input (profile {profile})",
+        fontsize=12,
+    )
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- entry
+
+
+async def _run(profile: str) -> dict[str, Any]:
+    settings = PROFILE_SETTINGS[profile]
+    tol = settings["tolerance"]
+    searches = {
+        "ours": DensitySearch("ours", settings["pipecat_start"], settings["pipecat_max"], tol),
+        "baseline": DensitySearch(
+            "baseline", settings["pipecat_start"], settings["pipecat_max"], tol
+        ),
+        "engine": DensitySearch("engine", settings["engine_start"], settings["engine_max"], tol),
+    }
+    gc_kind = "ours" + GC_DEFAULT_SUFFIX
+    if settings.get("gc_default_search"):
+        searches[gc_kind] = DensitySearch(
+            gc_kind, settings["pipecat_start"], settings["pipecat_max"], tol
+        )
+    with tempfile.TemporaryDirectory(prefix="density-bench-") as tmp_dir:
+        ours_file, baseline_files = _write_music_files(Path(tmp_dir))
+        files = {"ours": ours_file, "baseline": baseline_files[RATE]}
+        load_music_loop(ours_file, RATE, LEVEL_DBFS)  # decode once, outside the trials
+        gc.collect()
+
+        async def pipecat_trial(kind: str, n: int) -> Trial:
+            return await _pipecat_trial(kind, n, files, settings)
+
+        async def engine_trial(_kind: str, n: int) -> Trial:
+            return await _engine_trial(n, files, settings)
+
+        with PinnedToOneCore() as pin:
+            progress(f"  density: pinned to CPU {pin.cpu}; load average {load_average()}")
+            await _run_searches(
+                [searches["ours"], searches["baseline"]],
+                pipecat_trial,
+                settings["budget_s"]["pipecat"],
+            )
+            await _run_searches([searches["engine"]], engine_trial, settings["budget_s"]["engine"])
+            if gc_kind in searches:
+                await _run_searches(
+                    [searches[gc_kind]], pipecat_trial, settings["budget_s"]["gc_default"]
+                )
+    return {"searches": searches, "cpu": pin.cpu}
+
+
+def run(profile: str) -> dict[str, Any]:
+    """Run the density benchmark; write density.json and density.png; return summary keys."""
+    check_profile(profile)
+    t0 = time.perf_counter()
+    settings = PROFILE_SETTINGS[profile]
+    progress(
+        f"density: N held calls per core, ours vs SoundfileMixer vs shared engine, "
+        f"profile {profile} (window {settings['window_s']} s)"
+    )
+    load_before = load_average()
+    out = asyncio.run(_run(profile))
+    searches: dict[str, DensitySearch] = out["searches"]
+    ours, base, engine = searches["ours"], searches["baseline"], searches["engine"]
+
+    def cpu_at_best(search: DensitySearch) -> float | None:
+        best = search.best()
+        return round(best.cpu_us_per_call_second, 1) if best else None
+
+    def cpu_at(search: DensitySearch, n: int) -> float | None:
+        values = [t.cpu_us_per_call_second for t in search.trials if t.n == n]
+        return round(float(np.median(values)), 1) if values else None
+
+    # Same-N comparison: the mixer's share of the per-call cost, at N both passed.
+    common = sorted({t.n for t in ours.trials if t.passed} & {t.n for t in base.trials if t.passed})
+    same_n = common[-1] if common else None
+    summary = {
+        "density_ratio": round(ours.lo / base.lo, 3) if base.lo else None,
+        "density_ours": ours.lo,
+        "density_baseline": base.lo,
+        "density_shared_engine": engine.lo,
+        "cpu_us_per_call_second_ours": cpu_at_best(ours),
+        "cpu_us_per_call_second_baseline": cpu_at_best(base),
+        "cpu_us_per_call_second_shared_engine": cpu_at_best(engine),
+        "density_same_n": same_n,
+        "cpu_us_per_call_second_ours_same_n": cpu_at(ours, same_n) if same_n else None,
+        "cpu_us_per_call_second_baseline_same_n": cpu_at(base, same_n) if same_n else None,
+        "density_cpu_ratio_same_n": (
+            round(cpu_at(base, same_n) / cpu_at(ours, same_n), 3) if same_n else None
+        ),
+        "density_full_gc_pause_ms_at_ours": (
+            ours.best().extra.get("full_gc_ms") if ours.best() else None
+        ),
+        "density_profile": profile,
+    }
+    gc_search = searches.get("ours" + GC_DEFAULT_SUFFIX)
+    if gc_search is not None:
+        summary["density_ours_gc_default"] = gc_search.lo
+    elapsed = time.perf_counter() - t0
+    document = {
+        "benchmark": "density",
+        "profile": profile,
+        "profile_settings": settings,
+        "elapsed_s": round(elapsed, 2),
+        "machine": machine_info(),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "pinned_cpu": out["cpu"],
+        "setup": {
+            "rate_hz": RATE,
+            "frame_ms": FRAME_SECS * 1000,
+            "late_after_ms": LATE_SECS * 1000,
+            "max_late_percent": 100 * MAX_LATE_FRACTION,
+            "per_call": (
+                "MemoryTransport.output() (Pipecat BaseOutputTransport, clock-paced) alone "
+                "in a Pipeline, its own PipelineWorker and WorkerRunner; mixer-only frames "
+                "(silent input); room without listeners"
+            ),
+            "ours": f"HoldMusicMixer(source=44.1 kHz stereo WAV, level_dbfs={LEVEL_DBFS})",
+            "baseline": (
+                f"SoundfileMixer(volume={BASELINE_VOLUME}) with a mono int16 WAV at {RATE} Hz "
+                f"scaled to output {LEVEL_DBFS} dBFS RMS"
+            ),
+            "engine": (
+                "prototype: one task, every 40 ms one numpy gather of all calls' frames from "
+                "the shared MusicLoop, then MemoryConnection.publish_audio per call"
+            ),
+            "gc": (
+                "one timed gc.collect() after start-up, then gc.freeze() for the window "
+                "(except *_gc_default searches); every pause in the window recorded"
+            ),
+        },
+        "summary": summary,
+        "searches": {kind: s.as_dict() for kind, s in searches.items()},
+    }
+    write_json(JSON_PATH, document)
+    _plot(searches, profile, PNG_PATH)
+    progress(
+        f"density: ours N={ours.lo} ({summary['cpu_us_per_call_second_ours']} µs/call-s), "
+        f"baseline N={base.lo} ({summary['cpu_us_per_call_second_baseline']} µs/call-s), "
+        f"ratio {summary['density_ratio']}, shared engine N={engine.lo} "
+        f"({summary['cpu_us_per_call_second_shared_engine']} µs/call-s)"
+    )
+    progress(f"density: wrote {JSON_PATH} and {PNG_PATH} in {elapsed:.1f} s")
+    return summary
