@@ -65,6 +65,9 @@ class CallReport:
     leaks: dict[str, int]
     sample_rate: int
     spoken_to_caller: list[str] = field(default_factory=list)
+    #: Times the bot's stream to the caller paused over 0.1 s (a starved event loop, not a
+    #: mixer choice: a held call's output sends frames, silent or not, every frame time).
+    caller_stream_gaps: int = 0
     spoken_to_human: list[str] = field(default_factory=list)
 
     def event_names(self) -> list[str]:
@@ -342,6 +345,7 @@ class CallHarness:
             await asyncio.wait_for(self._run_task, 10.0)
         await self.backend.close()
         caller_audio = self.caller.recording()
+        stream_gaps = self.caller.stream_gaps(BOT_IDENTITY)
         await self.caller.close()
         human = self.human_parties()
         human_audio = human[-1].recording() if human else None
@@ -374,5 +378,6 @@ class CallHarness:
             leaks=leftover,
             sample_rate=self._rate,
             spoken_to_caller=list(getattr(self.bot_tts, "spoken", [])),
+            caller_stream_gaps=stream_gaps,
         )
         return self.report

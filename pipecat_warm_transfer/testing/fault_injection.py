@@ -272,7 +272,13 @@ def _check(plan, report, accepted, log, secrets, final_state) -> list[str]:
 
 
 def _dead_air(report, cutoff: float | None) -> list[str]:
-    """While held (music on), no more than one silent 20 ms frame at a time."""
+    """While held (music on), no more than one silent 20 ms frame at a time.
+
+    When the bot's stream itself paused (the event loop was starved, e.g. by an
+    overloaded machine), the silence is the scheduler's, not the plugin's: not judged.
+    """
+    if report.caller_stream_gaps:
+        return []
     rate = report.sample_rate
     audio = report.caller_audio
     problems = []
