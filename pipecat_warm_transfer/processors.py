@@ -38,6 +38,7 @@ from pipecat.frames.frames import (
     TTSAudioRawFrame,
     TTSSpeakFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
     UserSpeakingFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
@@ -150,6 +151,8 @@ class CallerOutput(FrameProcessor):
         self._transfer = transfer
         self._state = TransferState.IDLE
         self._music_armed = False  # start the music when the bot stops speaking
+        self._spoken_since_armed = ""  # what the bot said since (to find the hold line)
+        self._heard_text = False
         self._music_on = False
         self._bot_speaking = False
 
@@ -179,12 +182,24 @@ class CallerOutput(FrameProcessor):
             self._bot_speaking = True
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._bot_speaking = False
-            if direction == FrameDirection.UPSTREAM and self._music_armed:
+            if (
+                direction == FrameDirection.UPSTREAM
+                and self._music_armed
+                and self._hold_line_done()
+            ):
                 await self.start_music()
+        elif (
+            isinstance(frame, TTSTextFrame)
+            and direction == FrameDirection.DOWNSTREAM
+            and self._music_armed
+        ):
+            self._heard_text = True
+            self._spoken_since_armed = f"{self._spoken_since_armed} {frame.text}"[-2000:]
         elif (
             isinstance(frame, TTSStoppedFrame)
             and direction == FrameDirection.DOWNSTREAM
             and self._music_armed
+            and self._hold_line_done()
         ):
             # The hold line is all queued in the transport: the mixer starts the music
             # at its last sample (BotStoppedSpeakingFrame then confirms it).
@@ -203,8 +218,23 @@ class CallerOutput(FrameProcessor):
         self._state = frame.state
         if frame.state == TransferState.HOLDING and frame.previous == TransferState.IDLE:
             self._music_armed = True
+            self._spoken_since_armed = ""
+            self._heard_text = False
         elif frame.state in (TransferState.CONNECTED, TransferState.RETURNING):
             await self.stop_music()
+
+    def _hold_line_done(self) -> bool:
+        """Whether the hold line (not a sentence the bot was already saying) was spoken.
+
+        A bot often says "Sure, let me get someone" and calls the tool in the same turn: the
+        music must wait for the hold line after it. TTS services that report no text fall
+        back to the first stop.
+        """
+        if not self._heard_text:
+            return True
+        return _words(self._transfer.hold_message)[-3:] == _tail_words(
+            self._spoken_since_armed, 3
+        ) or _contains_words(self._spoken_since_armed, self._transfer.hold_message)
 
     async def start_music(self):
         """Fade the hold music in (idempotent)."""
@@ -231,3 +261,16 @@ class CallerOutput(FrameProcessor):
         out.interruptible = False
         out.metadata[RELAY_METADATA_KEY] = True
         await self.push_frame(out)
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() else " " for c in text).split()
+
+
+def _tail_words(text: str, count: int) -> list[str]:
+    return _words(text)[-count:]
+
+
+def _contains_words(text: str, phrase: str) -> bool:
+    """Whether `text` holds the words of `phrase` in order, whatever the punctuation."""
+    return " ".join(_words(phrase)) in " ".join(_words(text))

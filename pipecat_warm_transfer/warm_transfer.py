@@ -228,6 +228,11 @@ class WarmTransfer(BaseObject):
         )
 
     @property
+    def hold_message(self) -> str:
+        """What the bot says before the hold music starts."""
+        return self._params.hold_message
+
+    @property
     def state(self) -> TransferState:
         """The current state."""
         return self._state

@@ -107,3 +107,31 @@ async def test_output_silences_the_bot_once_connected_but_plays_the_human():
         frames_to_send=[connected, bot],
         expected_down_frames=[TransferStateFrame],
     )
+
+
+async def test_output_waits_for_the_hold_line_not_the_sentence_before_it():
+    """The LLM said a sentence and called the tool: the music waits for the hold line."""
+    from pipecat.frames.frames import TTSTextFrame
+
+    transfer = make_transfer()
+    output = transfer.caller_output()
+    holding = TransferStateFrame(state=TransferState.HOLDING, previous=TransferState.IDLE)
+    frames = [
+        holding,
+        TTSTextFrame("Sure, let me get someone for you.", aggregated_by="sentence"),
+        TTSStoppedFrame(),
+        TTSTextFrame(transfer.hold_message, aggregated_by="sentence"),
+        TTSStoppedFrame(),
+    ]
+    await run_test(
+        output,
+        frames_to_send=frames,
+        expected_down_frames=[
+            TransferStateFrame,
+            TTSTextFrame,
+            TTSStoppedFrame,  # no music after the first sentence
+            TTSTextFrame,
+            TTSStoppedFrame,
+            MixerStartAfterSpeechFrame,
+        ],
+    )
