@@ -200,6 +200,12 @@ class CallHarness:
         async def _on_state(_transfer, _state):
             self._state_changed.set()
 
+        self._result_published = asyncio.Event()
+
+        @self.transfer.event_handler("on_transfer_result")
+        async def _on_result(_transfer, _result):
+            self._result_published.set()
+
         self.caller_transport = MemoryTransport(
             self.server,
             CALLER_ROOM,
@@ -321,6 +327,13 @@ class CallHarness:
             while len(self.transfer.results) < results or self.transfer.state != "idle":
                 self._state_changed.clear()
                 await self._state_changed.wait()
+
+    async def wait_result(self, results: int = 1, timeout: float = 20.0):
+        """Wait until `results` transfers have their result (connected or failed)."""
+        async with asyncio.timeout(timeout):
+            while len(self.transfer.results) < results:
+                self._result_published.clear()
+                await self._result_published.wait()
 
     async def wait_quiet(self, quiet_secs: float = 0.4, timeout: float = 20.0):
         """Wait until the bot has said nothing to the caller for `quiet_secs` (bounded)."""

@@ -125,7 +125,9 @@ async def concurrent(count: int, progress) -> dict:
             record_limit_secs=1.0,
         ) as call:
             await call.transfer.start_transfer("soak")
-            await call.wait_for("connected", timeout=60.0)
+            # Connected, or failed (an overloaded machine can miss a timeout): the soak
+            # counts outcomes and leftovers, it does not assume them.
+            await call.wait_result(1, timeout=120.0)
         for key in leaks:
             leaks[key] += call.report.leaks[key] if key != "tasks" else 0
         result = call.report.results[-1]
@@ -138,7 +140,9 @@ async def concurrent(count: int, progress) -> dict:
     return {"calls": count, "outcomes": outcomes, "leaks": leaks}
 
 
-async def soak(sequential_count: int, concurrent_count: int, connect_every: int) -> dict:
+async def soak(
+    sequential_count: int, concurrent_count: int, connect_every: int, out: Path | None = None
+) -> dict:
     """Run both phases and measure memory and file descriptors around them."""
 
     def progress(label):
@@ -157,6 +161,8 @@ async def soak(sequential_count: int, concurrent_count: int, connect_every: int)
         )
         gc.collect()
         figures["after_sequential"] = {"rss_mb": round(rss_mb(), 1), "fds": open_fds()}
+        if out is not None:
+            out.write_text(json.dumps(figures, indent=2))  # kept if the next phase fails
     if concurrent_count:
         figures["concurrent"] = await concurrent(concurrent_count, progress("concurrent"))
         gc.collect()
@@ -176,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
-    figures = asyncio.run(soak(args.sequential, args.concurrent, args.connect_every))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    figures = asyncio.run(
+        soak(args.sequential, args.concurrent, args.connect_every, Path(args.out))
+    )
     Path(args.out).write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures, indent=2))
     leaked = any(
