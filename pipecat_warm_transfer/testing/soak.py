@@ -162,7 +162,9 @@ async def soak(
         gc.collect()
         figures["after_sequential"] = {"rss_mb": round(rss_mb(), 1), "fds": open_fds()}
         if out is not None:
-            out.write_text(json.dumps(figures, indent=2))  # kept if the next phase fails
+            await asyncio.to_thread(
+                out.write_text, json.dumps(figures, indent=2)
+            )  # kept on failure
     if concurrent_count:
         figures["concurrent"] = await concurrent(concurrent_count, progress("concurrent"))
         gc.collect()
