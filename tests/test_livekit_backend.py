@@ -682,3 +682,22 @@ async def test_teardown_retries_a_transient_delete_room_failure():
         assert [r for r in call.server.list_rooms() if r.startswith("consult-")] == []
         assert call.emulator.methods_called().count("DeleteRoom") == 3
     assert call.report.leaks == {"rooms": 0, "participants": 0, "connections": 0, "tasks": 0}
+
+
+async def test_hanging_up_a_moved_human_retries_a_transient_failure():
+    """Found by the fault suite (seeds 50907, 50975): one 503 on RemoveParticipant left the
+    moved human's phone connected to the caller's room after the caller hung up."""
+    from pipecat_warm_transfer.testing import CallHarness, HumanScript, tone
+
+    script = HumanScript(answer_after=0.3, greeting=tone(500, 0.3)).dtmf(1.2, "1")
+    async with CallHarness(
+        humans={"+15550100": script}, livekit=True, caller_script=lambda p: p.hang_up(6.0)
+    ) as call:
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("connected")
+        call.emulator.fail_next("RemoveParticipant", "unavailable")
+        await call.wait_for("caller_hung_up")
+        await call.wait_for("teardown_done")
+        await asyncio.sleep(1.0)
+        assert call.server.get_room("caller-room").participants == ["transfer-bot"]
+    assert call.report.leaks == {"rooms": 0, "participants": 0, "connections": 0, "tasks": 0}

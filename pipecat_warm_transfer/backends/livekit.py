@@ -393,18 +393,16 @@ class LiveKitConsultLeg(ConsultLeg):
     async def hang_up(self) -> None:
         """Hang the human up (`RemoveParticipant`, in the caller's room after a move).
 
-        Idempotent; a participant that is already gone is not an error. Other failures
-        are logged (a later call may retry).
+        Idempotent; a participant that is already gone is not an error. Transient
+        failures are retried (a phone left connected to an empty room is the worst leak);
+        a final failure is logged and a later call may retry.
         """
         if self._hung_up or not self._human_may_be_present:
             return
         room = self.moved_to if self._moved and self.moved_to else self.room_name
         self._hanging_up = True
-        try:
-            await self._remove_participant(room)
-        except Exception as e:
+        if not await self._with_retries("hang-up", lambda: self._remove_participant(room)):
             self._hanging_up = False
-            logger.warning(f"{self}: hang-up failed: {_describe(e)}")
             return
         self._hung_up = True
         self._human_may_be_present = False
