@@ -100,6 +100,7 @@ class _Attempt:
         self.torn_down = False
         self.summary_task: asyncio.Task | None = None
         self.turns: list = []
+        self.human_left: str | None = None  # the human hung up before being joined
 
 
 class WarmTransfer(BaseObject):
@@ -472,6 +473,9 @@ class WarmTransfer(BaseObject):
         if attempt.mode is None:
             attempt.briefing.enter_bridge()
             attempt.mode = ConnectMode.BRIDGE
+        if attempt.human_left is not None:
+            # They hung up after accepting, before being joined: the caller comes back.
+            raise _TransferFailed(FailureReason.HUMAN_HUNG_UP, detail=attempt.human_left)
         attempt.timings.accept_to_connected = time.monotonic() - accepted_at
         await self._set_state(TransferState.CONNECTED, bridged=attempt.mode == ConnectMode.BRIDGE)
         attempt.result = TransferResult(
@@ -486,6 +490,9 @@ class WarmTransfer(BaseObject):
         if attempt.moved:
             # The human is in the caller's room: the consult room is no longer needed.
             await self._teardown(attempt)
+        if attempt.human_left is not None:
+            # They left while being joined: as a hang-up right after the connect.
+            await self._take_caller_back(attempt)
 
     async def _return_to_caller(self, attempt: _Attempt, failure: _TransferFailed):
         self._finish(attempt, failure)
@@ -545,15 +552,20 @@ class WarmTransfer(BaseObject):
             return  # already torn down, or our own hang-up after the caller left
         await self._emit("human_hung_up", reason=reason)
         if self._state == TransferState.CONNECTED:
-            # After being joined: the bot takes the caller back.
-            await self._teardown(attempt)
-            if not self._caller_gone and not self._ended:
-                await self._set_state(TransferState.RETURNING)
-                await self._gate.announce(self._params.human_left_message)
-                await self._emit("returned_to_caller", reason="human_left_after_connect")
-                await self._set_state(TransferState.IDLE)
-        elif attempt.briefing is not None:
-            attempt.briefing.decide(BriefingDecision("human_left", reason=reason, via="hangup"))
+            await self._take_caller_back(attempt)
+        else:
+            attempt.human_left = reason
+            if attempt.briefing is not None:
+                attempt.briefing.decide(BriefingDecision("human_left", reason=reason, via="hangup"))
+
+    async def _take_caller_back(self, attempt: _Attempt):
+        """The human left after being joined: tear down and the bot takes the caller back."""
+        await self._teardown(attempt)
+        if not self._caller_gone and not self._ended:
+            await self._set_state(TransferState.RETURNING)
+            await self._gate.announce(self._params.human_left_message)
+            await self._emit("returned_to_caller", reason="human_left_after_connect")
+            await self._set_state(TransferState.IDLE)
 
     async def _on_music_started(self):
         attempt = self._attempt

@@ -504,3 +504,19 @@ async def test_auto_falls_back_to_bridge_when_the_move_is_refused():
         await call.wait_for("connected")
     assert only_result(call.report).connect_mode == ConnectMode.BRIDGE
     assert call.report.leaks == NO_LEAKS
+
+
+@pytest.mark.parametrize("supports_move", [True, False])
+async def test_human_hangs_up_between_accepting_and_being_joined(supports_move):
+    """Found by the soak: the human pressed 1 and hung up while being connected; the
+    caller was left 'connected' to nobody."""
+    script = HumanScript(answer_after=0.3, greeting=tone(500, 0.2), hang_up_after=1.3)
+    script.dtmf(1.0, "1")
+    async with CallHarness(humans={NUMBER: script}, supports_move=supports_move) as call:
+        assert await call.transfer.start_transfer("x")
+        await call.wait_settled(1, timeout=20.0)
+        await asyncio.sleep(0.5)
+        assert str(call.transfer.state) == "idle"
+    assert "human_hung_up" in call.report.event_names()
+    assert "returned_to_caller" in call.report.event_names()
+    assert call.report.leaks == NO_LEAKS

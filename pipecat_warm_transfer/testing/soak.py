@@ -46,6 +46,11 @@ def rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def heap_blocks() -> int:
+    """Python objects' memory blocks still allocated (what a leak of objects grows)."""
+    return sys.getallocatedblocks()
+
+
 def open_fds() -> int:
     """Open file descriptors of this process (Linux)."""
     return len(os.listdir("/proc/self/fd"))
@@ -74,7 +79,9 @@ def _briefing() -> BriefingParams:
 
 
 def _connecting_human() -> HumanScript:
-    return HumanScript(answer_after=0.05, greeting=tone(500, 0.1)).dtmf(0.4, "1")
+    # Keys pressed once the briefing is under way (a key pressed before the bot joined the
+    # consult room is lost, as on a real call), and once more in case the first was early.
+    return HumanScript(answer_after=0.05, greeting=tone(500, 0.1)).dtmf(0.6, "1").dtmf(3.0, "1")
 
 
 async def sequential(count: int, connect_every: int, progress) -> dict:
@@ -153,14 +160,20 @@ async def soak(
         return show
 
     gc.collect()
-    figures = {"baseline": {"rss_mb": round(rss_mb(), 1), "fds": open_fds()}}
+    figures = {
+        "baseline": {"rss_mb": round(rss_mb(), 1), "fds": open_fds(), "heap_blocks": heap_blocks()}
+    }
     started = time.monotonic()
     if sequential_count:
         figures["sequential"] = await sequential(
             sequential_count, connect_every, progress("sequential")
         )
         gc.collect()
-        figures["after_sequential"] = {"rss_mb": round(rss_mb(), 1), "fds": open_fds()}
+        figures["after_sequential"] = {
+            "rss_mb": round(rss_mb(), 1),
+            "fds": open_fds(),
+            "heap_blocks": heap_blocks(),
+        }
         if out is not None:
             await asyncio.to_thread(
                 out.write_text, json.dumps(figures, indent=2)
@@ -168,7 +181,11 @@ async def soak(
     if concurrent_count:
         figures["concurrent"] = await concurrent(concurrent_count, progress("concurrent"))
         gc.collect()
-        figures["after_concurrent"] = {"rss_mb": round(rss_mb(), 1), "fds": open_fds()}
+        figures["after_concurrent"] = {
+            "rss_mb": round(rss_mb(), 1),
+            "fds": open_fds(),
+            "heap_blocks": heap_blocks(),
+        }
     figures["tasks_left"] = len([t for t in asyncio.all_tasks() if t is not asyncio.current_task()])
     figures["seconds"] = round(time.monotonic() - started, 1)
     return figures
