@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
@@ -56,6 +55,7 @@ from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
+from pipecat_warm_transfer.audio.metrics import rms_dbfs
 from pipecat_warm_transfer.backends.base import ConsultLeg
 from pipecat_warm_transfer.frames import TransferTeardownFrame
 from pipecat_warm_transfer.params import BriefingParams
@@ -130,14 +130,6 @@ def briefing_system_prompt(
     )
 
 
-def _rms_dbfs(audio: bytes) -> float:
-    x = np.frombuffer(audio, dtype=np.int16)
-    if x.size == 0:
-        return -120.0
-    rms = float(np.sqrt(np.mean(x.astype(np.float32) ** 2)))
-    return 20.0 * np.log10(rms / 32768.0) if rms > 0 else -120.0
-
-
 class _SessionProcessor(FrameProcessor):
     """A processor of the briefing pipeline, bound to its session."""
 
@@ -193,7 +185,7 @@ class HumanInput(_SessionProcessor):
 
     def _track_greeting(self, audio: bytes):
         now = time.monotonic()
-        if _rms_dbfs(audio) > _SPEECH_DBFS:
+        if rms_dbfs(audio) > _SPEECH_DBFS:
             self._heard_speech = True
             self._quiet_since = None
         elif self._heard_speech:

@@ -170,10 +170,6 @@ class CallerOutput(FrameProcessor):
         """Switch routing on transfer states; start music after the hold line."""
         await super().process_frame(frame, direction)
 
-        if isinstance(frame, StartFrame):
-            await self.push_frame(frame, direction)
-            self._transfer._attach_output(self)
-            return
         if isinstance(frame, TransferStateFrame):
             await self._on_state(frame)
             await self.push_frame(frame, direction)

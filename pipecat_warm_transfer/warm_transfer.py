@@ -591,9 +591,6 @@ class WarmTransfer(BaseObject):
     def _attach_gate(self, gate: CallerGate):
         self._running = True
 
-    def _attach_output(self, output: CallerOutput):
-        pass
-
     async def _on_pipeline_end(self, cancelled: bool):
         """The caller pipeline is ending: stop the transfer and tear everything down."""
         if self._ended:

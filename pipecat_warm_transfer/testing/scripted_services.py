@@ -20,7 +20,6 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, fields
 from typing import Any
 
-import numpy as np
 from pipecat.frames.frames import (
     Frame,
     FunctionCallFromLLM,
@@ -35,6 +34,8 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings, STTSettings
 from pipecat.services.stt_service import STTService
 from pipecat.utils.time import time_now_iso8601
+
+from pipecat_warm_transfer.audio.metrics import rms_dbfs
 
 #: Words that make the scripted classifier call a greeting a voicemail.
 VOICEMAIL_PHRASES = ("leave a message", "you've reached", "not available", "after the tone")
@@ -86,10 +87,8 @@ class ScriptedSTTService(STTService):
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
         """Track speech segments; yield a transcription when one ends."""
-        x = np.frombuffer(audio, dtype=np.int16).astype(np.float32)
-        secs = x.size / max(1, self.sample_rate)
-        rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
-        loud = rms > 32768 * 10 ** (SPEECH_DBFS / 20)
+        secs = len(audio) / 2 / max(1, self.sample_rate)
+        loud = rms_dbfs(audio) > SPEECH_DBFS
         if loud:
             self._speech += secs
             self._quiet = 0.0
