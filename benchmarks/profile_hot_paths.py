@@ -8,8 +8,10 @@ frame, the true cost), then under `cProfile` to split that cost between the mixe
 transport write (publish + clock pacing), pushing the written frame on downstream
 (Pipeline → sink → worker), the worker's observer proxy task and the event loop. cProfile
 inflates call-heavy code, so the split is given as shares of the profiled total; the
-absolute figure is the unprofiled one. It also times the shared hold engine's tick
-(gather vs per-call delivery). Writes `results/profile.json`.
+absolute figure is the unprofiled one. Three kinds: `ours` (parked in the package's
+`SharedHoldEngine`, WarmTransfer's default: the "after"), `ours_per_frame` (the same mixer
+in Pipecat's per-call loop: the "before") and `baseline` (`SoundfileMixer`). Writes
+`results/profile.json`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from benchmarks.density_bench import (
     FRAME_SECS,
     LEVEL_DBFS,
     RATE,
-    SharedHoldEngine,
     _HeldCall,
     _mixer_factory,
 )
@@ -44,6 +45,10 @@ JSON_PATH = RESULTS_DIR / "profile.json"
 
 #: (label, file suffix, function name): cumulative time of these, per frame.
 PARTS = [
+    ("shared engine: tick (gather + every call's write)", "hold_engine.py", "_tick"),
+    ("  engine: one call's write", "hold_engine.py", "_write"),
+    ("  MemoryOutputTransport.write_audio_nowait", "memory_transport.py", "write_audio_nowait"),
+    ("parked transports' periodic look (mix → park)", "hold_music_mixer.py", "_park"),
     ("mixer: HoldMusicMixer.mix", "hold_music_mixer.py", "mix"),
     ("mixer: SoundfileMixer.mix", "soundfile_mixer.py", "mix"),
     ("with_mixer generator (incl. mixer, frame object)", "base_output.py", "with_mixer"),
@@ -77,6 +82,13 @@ async def _held(kind: str, files: dict[str, Path], calls_n: int, seconds: float,
         await call.start()
         await asyncio.sleep(0.2 / calls_n)
     await asyncio.sleep(1.0)
+    if kind == "ours":  # wait (bounded) until every call is parked in the engine
+        for _ in range(100):
+            if all(call.mixer.parked for call in calls):
+                break
+            await asyncio.sleep(0.1)
+        if not all(call.mixer.parked for call in calls):
+            raise RuntimeError("ours: the calls did not park in the shared hold engine")
     gc.collect()
     gc.freeze()
     profiler = cProfile.Profile() if profile else None
@@ -95,37 +107,6 @@ async def _held(kind: str, files: dict[str, Path], calls_n: int, seconds: float,
     return cpu, frames, profiler
 
 
-def _engine_tick(files: dict[str, Path], n: int) -> dict[str, float]:
-    music = load_music_loop(files["ours"], RATE, LEVEL_DBFS)
-    server = MemoryRoomServer()
-    connections = [server.connect(f"held-{i}", "bot", sample_rate=RATE) for i in range(n)]
-    engine = SharedHoldEngine(music.samples, music.length, connections)
-    reps = 25
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        engine.tick(0.0, record=False)
-    tick = (time.perf_counter() - t0) / reps
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        frames = engine._windows[engine._positions]
-    gather = (time.perf_counter() - t0) / reps
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        for row in frames:
-            row.tobytes()
-    tobytes = (time.perf_counter() - t0) / reps
-    for connection in connections:
-        connection.disconnect()
-    return {
-        "n": n,
-        "tick_ms": round(tick * 1000, 3),
-        "us_per_call_frame": round(tick / n * 1e6, 3),
-        "gather_us_per_call_frame": round(gather / n * 1e6, 4),
-        "tobytes_us_per_call_frame": round(tobytes / n * 1e6, 4),
-        "delivery_us_per_call_frame": round((tick - gather - tobytes) / n * 1e6, 3),
-    }
-
-
 async def _main(calls_n: int, seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="profile-") as tmp_dir:
@@ -133,7 +114,7 @@ async def _main(calls_n: int, seconds: float) -> dict[str, Any]:
         files = {"ours": ours_file, "baseline": baseline_files[RATE]}
         load_music_loop(ours_file, RATE, LEVEL_DBFS)
         with PinnedToOneCore():
-            for kind in ("ours", "baseline"):
+            for kind in ("ours", "ours_per_frame", "baseline"):
                 cpu, frames, _ = await _held(kind, files, calls_n, seconds, profile=False)
                 cpu_p, frames_p, profiler = await _held(kind, files, calls_n, seconds, True)
                 stats = pstats.Stats(profiler)
@@ -164,8 +145,14 @@ async def _main(calls_n: int, seconds: float) -> dict[str, Any]:
                         f"    {label:<52} {part['share_of_busy_percent']:5.1f} % "
                         f"({part['profiled_us_per_frame']} µs profiled)"
                     )
-            out["engine"] = _engine_tick(files, 4096)
-            progress(f"engine tick: {out['engine']}")
+            before = out["ours_per_frame"]["unprofiled_cpu_us_per_call_second"]
+            after = out["ours"]["unprofiled_cpu_us_per_call_second"]
+            out["before_after"] = {
+                "before_per_frame_us_per_call_second": before,
+                "after_shared_engine_us_per_call_second": after,
+                "saving": round(before / after, 1) if after else None,
+            }
+            progress(f"before/after: {out['before_after']}")
     return out
 
 

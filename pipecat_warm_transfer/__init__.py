@@ -6,7 +6,13 @@
 
 """Warm transfer from a Pipecat voice bot to a human over LiveKit SIP."""
 
-from pipecat_warm_transfer.audio import HoldMusicError, HoldMusicMixer, MixerStartAfterSpeechFrame
+from pipecat_warm_transfer.audio import (
+    HoldMusicError,
+    HoldMusicLink,
+    HoldMusicMixer,
+    MixerStartAfterSpeechFrame,
+    SharedHoldEngine,
+)
 from pipecat_warm_transfer.backends import (
     ConnectError,
     ConsultLeg,
@@ -53,10 +59,12 @@ __all__ = [
     "DialRequest",
     "FailureReason",
     "HoldMusicError",
+    "HoldMusicLink",
     "HoldMusicMixer",
     "LiveKitSipBackend",
     "MixerStartAfterSpeechFrame",
     "MoveUnsupportedError",
+    "SharedHoldEngine",
     "TransferBackend",
     "TransferConfigError",
     "TransferEventFrame",

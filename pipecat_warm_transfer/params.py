@@ -81,6 +81,10 @@ class WarmTransferParams(_Settings):
         human_left_message: Said to the caller when the human hangs up after being joined.
         caller_left_message: Said to a briefed human when the caller hangs up.
         hold_music_level_dbfs: Hold music level.
+        shared_hold_engine: While the caller is held and the bot is quiet, let the
+            process's `SharedHoldEngine` play the music instead of the caller transport's
+            per-frame loop (the same audio, a fraction of the CPU; transports without a
+            non-blocking write keep the per-frame path).
         max_transfers: Transfers allowed per call (a refused request gets a tool error).
     """
 
@@ -100,6 +104,7 @@ class WarmTransferParams(_Settings):
     human_left_message: str = "They've left the call. I'm back with you — how else can I help?"
     caller_left_message: str = "The caller has disconnected."
     hold_music_level_dbfs: float = -24.0
+    shared_hold_engine: bool = True
     max_transfers: int = 3
 
     @field_validator("ring_timeout", "briefing_timeout", "summary_timeout")

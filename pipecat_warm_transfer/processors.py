@@ -14,7 +14,9 @@ human. It is also where the transfer's announcements enter the pipeline, upstrea
 `CallerOutput` sits right before `transport.output()`: it starts the hold music once the
 hold line has been spoken (`BotStoppedSpeakingFrame`), fades it out on the way back or
 to the human, plays the human's audio to the caller in bridge mode and silences the bot
-after the caller is connected.
+after the caller is connected. It is also the hold mixer's link to the shared hold
+engine (`HoldMusicLink`): it binds the mixer to the transport and wakes a parked call for
+every frame it passes on.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipecat_warm_transfer.audio import MixerStartAfterSpeechFrame
+from pipecat_warm_transfer.audio.hold_music_link import bind_next_output, wake_for
 from pipecat_warm_transfer.frames import TransferRequestFrame, TransferStateFrame
 from pipecat_warm_transfer.types import TransferState
 
@@ -166,11 +169,18 @@ class CallerOutput(FrameProcessor):
         """Whether the caller's output transport reports the bot speaking."""
         return self._bot_speaking
 
+    async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
+        """Pass a frame on, first taking a parked call back from the shared hold engine."""
+        wake_for(self._transfer.hold_mixer, frame, direction)
+        await super().push_frame(frame, direction)
+
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Switch routing on transfer states; start music after the hold line."""
         await super().process_frame(frame, direction)
 
-        if isinstance(frame, TransferStateFrame):
+        if isinstance(frame, StartFrame):
+            bind_next_output(self, self._transfer.hold_mixer)
+        elif isinstance(frame, TransferStateFrame):
             await self._on_state(frame)
             await self.push_frame(frame, direction)
             return

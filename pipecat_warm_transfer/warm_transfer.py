@@ -149,7 +149,8 @@ class WarmTransfer(BaseObject):
             briefing: How the human is briefed (services are factories).
             params: Caller-side settings.
             hold_mixer: The caller output's mixer (default: bundled music at the
-                params' level). Install it as the transport's `audio_out_mixer`.
+                params' level, using the shared hold engine as the params say).
+                Install it as the transport's `audio_out_mixer`.
             context: The caller conversation's LLM context (for the summary and the
                 transcript given to the human); taken from the tool call when None.
             summary_llm: An LLM service with `run_inference` for the summary; taken from
@@ -169,7 +170,8 @@ class WarmTransfer(BaseObject):
         self._briefing_params = briefing
         self._params = params or WarmTransferParams()
         self._hold_mixer = hold_mixer or HoldMusicMixer(
-            level_dbfs=self._params.hold_music_level_dbfs
+            level_dbfs=self._params.hold_music_level_dbfs,
+            shared_engine=self._params.shared_hold_engine,
         )
         self._context = context
         self._summary_llm = summary_llm

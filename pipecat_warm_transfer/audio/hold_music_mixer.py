@@ -12,18 +12,25 @@
 normalises loudness, loops without a click, fades in and out, ducks under the bot's
 voice, saturates instead of wrapping, and pays no arithmetic for a held frame with
 silent input (a slice of a precomputed loop).
+
+With `shared_engine`, a mixer in its steady held state also hands its call to the
+process's `SharedHoldEngine` (see `hold_engine.py`) and parks its transport's audio task
+until something else must be played, so a held call costs no per-frame pipeline work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import numpy as np
 from loguru import logger
 from pipecat.audio.mixers.base_audio_mixer import BaseAudioMixer
 from pipecat.frames.frames import MixerControlFrame, MixerEnableFrame, MixerUpdateSettingsFrame
 
+from pipecat_warm_transfer.audio.hold_engine import HoldChannel, HoldSink, SharedHoldEngine
+from pipecat_warm_transfer.audio.hold_sink import hold_sink_for
 from pipecat_warm_transfer.audio.music_source import (
     HoldMusicError,
     MusicLoop,
@@ -41,6 +48,12 @@ DUCK_RELEASE_MS = 250.0
 DUCK_HOLD_MS = 200.0
 #: Ramp for level and source changes while playing.
 CHANGE_RAMP_MS = 50.0
+
+#: Quiet time (no frame on its way to the transport) before a held call parks.
+PARK_AFTER_SECS = 0.5
+#: A parked transport's audio task still looks at its queue this often, in case a frame
+#: reached the transport without waking the mixer (e.g. queued into it directly).
+MAX_PARK_SECS = 1.0
 
 MAX_DUCK_DB = 60.0
 MAX_FADE_MS = 10_000.0
@@ -109,6 +122,7 @@ class HoldMusicMixer(BaseAudioMixer):
         duck_db: float = 12.0,
         enabled: bool = False,
         telephone_band: bool = False,
+        shared_engine: SharedHoldEngine | bool = False,
     ):
         """Initialize the mixer and check its settings.
 
@@ -120,6 +134,10 @@ class HoldMusicMixer(BaseAudioMixer):
             duck_db: How far the music drops while the input is not silent.
             enabled: Whether the music plays (faded in) from the start.
             telephone_band: Band-limit the music to 300-3400 Hz, as a phone would.
+            shared_engine: Hand steady held music to a `SharedHoldEngine` (True: the
+                running event loop's). Needs the output transport bound (`bind_output`,
+                done by `WarmTransfer.caller_output()` / `HoldMusicLink`) and a
+                processor before the transport that calls `wake()` on each frame.
 
         Raises:
             HoldMusicError: A setting is out of range, or the file is missing or cannot
@@ -154,6 +172,15 @@ class HoldMusicMixer(BaseAudioMixer):
         self._hold_samples = 0
         self._threshold = 0
 
+        self._shared_engine = shared_engine
+        self._engine: SharedHoldEngine | None = None
+        self._sink: HoldSink | None = None
+        self._channel: HoldChannel | None = None
+        self._park_future: asyncio.Future | None = None
+        self._last_wake = time.monotonic()
+        self._last_input: bytes | None = None
+        self._silence: bytes | None = None  # the transport's reused mixer-only buffer
+
     @property
     def enabled(self) -> bool:
         """Whether the music is on (or fading in)."""
@@ -163,6 +190,48 @@ class HoldMusicMixer(BaseAudioMixer):
     def playing(self) -> bool:
         """Whether any music reaches the output (on, or still fading out)."""
         return self._enabled or self._fade > 0.0
+
+    @property
+    def parked(self) -> bool:
+        """Whether the shared hold engine is playing this call right now."""
+        return self._channel is not None
+
+    @property
+    def engine(self) -> SharedHoldEngine | None:
+        """The engine this mixer last parked in (None before)."""
+        return self._engine
+
+    def use_shared_engine(self, engine: SharedHoldEngine | bool):
+        """Turn the shared hold engine on (True, or an engine) or off, from the next park."""
+        self._shared_engine = engine
+        if not engine:
+            self.wake()
+
+    def bind_output(self, output) -> bool:
+        """Let the engine write to `output` (the transport this mixer is installed in).
+
+        Returns:
+            Whether the transport offers a write the engine can use (see `hold_sink.py`).
+        """
+        self._sink = hold_sink_for(output)
+        return self._sink is not None
+
+    def bind_sink(self, sink: HoldSink | None):
+        """Let the engine write to `sink` (for transports `bind_output` does not know)."""
+        self._sink = sink
+
+    def wake(self):
+        """Something is on its way to the transport: take the call back from the engine.
+
+        Called for every frame passing the processor before the output transport; cheap
+        when not parked. The call parks again after `PARK_AFTER_SECS` of quiet.
+        """
+        self._last_wake = time.monotonic()
+        if self._channel is not None:
+            self._leave_engine()
+        future = self._park_future
+        if future is not None and not future.done():
+            future.set_result(None)
 
     @property
     def level_dbfs(self) -> float:
@@ -196,6 +265,7 @@ class HoldMusicMixer(BaseAudioMixer):
 
     async def stop(self):
         """Release this mixer's state (the shared music cache stays)."""
+        self.wake()
         self._loop = self._ducked = self._old_loop = None
         self._fade = 0.0
         self._duck = 1.0
@@ -207,6 +277,7 @@ class HoldMusicMixer(BaseAudioMixer):
         Args:
             frame: A `MixerEnableFrame` or `MixerUpdateSettingsFrame`.
         """
+        self.wake()
         if isinstance(frame, MixerStartAfterSpeechFrame):
             self._start_after_speech = not self._enabled
         elif isinstance(frame, MixerEnableFrame):
@@ -222,9 +293,85 @@ class HoldMusicMixer(BaseAudioMixer):
             audio: The transport's audio, any whole number of samples.
 
         Returns:
-            The mixed audio (the input object itself when no music plays).
+            The mixed audio (the input object itself when no music plays); empty after
+            a park, so the transport looks at its queue again.
         """
+        if self._channel is not None or self._may_park(audio):
+            if await self._park(audio):
+                return b""
         return self.mix_now(audio)
+
+    def _may_park(self, audio: bytes) -> bool:
+        """Steady music over the transport's own silence buffer, quiet for a while."""
+        last, self._last_input = self._last_input, audio
+        if audio is not self._silence:
+            if audio is not last or audio.count(0) != len(audio):
+                return False
+            self._silence = audio  # the same all-zero object twice: the transport's own
+        return (
+            bool(self._shared_engine)
+            and self._sink is not None
+            and self._loop is not None
+            and self._steady()
+            and self._duck >= 1.0
+            and not self._start_after_speech
+            and 0 < len(audio) // 2 <= self._loop.pad
+            and time.monotonic() - self._last_wake >= PARK_AFTER_SECS
+        )
+
+    async def _park(self, audio: bytes) -> bool:
+        """Let the engine play this call and wait until woken; False if not parked."""
+        if self._channel is None:
+            if not await self._join_engine(len(audio) // 2):
+                return False
+        elif audio is not self._silence:
+            self._leave_engine()  # a frame reached us without a wake: play it
+            return False
+        loop = asyncio.get_running_loop()
+        future = self._park_future = loop.create_future()
+        timer = loop.call_later(MAX_PARK_SECS, _resolve, future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            self._leave_engine()
+            raise
+        finally:
+            timer.cancel()
+            self._park_future = None
+        return True
+
+    async def _join_engine(self, frame_samples: int) -> bool:
+        engine = self._shared_engine
+        if not isinstance(engine, SharedHoldEngine):
+            engine = SharedHoldEngine.for_running_loop()
+        loop, sink = self._loop, self._sink
+        lead = engine.lead(loop, frame_samples)
+        if lead:
+            # Up to the engine's next tick the music goes out through our own write.
+            written = sink.write(loop.take(self._pos, lead).tobytes())
+            if not isinstance(written, bool) and written is not None:
+                await written
+            self._advance(lead)
+            if self._loop is not loop or self._sink is not sink or not self._steady():
+                return False  # woken or changed while writing
+        self._engine = engine
+        self._channel = engine.join(
+            loop, frame_samples, self._pos, sink, on_dropped=self._on_engine_dropped
+        )
+        return True
+
+    def _leave_engine(self):
+        channel, self._channel = self._channel, None
+        if channel is not None and self._engine is not None:
+            position = self._engine.leave(channel)
+            if position is not None and self._loop is not None:
+                self._pos = position % self._loop.length
+
+    def _on_engine_dropped(self, channel: HoldChannel):
+        """The engine could not write to our sink: stop using it, play on our own."""
+        if channel is self._channel:
+            self._sink = None
+            self.wake()
 
     def mix_now(self, audio: bytes) -> bytes:
         """Synchronous `mix`, for callers outside an event loop (benchmarks, offline tools)."""
@@ -412,3 +559,8 @@ class HoldMusicMixer(BaseAudioMixer):
 
     def __str__(self) -> str:
         return "HoldMusicMixer"
+
+
+def _resolve(future: asyncio.Future):
+    if not future.done():
+        future.set_result(None)

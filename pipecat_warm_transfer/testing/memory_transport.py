@@ -347,14 +347,33 @@ class MemoryOutputTransport(BaseOutputTransport):
         await self._pace(pcm_duration(audio, frame.sample_rate) if audio else 0.0)
         return sent
 
-    async def _pace(self, duration: float) -> None:
-        """Sleep so that writes advance at one second of audio per second of wall time."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+    def write_audio_nowait(self, audio: bytes) -> bool:
+        """Publish mono audio at the output rate without pacing (the caller is the clock).
+
+        The shared hold engine writes parked calls this way; the pacing clock still
+        advances, so the transport's own next write waits until this audio has played.
+
+        Args:
+            audio: Mono 16-bit PCM at `sample_rate`.
+
+        Returns:
+            Whether the room took the audio.
+        """
+        sent = self._client.publish_audio(audio, self.sample_rate) if audio else False
+        self._advance_clock(pcm_duration(audio, self.sample_rate) if audio else 0.0)
+        return sent
+
+    def _advance_clock(self, duration: float) -> float:
+        """Move the pacing clock on by `duration`; return how long until it is due."""
+        now = asyncio.get_running_loop().time()
         if self._next_write_time is None or now - self._next_write_time > _MAX_OUTPUT_LAG_SECS:
             self._next_write_time = now
         self._next_write_time += duration
-        delay = self._next_write_time - now
+        return self._next_write_time - now
+
+    async def _pace(self, duration: float) -> None:
+        """Sleep so that writes advance at one second of audio per second of wall time."""
+        delay = self._advance_clock(duration)
         if delay > 0:
             await asyncio.sleep(delay)
         else:

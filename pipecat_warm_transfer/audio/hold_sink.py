@@ -1,0 +1,81 @@
+#
+# Copyright (c) 2026, pipecat-warm-transfer contributors
+#
+# SPDX-License-Identifier: BSD 2-Clause License
+#
+
+"""Sinks through which the shared hold engine writes a parked call's transport.
+
+The engine writes a frame per call per tick without waiting, so it needs a write that
+does not pace itself (the engine is the clock). Transports that offer one:
+
+- a `write_audio_nowait(audio: bytes) -> bool` method (the offline `MemoryTransport`,
+  or any transport of your own);
+- Pipecat's `LiveKitOutputTransport`: its `write_audio_frame` queues into LiveKit's
+  `AudioSource`, which returns at once until its buffer is full (the engine then holds
+  that call's next frame back, so its music stays continuous).
+
+Any other transport keeps the per-frame mixer path (`hold_sink_for` returns None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from pipecat.frames.frames import OutputAudioRawFrame
+
+
+class NowaitSink:
+    """Writes through a transport's non-blocking `write_audio_nowait(audio)`."""
+
+    def __init__(self, write: Callable[[bytes], bool]):
+        """Initialize the sink.
+
+        Args:
+            write: The transport's non-blocking write of mono 16-bit PCM.
+        """
+        self.write = write
+
+
+class OutputFrameSink:
+    """Writes `OutputAudioRawFrame`s through an output transport's `write_audio_frame`."""
+
+    def __init__(self, output):
+        """Initialize the sink.
+
+        Args:
+            output: A started Pipecat output transport whose write does not pace itself.
+        """
+        self._output = output
+
+    def write(self, audio: bytes) -> Awaitable[bool]:
+        """Queue one frame on the transport (the engine does not wait for it)."""
+        frame = OutputAudioRawFrame(
+            audio=audio, sample_rate=self._output.sample_rate, num_channels=1
+        )
+        return self._output.write_audio_frame(frame)
+
+
+def _is_livekit_output(output) -> bool:
+    try:
+        from pipecat.transports.livekit.transport import LiveKitOutputTransport
+    except Exception:  # the livekit extra is missing: nothing can be a LiveKit output
+        return False
+    return isinstance(output, LiveKitOutputTransport)
+
+
+def hold_sink_for(output) -> NowaitSink | OutputFrameSink | None:
+    """The engine's sink for a Pipecat output transport, or None if it has none.
+
+    Args:
+        output: The caller's output transport (`transport.output()`).
+    """
+    params = getattr(output, "_params", None)
+    if params is not None and getattr(params, "audio_out_channels", 1) != 1:
+        return None  # the music is mono; a stereo transport keeps the per-frame path
+    nowait = getattr(output, "write_audio_nowait", None)
+    if callable(nowait):
+        return NowaitSink(nowait)
+    if _is_livekit_output(output):
+        return OutputFrameSink(output)
+    return None
