@@ -84,6 +84,7 @@ transfer:
   hold_music:
     level_dbfs: -30
     fade: 0.5s
+    shared_engine: false
     reminder: Still trying.
     reminder_every: 20s
   messages:
@@ -140,6 +141,7 @@ def test_a_minimal_file_takes_every_default_from_the_library(tmp_path):
     assert settings.params == WarmTransferParams()
     assert settings.target == TransferTarget("+15551234567")
     assert settings.hold_music.source is None
+    assert settings.hold_music.mixer().shared_engine is True
     briefing = settings.briefing(tts=lambda: None)
     defaults = BriefingParams(tts=briefing.tts, stt=briefing.stt, llm=briefing.llm)
     assert briefing.model_dump(exclude={"tts", "stt", "llm"}) == defaults.model_dump(
@@ -182,6 +184,7 @@ def test_every_setting_maps_onto_the_library_objects(tmp_path):
     assert settings.hold_music.level_dbfs == -30.0 and settings.hold_music.fade_ms == 500.0
     mixer = settings.hold_music.mixer()
     assert mixer.level_dbfs == -30.0
+    assert params.shared_hold_engine is False and mixer.shared_engine is False
 
 
 def test_a_music_file_resolves_next_to_the_yaml_file(tmp_path):

@@ -398,3 +398,35 @@ async def test_a_long_hold_parks_between_reminders_without_dead_air(engine_on):
         assert parks >= 2  # parked again after each reminder
     else:
         assert share == 0
+
+
+# --------------------------------------------------------------------------- sinks
+
+
+async def test_sinks_are_picked_by_transport(music):
+    from pipecat.transports.livekit.transport import LiveKitParams, LiveKitTransport
+
+    from pipecat_warm_transfer.audio.hold_sink import NowaitSink, OutputFrameSink, hold_sink_for
+
+    server = MemoryRoomServer()
+    memory = MemoryTransport(server, "call", "bot", params=out_params(None)).output()
+    assert isinstance(hold_sink_for(memory), NowaitSink)
+    stereo = MemoryTransport(
+        server, "call", "bot", params=TransportParams(audio_out_enabled=True, audio_out_channels=2)
+    ).output()
+    assert hold_sink_for(stereo) is None  # the music is mono: keep the per-frame path
+
+    livekit = LiveKitTransport(
+        "ws://127.0.0.1:1", "token", "room", params=LiveKitParams(audio_out_enabled=True)
+    ).output()
+    sink = hold_sink_for(livekit)
+    assert isinstance(sink, OutputFrameSink)
+    written = sink.write(music.take(0, FRAME).tobytes())
+    assert asyncio.iscoroutine(written)
+    assert await written is False  # not connected: refused, not raised
+
+    class PlainOutput:  # a transport without a non-blocking write
+        async def write_audio_frame(self, frame):
+            return True
+
+    assert hold_sink_for(PlainOutput()) is None

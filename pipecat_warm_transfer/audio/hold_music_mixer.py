@@ -197,6 +197,11 @@ class HoldMusicMixer(BaseAudioMixer):
         return self._channel is not None
 
     @property
+    def shared_engine(self) -> SharedHoldEngine | bool:
+        """The `shared_engine` setting (True: the running event loop's engine)."""
+        return self._shared_engine
+
+    @property
     def engine(self) -> SharedHoldEngine | None:
         """The engine this mixer last parked in (None before)."""
         return self._engine

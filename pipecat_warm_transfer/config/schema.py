@@ -355,6 +355,8 @@ class HoldMusicSection(_Section):
         fade: Fade in/out duration.
         duck_db: How far the music drops under the bot's voice.
         telephone_band: Band-limit the music to 300-3400 Hz.
+        shared_engine: Let the process's shared hold engine play steady held music
+            (the same audio for a fraction of the CPU; see `SharedHoldEngine`).
         reminder: Said over the music every `reminder_every` (None: no reminders).
         reminder_every: Time between reminders (None: no reminders).
     """
@@ -366,6 +368,7 @@ class HoldMusicSection(_Section):
     fade: Duration = 0.25
     duck_db: float = 12.0
     telephone_band: bool = False
+    shared_engine: bool = _WT["shared_hold_engine"].default
     reminder: str | None = _WT["hold_reminder"].default
     reminder_every: Annotated[Duration, delegate_to(WarmTransferParams, "hold_reminder_every")] | (
         None

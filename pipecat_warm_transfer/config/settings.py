@@ -36,6 +36,7 @@ class HoldMusicSettings:
         fade_ms: Fade in/out duration.
         duck_db: Ducking under the bot's voice.
         telephone_band: Band-limit to 300-3400 Hz.
+        shared_engine: Whether the shared hold engine plays steady held music.
     """
 
     source: Path | None
@@ -43,6 +44,7 @@ class HoldMusicSettings:
     fade_ms: float
     duck_db: float
     telephone_band: bool
+    shared_engine: bool = True
 
     def mixer(self) -> HoldMusicMixer:
         """A new mixer for one call (install it as the caller transport's `audio_out_mixer`)."""
@@ -52,6 +54,7 @@ class HoldMusicSettings:
             fade_ms=self.fade_ms,
             duck_db=self.duck_db,
             telephone_band=self.telephone_band,
+            shared_engine=self.shared_engine,
         )
 
 
@@ -127,6 +130,7 @@ def transfer_settings(config: BotConfig, *, base_dir: Path | None = None) -> Tra
         human_left_message=caller.human_left,
         caller_left_message=human.caller_left,
         hold_music_level_dbfs=music.level_dbfs,
+        shared_hold_engine=music.shared_engine,
         max_transfers=t.max_transfers,
     )
     briefing = t.briefing
@@ -148,5 +152,6 @@ def transfer_settings(config: BotConfig, *, base_dir: Path | None = None) -> Tra
         fade_ms=music.fade * 1000.0,
         duck_db=music.duck_db,
         telephone_band=music.telephone_band,
+        shared_engine=music.shared_engine,
     )
     return TransferSettings(target, params, hold, options, briefing.mode)
