@@ -69,6 +69,7 @@ from typing import Any
 
 import numpy as np
 from pipecat.audio.mixers.soundfile_mixer import SoundfileMixer
+from pipecat.frames.frames import TTSAudioRawFrame, TTSStartedFrame, TTSStoppedFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.transports.base_transport import TransportParams
@@ -122,8 +123,14 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
         "warmup_s": 2.0,
         "window_s": 8.0,
         "tolerance": 0.05,  # stop bisecting when (fail - pass) / pass <= this
-        "budget_s": {"pipecat": 240.0, "ours": 300.0, "gc_default": 120.0},
+        "budget_s": {"pipecat": 180.0, "ours": 240.0, "gc_default": 90.0, "reminders": 180.0},
         "gc_default_search": True,
+        # WarmTransfer's default reminder cycle: each held call leaves the engine to say
+        # a 3 s reminder every 30 s (at its own random phase), then parks again.
+        "reminder_search": True,
+        "reminder_every_s": 30.0,
+        "reminder_s": 3.0,
+        "reminder_window_s": 30.0,
         "pipecat_start": 128,
         "pipecat_max": 4096,
         "ours_start_ratio": 2.0,
@@ -275,25 +282,19 @@ class _HeldCall:
             ),
         )
         output = transport.output()
-        write, write_nowait = output.write_audio_frame, output.write_audio_nowait
         stamps, audio = self.stamps, self.audio
         now = time.perf_counter
+        client = output._client  # the room client: both write paths publish through it
+        publish = client.publish_audio
 
-        async def stamped_write(frame, _write=write):
-            stamps.append((now(), len(frame.audio) // 2))
-            if audio is not None:
-                audio.append(frame.audio)
-            return await _write(frame)
-
-        def stamped_write_nowait(data, _write=write_nowait):
+        def stamped_publish(data, sample_rate, _publish=publish):
             stamps.append((now(), len(data) // 2))
             if audio is not None:
                 audio.append(data)
-            return _write(data)
+            return _publish(data, sample_rate)
 
-        if stamp:  # instance attributes: this call only
-            output.write_audio_frame = stamped_write
-            output.write_audio_nowait = stamped_write_nowait
+        if stamp:  # an instance attribute: this call only
+            client.publish_audio = stamped_publish
         self.output = output
         processors = (
             [HoldMusicLink(mixer), output] if isinstance(mixer, HoldMusicMixer) else [output]
@@ -323,9 +324,14 @@ def _base_kind(kind: str) -> str:
     return kind.removesuffix(GC_DEFAULT_SUFFIX)
 
 
+#: Kinds whose mixer uses the shared hold engine.
+ENGINE_KINDS = ("ours", "ours_reminders")
+
+
 def _mixer_factory(kind: str, files: dict[str, Path]) -> Callable[[], Any]:
-    if kind in ("ours", "ours_per_frame"):
-        engine = kind == "ours"
+    kind = kind.removesuffix("_reminders") if kind != "ours_reminders" else kind
+    if kind in ("ours", "ours_per_frame", "ours_reminders"):
+        engine = kind in ENGINE_KINDS
         return lambda: HoldMusicMixer(
             source=files["ours"], level_dbfs=LEVEL_DBFS, enabled=True, shared_engine=engine
         )
@@ -338,11 +344,55 @@ def _mixer_factory(kind: str, files: dict[str, Path]) -> Callable[[], Any]:
     )
 
 
+_REMINDER_CACHE: dict[float, list[bytes]] = {}
+
+
+def _reminder_chunks(seconds: float) -> list[bytes]:
+    """A voice-like reminder (200 Hz + harmonics, 4 Hz AM, -20 dBFS) in 20 ms TTS chunks."""
+    if seconds not in _REMINDER_CACHE:
+        t = np.arange(int(seconds * RATE)) / RATE
+        voice = sum(np.sin(2 * np.pi * 200 * k * t) / k for k in (1, 2, 3))
+        voice *= 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)
+        voice *= 32768 * 10 ** (-20 / 20) / np.sqrt(np.mean(voice**2))
+        pcm = np.clip(np.rint(voice), -32768, 32767).astype(np.int16).tobytes()
+        step = 2 * RATE // 50
+        _REMINDER_CACHE[seconds] = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+    return _REMINDER_CACHE[seconds]
+
+
+#: A streaming TTS's pace: 200 ms of audio every 50 ms (4x real time).
+TTS_BURST_FRAMES, TTS_BURST_EVERY_S = 10, 0.05
+
+
+async def _remind(call: _HeldCall, period: float, seconds: float, phase: float) -> None:
+    """Have the bot say a reminder every `period` s, as `hold_reminder_every` does.
+
+    The audio arrives as a streaming TTS delivers it: ahead of real time, in bursts.
+    """
+    chunks = _reminder_chunks(seconds)
+    await asyncio.sleep(phase)
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await call.worker.queue_frame(TTSStartedFrame())
+        for i in range(0, len(chunks), TTS_BURST_FRAMES):
+            for chunk in chunks[i : i + TTS_BURST_FRAMES]:
+                await call.worker.queue_frame(
+                    TTSAudioRawFrame(audio=chunk, sample_rate=RATE, num_channels=1)
+                )
+            await asyncio.sleep(TTS_BURST_EVERY_S)
+        await call.worker.queue_frame(TTSStoppedFrame())
+        await asyncio.sleep(max(0.0, started + period - loop.time()))
+
+
 async def _pipecat_trial(kind: str, n: int, files: dict[str, Path], settings: dict) -> Trial:
     loop = asyncio.get_running_loop()
     freeze = not kind.endswith(GC_DEFAULT_SUFFIX)
     make_mixer = _mixer_factory(_base_kind(kind), files)
-    engine_kind = _base_kind(kind) == "ours"
+    engine_kind = _base_kind(kind) in ENGINE_KINDS
+    reminders = _base_kind(kind).endswith("_reminders")
+    reminder_tasks: list[asyncio.Task] = []
+    parked_samples: list[float] = []
     server = MemoryRoomServer()
     t_setup = time.perf_counter()
     calls = [_HeldCall(server, i, make_mixer(), keep_audio=i == 0) for i in range(n)]
@@ -379,17 +429,34 @@ async def _pipecat_trial(kind: str, n: int, files: dict[str, Path], settings: di
                 if loop.time() > park_deadline:
                     break
                 await asyncio.sleep(0.1)
+        window_s = settings["window_s"]
+        if reminders:
+            # Each call says a reminder every period, at its own random phase; the
+            # window spans whole periods, so every call speaks in it.
+            period, length = settings["reminder_every_s"], settings["reminder_s"]
+            window_s = settings["reminder_window_s"]
+            rng = np.random.default_rng(n)
+            reminder_tasks = [
+                asyncio.create_task(_remind(call, period, length, float(rng.uniform(0, period))))
+                for call in calls
+            ]
         await asyncio.sleep(settings["warmup_s"])
         parked = sum(call.parked for call in calls) / n
         if engine_kind:
             engine_before = SharedHoldEngine.for_running_loop().stats()
         with GcPauses() as pauses:
             w0, c0 = time.perf_counter(), time.process_time()
-            await asyncio.sleep(settings["window_s"])
+            t_end = loop.time() + window_s
+            while (left := t_end - loop.time()) > 0:
+                await asyncio.sleep(min(0.25, left))
+                parked_samples.append(sum(call.parked for call in calls) / n)
             w1, c1 = time.perf_counter(), time.process_time()
         parked_after = sum(call.parked for call in calls) / n
     finally:
         gc.unfreeze()
+        for task in reminder_tasks:
+            task.cancel()
+        await asyncio.gather(*reminder_tasks, return_exceptions=True)
         for call in calls:
             await call.stop()
         await asyncio.wait_for(
@@ -404,12 +471,16 @@ async def _pipecat_trial(kind: str, n: int, files: dict[str, Path], settings: di
         worst = max(worst, call_worst)
     sample = np.frombuffer(b"".join(calls[0].audio or []), dtype=np.int16)
     level = _dbfs(sample)
-    if abs(level - LEVEL_DBFS) > LEVEL_TOLERANCE_DB:
+    if reminders and level > LEVEL_DBFS:
+        pass  # call 0's last 1.6 s may hold its reminder over the music: louder is fine
+    elif abs(level - LEVEL_DBFS) > LEVEL_TOLERANCE_DB:
         raise BenchmarkSanityError(
             f"{kind} at N={n}: music at {level:.1f} dBFS RMS, expected {LEVEL_DBFS:g} "
             f"± {LEVEL_TOLERANCE_DB:g} dB (is the mixer doing the work?)"
         )
-    if engine_kind and min(parked, parked_after) < MIN_PARKED_FRACTION:
+    if reminders and engine_kind and not max(parked_samples, default=0.0) > 0.5:
+        raise BenchmarkSanityError(f"{kind} at N={n}: the calls never parked between reminders")
+    if engine_kind and not reminders and min(parked, parked_after) < MIN_PARKED_FRACTION:
         raise BenchmarkSanityError(
             f"{kind} at N={n}: only {100 * parked:.1f} % / {100 * parked_after:.1f} % of the "
             "calls were parked in the shared hold engine at the window's start / end"
@@ -419,6 +490,9 @@ async def _pipecat_trial(kind: str, n: int, files: dict[str, Path], settings: di
         "full_gc_ms": round(1000 * full_gc_s, 1),
         "gc_frozen_after_setup": freeze,
         "parked_fraction": round(parked, 4),
+        "parked_fraction_in_window": (
+            round(float(np.mean(parked_samples)), 4) if parked_samples else None
+        ),
     }
     if engine_before is not None:
         after = SharedHoldEngine.for_running_loop().stats()
@@ -582,6 +656,11 @@ def _plot(searches: dict[str, DensitySearch], profile: str, path: Path) -> None:
             "s",
         ),
         "ours" + GC_DEFAULT_SUFFIX: ("ours, GC not frozen after set-up", "#8ecae6", "v"),
+        "ours_reminders": (
+            "ours with a 3 s reminder every 30 s (leaves the engine to speak)",
+            "#f4a261",
+            "D",
+        ),
     }
     for kind, search in searches.items():
         label, color, marker = styles[kind]
@@ -640,6 +719,8 @@ async def _run(profile: str) -> dict[str, Any]:
     gc_kind = "ours" + GC_DEFAULT_SUFFIX
     if settings.get("gc_default_search"):
         searches[gc_kind] = DensitySearch(gc_kind, *pipecat_n, tol)
+    if settings.get("reminder_search"):
+        searches["ours_reminders"] = DensitySearch("ours_reminders", 0, settings["ours_max"], tol)
     with tempfile.TemporaryDirectory(prefix="density-bench-") as tmp_dir:
         ours_file, baseline_files = _write_music_files(Path(tmp_dir))
         files = {"ours": ours_file, "baseline": baseline_files[RATE]}
@@ -660,6 +741,11 @@ async def _run(profile: str) -> dict[str, Any]:
             start = int(settings["ours_start_ratio"] * base_n)
             searches["ours"].restart(-(-start // 8) * 8)
             await _run_searches([searches["ours"]], trial, settings["budget_s"]["ours"])
+            if "ours_reminders" in searches:
+                searches["ours_reminders"].restart(-(-start // 8) * 8)
+                await _run_searches(
+                    [searches["ours_reminders"]], trial, settings["budget_s"]["reminders"]
+                )
             if gc_kind in searches:
                 await _run_searches([searches[gc_kind]], trial, settings["budget_s"]["gc_default"])
     return {"searches": searches, "cpu": pin.cpu}
@@ -720,6 +806,13 @@ def run(profile: str) -> dict[str, Any]:
     gc_search = searches.get("ours" + GC_DEFAULT_SUFFIX)
     if gc_search is not None:
         summary["density_ours_gc_default"] = gc_search.lo
+    reminder_search = searches.get("ours_reminders")
+    if reminder_search is not None:
+        summary["density_ours_reminders"] = reminder_search.lo
+        summary["density_reminders_ratio"] = (
+            round(reminder_search.lo / base.lo, 3) if base.lo else None
+        )
+        summary["cpu_us_per_call_second_ours_reminders"] = cpu_at_best(reminder_search)
     elapsed = time.perf_counter() - t0
     document = {
         "benchmark": "density",

@@ -343,9 +343,22 @@ class MemoryOutputTransport(BaseOutputTransport):
             Whether the room took the audio (False once disconnected; pacing goes on).
         """
         audio = to_mono(frame.audio, frame.num_channels)
+        await self._wait_queued_audio()
         sent = self._client.publish_audio(audio, frame.sample_rate) if audio else False
         await self._pace(pcm_duration(audio, frame.sample_rate) if audio else 0.0)
         return sent
+
+    async def _wait_queued_audio(self) -> None:
+        """Let audio written ahead of the clock (`write_audio_nowait`) play first.
+
+        A frame is published when it starts to play; after the shared hold engine has
+        written a frame that is still playing, the next one waits for it.
+        """
+        if self._next_write_time is None:
+            return
+        ahead = self._next_write_time - asyncio.get_running_loop().time()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
 
     def write_audio_nowait(self, audio: bytes) -> bool:
         """Publish mono audio at the output rate without pacing (the caller is the clock).
