@@ -113,7 +113,7 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
         # ours reaches thousands of calls, whose set-up alone takes seconds: its search
         # starts at the target (3x the baseline's N, found first), and the budget may
         # leave its bracket open (the passing N is then a floor, flagged as such).
-        "budget_s": {"pipecat": 25.0, "ours": 40.0},
+        "budget_s": {"pipecat": 22.0, "ours": 22.0},
         "pipecat_start": 128,
         "pipecat_max": 4096,
         "ours_start_ratio": 3.0,
