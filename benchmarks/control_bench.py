@@ -98,6 +98,26 @@ def hold_line_secs() -> float:
     return len(synthesize_tone_speech(HOLD_MESSAGE, RATE, 220.0)) / (2 * RATE)
 
 
+#: Decision times by briefing session (id): stamped by the class-level hook below, which
+#: is in place before any transfer starts, so a fast accept cannot slip past it.
+_DECISIONS: dict[int, dict[str, float]] = {}
+
+
+def _stamp_decisions() -> None:
+    from pipecat_warm_transfer.briefing import BriefingSession
+
+    if getattr(BriefingSession.decide, "_stamped", False):
+        return
+    decide = BriefingSession.decide
+
+    def stamped_decide(self, decision):
+        _DECISIONS.setdefault(id(self), {}).setdefault(decision.kind, time.perf_counter())
+        decide(self, decision)
+
+    stamped_decide._stamped = True
+    BriefingSession.decide = stamped_decide
+
+
 async def _one_transfer(mode: str, delay: float, phase: float) -> dict[str, Any]:
     await asyncio.sleep(delay)
     script = HumanScript(answer_after=0.3, greeting=tone(500, 0.3, RATE)).dtmf(0.9, "1")
@@ -157,14 +177,9 @@ async def _one_transfer(mode: str, delay: float, phase: float) -> dict[str, Any]
         # The intro starts ~0.7 s after the answer, the accept comes at 0.9 s.
         await call.wait_for("briefing_started", timeout=15.0)
         session = attempt.briefing
-        decide = session.decide
-
-        def stamped_decide(decision):
-            marks.setdefault(f"decision_{decision.kind}", time.perf_counter())
-            decide(decision)
-
-        session.decide = stamped_decide
         await call.wait_for("connected", timeout=15.0)
+        for kind, stamp in _DECISIONS.pop(id(session), {}).items():
+            marks.setdefault(f"decision_{kind}", stamp)
         if mode == "move":
             await call.wait_for("teardown_done", timeout=10.0)
         await call.worker.cancel(reason="benchmark done")
@@ -199,6 +214,7 @@ async def _one_transfer(mode: str, delay: float, phase: float) -> dict[str, Any]
 
 
 async def _run(runs: int) -> list[dict[str, Any]]:
+    _stamp_decisions()
     samples: list[dict[str, Any]] = []
     rng = random.Random(8)
     for i in range(runs):

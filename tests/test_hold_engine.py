@@ -430,3 +430,34 @@ async def test_sinks_are_picked_by_transport(music):
             return True
 
     assert hold_sink_for(PlainOutput()) is None
+
+
+async def test_a_transport_running_late_is_caught_up_when_it_parks(music, no_leaks):
+    """Regression: a call that parked while its transport was behind (a busy event loop)
+    kept that deficit as a gap for the whole hold (found by the density benchmark's
+    reminder run: streams ~95 ms behind until the next reminder)."""
+    loop = asyncio.get_running_loop()
+    server = MemoryRoomServer(auto_delete_empty=True)
+    engine = SharedHoldEngine()
+    mixer = HoldMusicMixer(level_dbfs=-24.0, fade_ms=100, shared_engine=engine)
+    transport = MemoryTransport(server, "call", "bot", params=out_params(mixer))
+    output = transport.output()
+    behind = 0.12
+    output.write_audio_lag = lambda: behind  # as if the loop had just been busy
+    listener = Listener(server, "call")
+    run = PipelineRun([HoldMusicLink(mixer), output])
+    await run.start()
+    await run.worker.queue_frame(MixerEnableFrame(True))
+    await wait_for(lambda: mixer.parked, 2.0)
+    parked_at = loop.time()
+    await asyncio.sleep(0.3)
+    await run.end()
+    await listener.close()
+    # What was published within a frame of parking covers the lag as well as the time
+    # to the engine's next tick: the stream is back on time at once.
+    first = [e for e in listener.events if parked_at - 0.045 <= e.sent_at <= parked_at + 0.001]
+    caught_up = sum(len(e.audio) for e in first) // 2
+    assert caught_up >= int(behind * RATE), caught_up
+    steady = listener.samples()[int(0.2 * RATE) :]
+    start = _find_in_loop(music, steady[:64])
+    assert np.array_equal(steady, music.take(start, len(steady)))  # and nothing skipped

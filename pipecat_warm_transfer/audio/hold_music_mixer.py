@@ -351,6 +351,11 @@ class HoldMusicMixer(BaseAudioMixer):
             engine = SharedHoldEngine.for_running_loop()
         loop, sink = self._loop, self._sink
         lead = engine.lead(loop, frame_samples)
+        lag = getattr(sink, "lag", None)
+        if lag is not None:
+            # A transport running late (a busy event loop) is short of audio: catch it
+            # up now, as its own paced write would, instead of freezing the deficit.
+            lead = min(lead + int(round(lag() * loop.sample_rate)), loop.pad)
         if lead:
             # Up to the engine's next tick the music goes out through our own write.
             written = sink.write(loop.take(self._pos, lead).tobytes())

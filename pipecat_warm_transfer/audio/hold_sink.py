@@ -10,7 +10,8 @@ The engine writes a frame per call per tick without waiting, so it needs a write
 does not pace itself (the engine is the clock). Transports that offer one:
 
 - a `write_audio_nowait(audio: bytes) -> bool` method (the offline `MemoryTransport`,
-  or any transport of your own);
+  or any transport of your own), optionally with `write_audio_lag() -> float`, how far
+  its playout clock is behind (the audio the engine writes at once on taking over);
 - Pipecat's `LiveKitOutputTransport`: its `write_audio_frame` queues into LiveKit's
   `AudioSource`, which returns at once until its buffer is full (the engine then holds
   that call's next frame back, so its music stays continuous).
@@ -28,13 +29,19 @@ from pipecat.frames.frames import OutputAudioRawFrame
 class NowaitSink:
     """Writes through a transport's non-blocking `write_audio_nowait(audio)`."""
 
-    def __init__(self, write: Callable[[bytes], bool]):
+    def __init__(self, write: Callable[[bytes], bool], lag: Callable[[], float] | None = None):
         """Initialize the sink.
 
         Args:
             write: The transport's non-blocking write of mono 16-bit PCM.
+            lag: How many seconds the transport's playout is behind real time.
         """
         self.write = write
+        self._lag = lag
+
+    def lag(self) -> float:
+        """Seconds of audio the transport is short of (written at once on taking over)."""
+        return self._lag() if self._lag is not None else 0.0
 
 
 class OutputFrameSink:
@@ -75,7 +82,8 @@ def hold_sink_for(output) -> NowaitSink | OutputFrameSink | None:
         return None  # the music is mono; a stereo transport keeps the per-frame path
     nowait = getattr(output, "write_audio_nowait", None)
     if callable(nowait):
-        return NowaitSink(nowait)
+        lag = getattr(output, "write_audio_lag", None)
+        return NowaitSink(nowait, lag if callable(lag) else None)
     if _is_livekit_output(output):
         return OutputFrameSink(output)
     return None

@@ -376,6 +376,17 @@ class MemoryOutputTransport(BaseOutputTransport):
         self._advance_clock(pcm_duration(audio, self.sample_rate) if audio else 0.0)
         return sent
 
+    def write_audio_lag(self) -> float:
+        """Seconds the output's pacing clock is behind real time (0 when on time).
+
+        A write delayed by a busy event loop leaves the clock behind; the paced write
+        catches up, and so does the shared hold engine when it takes the call over.
+        """
+        if self._next_write_time is None:
+            return 0.0
+        lag = asyncio.get_running_loop().time() - self._next_write_time
+        return lag if 0.0 < lag <= _MAX_OUTPUT_LAG_SECS else 0.0
+
     def _advance_clock(self, duration: float) -> float:
         """Move the pacing clock on by `duration`; return how long until it is due."""
         now = asyncio.get_running_loop().time()
