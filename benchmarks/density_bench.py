@@ -61,6 +61,7 @@ import gc
 import math
 import tempfile
 import time
+from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -189,7 +190,7 @@ class GcPauses:
 # --------------------------------------------------------------------------- lateness
 
 
-def _late_frames(stamps: list[tuple[float, int]], w0: float, w1: float) -> tuple[int, int, float]:
+def _late_frames(stamps: _Stamps, w0: float, w1: float) -> tuple[int, int, float]:
     """Late frames, expected frames and worst lateness (s) of one call in [w0, w1).
 
     `stamps` are (write time, samples written). Sample k of the stream is due at
@@ -198,7 +199,7 @@ def _late_frames(stamps: list[tuple[float, int]], w0: float, w1: float) -> tuple
     sample's due time. Audio missing from the window counts as late frames.
     """
     expected = int((w1 - w0) / FRAME_SECS)
-    inside = [(t, n) for t, n in stamps if w0 <= t < w1]
+    inside = [(t, n) for t, n in zip(stamps.times, stamps.samples, strict=True) if w0 <= t < w1]
     if not inside:
         return expected, expected, w1 - w0
     starts = np.cumsum([0] + [n for _, n in inside[:-1]]) / RATE
@@ -209,6 +210,21 @@ def _late_frames(stamps: list[tuple[float, int]], w0: float, w1: float) -> tuple
     written = sum(n for _, n in inside) / FRAME_SAMPLES
     missing = max(0, int(expected - written) - 1)  # one frame of slack for the edges
     return late + missing, expected, float(np.max(lateness))
+
+
+class _Stamps:
+    """Publish times and lengths of one call's frames, in untracked arrays.
+
+    Hundreds of thousands of (time, length) tuples would be objects the garbage
+    collector scans, lengthening every call's pauses: the measurement must not.
+    """
+
+    def __init__(self) -> None:
+        self.times = array("d")
+        self.samples = array("l")
+
+    def __len__(self) -> int:
+        return len(self.times)
 
 
 @dataclass
@@ -271,7 +287,7 @@ class _HeldCall:
         stamp: bool = True,
     ):
         self.mixer = mixer
-        self.stamps: list[tuple[float, int]] = []
+        self.stamps = _Stamps()
         self.audio: deque[bytes] | None = deque(maxlen=40) if keep_audio else None
         transport = MemoryTransport(
             server,
@@ -282,13 +298,14 @@ class _HeldCall:
             ),
         )
         output = transport.output()
-        stamps, audio = self.stamps, self.audio
+        times, samples, audio = self.stamps.times, self.stamps.samples, self.audio
         now = time.perf_counter
         client = output._client  # the room client: both write paths publish through it
         publish = client.publish_audio
 
         def stamped_publish(data, sample_rate, _publish=publish):
-            stamps.append((now(), len(data) // 2))
+            times.append(now())
+            samples.append(len(data) // 2)
             if audio is not None:
                 audio.append(data)
             return _publish(data, sample_rate)
