@@ -124,7 +124,7 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
         "warmup_s": 2.0,
         "window_s": 8.0,
         "tolerance": 0.05,  # stop bisecting when (fail - pass) / pass <= this
-        "budget_s": {"pipecat": 180.0, "ours": 240.0, "gc_default": 90.0, "reminders": 180.0},
+        "budget_s": {"pipecat": 180.0, "ours": 240.0, "gc_default": 90.0, "reminders": 240.0},
         "gc_default_search": True,
         # WarmTransfer's default reminder cycle: each held call leaves the engine to say
         # a 3 s reminder every 30 s (at its own random phase), then parks again.
@@ -678,6 +678,11 @@ def _plot(searches: dict[str, DensitySearch], profile: str, path: Path) -> None:
             "#f4a261",
             "D",
         ),
+        "baseline_reminders": (
+            "baseline with the same reminders",
+            "#4a4a4a",
+            "x",
+        ),
     }
     for kind, search in searches.items():
         label, color, marker = styles[kind]
@@ -738,6 +743,7 @@ async def _run(profile: str) -> dict[str, Any]:
         searches[gc_kind] = DensitySearch(gc_kind, *pipecat_n, tol)
     if settings.get("reminder_search"):
         searches["ours_reminders"] = DensitySearch("ours_reminders", 0, settings["ours_max"], tol)
+        searches["baseline_reminders"] = DensitySearch("baseline_reminders", *pipecat_n, tol)
     with tempfile.TemporaryDirectory(prefix="density-bench-") as tmp_dir:
         ours_file, baseline_files = _write_music_files(Path(tmp_dir))
         files = {"ours": ours_file, "baseline": baseline_files[RATE]}
@@ -759,9 +765,13 @@ async def _run(profile: str) -> dict[str, Any]:
             searches["ours"].restart(-(-start // 8) * 8)
             await _run_searches([searches["ours"]], trial, settings["budget_s"]["ours"])
             if "ours_reminders" in searches:
-                searches["ours_reminders"].restart(-(-start // 8) * 8)
+                # Both speak the same reminders, interleaved: the fair comparison.
+                searches["ours_reminders"].restart(-(-base_n // 8) * 8)
+                searches["baseline_reminders"].restart(max(8, base_n // 2))
                 await _run_searches(
-                    [searches["ours_reminders"]], trial, settings["budget_s"]["reminders"]
+                    [searches["ours_reminders"], searches["baseline_reminders"]],
+                    trial,
+                    settings["budget_s"]["reminders"],
                 )
             if gc_kind in searches:
                 await _run_searches([searches[gc_kind]], trial, settings["budget_s"]["gc_default"])
@@ -830,6 +840,12 @@ def run(profile: str) -> dict[str, Any]:
             round(reminder_search.lo / base.lo, 3) if base.lo else None
         )
         summary["cpu_us_per_call_second_ours_reminders"] = cpu_at_best(reminder_search)
+        base_rem = searches["baseline_reminders"]
+        summary["density_baseline_reminders"] = base_rem.lo
+        summary["density_reminders_vs_baseline_reminders"] = (
+            round(reminder_search.lo / base_rem.lo, 3) if base_rem.lo else None
+        )
+        summary["cpu_us_per_call_second_baseline_reminders"] = cpu_at_best(base_rem)
     elapsed = time.perf_counter() - t0
     document = {
         "benchmark": "density",
