@@ -200,6 +200,16 @@ async def held_call(server, engine, **mixer_kwargs):
     return mixer, transport, listener, run
 
 
+async def parked_call():
+    """A held call whose music is on and parked in its own engine."""
+    server = MemoryRoomServer(auto_delete_empty=True)
+    engine = SharedHoldEngine()
+    mixer, transport, listener, run = await held_call(server, engine)
+    await run.worker.queue_frame(MixerEnableFrame(True))
+    await wait_for(lambda: mixer.parked, 0.1 + PARK_AFTER_SECS + 1.0)
+    return server, engine, mixer, transport, listener, run
+
+
 async def wait_for(predicate, timeout):
     """Poll a condition of the mixer (which has no event to wait on), bounded."""
     async with asyncio.timeout(timeout):
@@ -209,11 +219,7 @@ async def wait_for(predicate, timeout):
 
 async def test_a_held_call_parks_in_the_engine_and_its_stream_stays_the_same_music(music, no_leaks):
     loop = asyncio.get_running_loop()
-    server = MemoryRoomServer(auto_delete_empty=True)
-    engine = SharedHoldEngine()
-    mixer, _transport, listener, run = await held_call(server, engine)
-    await run.worker.queue_frame(MixerEnableFrame(True))
-    await wait_for(lambda: mixer.parked, 0.1 + PARK_AFTER_SECS + 0.5)
+    server, engine, mixer, _transport, listener, run = await parked_call()
     assert engine.channels == 1
     parked_at = loop.time()
     await asyncio.sleep(1.5)  # longer than MAX_PARK_SECS: the transport's periodic look
@@ -238,11 +244,7 @@ async def test_a_held_call_parks_in_the_engine_and_its_stream_stays_the_same_mus
 
 async def test_speech_wakes_a_parked_call_then_it_parks_again(music, no_leaks):
     loop = asyncio.get_running_loop()
-    server = MemoryRoomServer(auto_delete_empty=True)
-    engine = SharedHoldEngine()
-    mixer, _transport, listener, run = await held_call(server, engine)
-    await run.worker.queue_frame(MixerEnableFrame(True))
-    await wait_for(lambda: mixer.parked, 2.0)
+    _server, engine, mixer, _transport, listener, run = await parked_call()
 
     speech = tone(700, 0.6, RATE, -18)
     spoke_at = loop.time()
@@ -273,11 +275,7 @@ async def test_speech_wakes_a_parked_call_then_it_parks_again(music, no_leaks):
 
 async def test_a_frame_queued_behind_the_link_still_plays_within_the_look_period(music, no_leaks):
     loop = asyncio.get_running_loop()
-    server = MemoryRoomServer(auto_delete_empty=True)
-    engine = SharedHoldEngine()
-    mixer, transport, listener, run = await held_call(server, engine)
-    await run.worker.queue_frame(MixerEnableFrame(True))
-    await wait_for(lambda: mixer.parked, 2.0)
+    _server, _engine, mixer, transport, listener, run = await parked_call()
     sent_at = loop.time()
     # Straight into the transport: nothing wakes the mixer.
     await transport.output().queue_frame(
@@ -295,11 +293,7 @@ async def test_a_frame_queued_behind_the_link_still_plays_within_the_look_period
 @pytest.mark.parametrize("ending", ["end", "cancel", "disable"])
 async def test_a_parked_call_ends_or_stops_promptly_and_leaves_nothing(music, no_leaks, ending):
     loop = asyncio.get_running_loop()
-    server = MemoryRoomServer(auto_delete_empty=True)
-    engine = SharedHoldEngine()
-    mixer, _transport, listener, run = await held_call(server, engine)
-    await run.worker.queue_frame(MixerEnableFrame(True))
-    await wait_for(lambda: mixer.parked, 2.0)
+    server, engine, mixer, _transport, listener, run = await parked_call()
     t0 = loop.time()
     if ending == "disable":
         await run.worker.queue_frame(MixerEnableFrame(False))
