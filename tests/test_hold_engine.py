@@ -455,3 +455,35 @@ async def test_a_transport_running_late_is_caught_up_when_it_parks(music, no_lea
     steady = listener.samples()[int(0.2 * RATE) :]
     start = _find_in_loop(music, steady[:64])
     assert np.array_equal(steady, music.take(start, len(steady)))  # and nothing skipped
+
+
+async def test_a_wake_during_the_lead_write_keeps_the_call_out_of_the_engine(music, no_leaks):
+    import time
+
+    engine = SharedHoldEngine()
+    other = engine.join(music, FRAME, 0, ListSink())  # a running grid: the next park has a lead
+    await asyncio.sleep(0.01)
+    writing = asyncio.Event()
+
+    class SlowSink:
+        def write(self, audio):
+            async def _write():
+                writing.set()
+                await asyncio.sleep(0.05)
+                return True
+
+            return _write()
+
+    mixer = HoldMusicMixer(level_dbfs=-24.0, fade_ms=0, enabled=True, shared_engine=engine)
+    await mixer.start(RATE)
+    mixer.bind_sink(SlowSink())
+    silence = bytes(2 * FRAME)
+    assert await mixer.mix(silence) != silence  # music; the silence buffer is now known
+    mixer._last_wake = time.monotonic() - 2 * PARK_AFTER_SECS  # quiet for long enough
+    parking = asyncio.create_task(mixer.mix(silence))
+    await writing.wait()
+    mixer.wake()  # speech is on its way while the lead is being written
+    out = await asyncio.wait_for(parking, 1.0)
+    assert out and out != silence and not mixer.parked  # played on, not parked
+    engine.leave(other)
+    await mixer.stop()

@@ -358,12 +358,14 @@ class HoldMusicMixer(BaseAudioMixer):
             lead = min(lead + int(round(lag() * loop.sample_rate)), loop.pad)
         if lead:
             # Up to the engine's next tick the music goes out through our own write.
+            woken_at = self._last_wake
             written = sink.write(loop.take(self._pos, lead).tobytes())
             if not isinstance(written, bool) and written is not None:
                 await written
             self._advance(lead)
-            if self._loop is not loop or self._sink is not sink or not self._steady():
-                return False  # woken or changed while writing
+            changed = self._loop is not loop or self._sink is not sink or not self._steady()
+            if changed or self._last_wake != woken_at:
+                return False  # woken or changed while an async write was under way
         self._engine = engine
         self._channel = engine.join(
             loop, frame_samples, self._pos, sink, on_dropped=self._on_engine_dropped
