@@ -65,7 +65,6 @@ class HoldChannel:
     group: _Group | None = None
     index: int = -1
     pending: asyncio.Future | None = None
-    frames_written: int = 0
 
     @property
     def active(self) -> bool:
@@ -354,7 +353,6 @@ class SharedHoldEngine:
             channel.pending.add_done_callback(_retrieve)
         elif result is False:
             self._stats.writes_failed += 1
-        channel.frames_written += 1
         self._stats.frames_written += 1
 
     def _drop(self, channel: HoldChannel, error: BaseException) -> None:

@@ -201,17 +201,6 @@ class HoldMusicMixer(BaseAudioMixer):
         """The `shared_engine` setting (True: the running event loop's engine)."""
         return self._shared_engine
 
-    @property
-    def engine(self) -> SharedHoldEngine | None:
-        """The engine this mixer last parked in (None before)."""
-        return self._engine
-
-    def use_shared_engine(self, engine: SharedHoldEngine | bool):
-        """Turn the shared hold engine on (True, or an engine) or off, from the next park."""
-        self._shared_engine = engine
-        if not engine:
-            self.wake()
-
     def bind_output(self, output) -> bool:
         """Let the engine write to `output` (the transport this mixer is installed in).
 
@@ -308,15 +297,15 @@ class HoldMusicMixer(BaseAudioMixer):
 
     def _may_park(self, audio: bytes) -> bool:
         """Steady music over the transport's own silence buffer, quiet for a while."""
+        if not self._shared_engine or self._sink is None:
+            return False
         last, self._last_input = self._last_input, audio
         if audio is not self._silence:
             if audio is not last or audio.count(0) != len(audio):
                 return False
             self._silence = audio  # the same all-zero object twice: the transport's own
         return (
-            bool(self._shared_engine)
-            and self._sink is not None
-            and self._loop is not None
+            self._loop is not None
             and self._steady()
             and self._duck >= 1.0
             and not self._start_after_speech
