@@ -114,13 +114,30 @@ class ParticipantLeft:
         identity: The participant's identity.
         kind: `standard`, `sip` or `agent`.
         reason: `disconnected` (left by itself), `removed` (by the room service),
-            `moved` (moved to another room, or this connection moved away) or
-            `duplicate_identity` (replaced by a new connection with its identity).
+            `moved` (moved to another room, or this connection moved away),
+            `duplicate_identity` (replaced by a new connection with its identity), or
+            the reason a leaving participant gave (a SIP participant whose call failed
+            leaves with `user_rejected` or `user_unavailable`, as LiveKit's SIP service does).
     """
 
     identity: str
     kind: str
     reason: str = "disconnected"
+
+
+@dataclass(frozen=True)
+class ParticipantAttributesChanged:
+    """Another participant changed its attributes (LiveKit's `participant_attributes_changed`).
+
+    Parameters:
+        identity: The participant's identity.
+        changed: The keys that changed, with their new values (`""` for a removed key).
+        attributes: All of its attributes after the change.
+    """
+
+    identity: str
+    changed: dict[str, str]
+    attributes: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -148,7 +165,14 @@ class Disconnected:
     reason: str
 
 
-MemoryEvent = AudioReceived | DtmfReceived | ParticipantJoined | ParticipantLeft | RoomMoved
+MemoryEvent = (
+    AudioReceived
+    | DtmfReceived
+    | ParticipantJoined
+    | ParticipantLeft
+    | ParticipantAttributesChanged
+    | RoomMoved
+)
 """Everything a connection can receive (plus the final `Disconnected`)."""
 
 
@@ -279,6 +303,7 @@ class MemoryConnection:
         self._inbox = _Inbox(max_audio_secs, max_events)
         self._resamplers: dict[tuple[str, int], BaseAudioResampler] = {}
         self._disconnect_reason: str | None = None
+        self._attributes: dict[str, str] = {}
         self.connected_at = time.monotonic()
 
     def __repr__(self) -> str:
@@ -390,10 +415,43 @@ class MemoryConnection:
             peer._inbox.put(event)
         return True
 
-    def disconnect(self) -> None:
-        """Leave the room (others see `ParticipantLeft(reason="disconnected")`). Idempotent."""
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The participant's attributes (a copy)."""
+        return dict(self._attributes)
+
+    def set_attributes(self, attributes: dict[str, str]) -> bool:
+        """Set (or, with `""`, remove) attributes; the others see what changed.
+
+        Args:
+            attributes: Keys and new values.
+
+        Returns:
+            Whether anything changed (False on a closed connection).
+        """
+        if not self.connected:
+            return False
+        changed = {k: str(v) for k, v in attributes.items() if self._attributes.get(k, "") != v}
+        if not changed:
+            return False
+        for key, value in changed.items():
+            if value:
+                self._attributes[key] = value
+            else:
+                self._attributes.pop(key, None)
+        event = ParticipantAttributesChanged(self._identity, changed, dict(self._attributes))
+        for peer in self._server._peers(self):
+            peer._inbox.put(event)
+        return True
+
+    def disconnect(self, reason: str = "disconnected") -> None:
+        """Leave the room; the others see `ParticipantLeft(reason=reason)`. Idempotent.
+
+        Args:
+            reason: What the others are told (`disconnected`, or e.g. `user_rejected`).
+        """
         if self.connected:
-            self._server._drop(self, own_reason="client_initiated", peer_reason="disconnected")
+            self._server._drop(self, own_reason="client_initiated", peer_reason=reason)
 
     async def recv(self) -> MemoryEvent | Disconnected:
         """Wait for the next event.
@@ -564,6 +622,7 @@ class MemoryRoomServer:
         kind: str = "standard",
         *,
         sample_rate: int | None = None,
+        attributes: dict[str, str] | None = None,
     ) -> MemoryConnection:
         """Join a participant to a room (created when missing), as a client connect does.
 
@@ -575,6 +634,7 @@ class MemoryRoomServer:
             identity: The participant identity.
             kind: `standard`, `sip` or `agent`.
             sample_rate: Rate to resample received audio to (None: as published).
+            attributes: The participant's attributes as it joins.
 
         Returns:
             The open connection; its inbox starts with a `ParticipantJoined(reason=
@@ -594,6 +654,7 @@ class MemoryRoomServer:
         connection = MemoryConnection(
             self, room, identity, kind, sample_rate, self._max_audio_secs, self._max_events
         )
+        connection._attributes = {k: str(v) for k, v in (attributes or {}).items() if v}
         for peer in target._connections.values():
             connection._deliver(ParticipantJoined(peer.identity, peer.kind, "present"))
             peer._deliver(ParticipantJoined(identity, kind, "joined"))

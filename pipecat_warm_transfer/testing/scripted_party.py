@@ -21,6 +21,7 @@ Audio content is the caller's business: `tone()` makes test clips.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -161,6 +162,7 @@ class ScriptedParty:
         *,
         kind: str = "standard",
         record_limit_secs: float = 600.0,
+        on_hang_up: Callable[[MemoryConnection], None] | None = None,
     ):
         """Create the party (it joins on `start()`).
 
@@ -172,6 +174,8 @@ class ScriptedParty:
             t0: Event-loop time of sample 0 (default: when `start()` is called).
             kind: Participant kind (`standard`, `sip` or `agent`).
             record_limit_secs: Recording length cap (audio past it is not kept).
+            on_hang_up: Called with the connection just before a scripted hang-up
+                leaves the room (a SIP line sets `sip.callStatus` to `hangup` there).
         """
         if sample_rate <= 0:
             raise ValueError("sample_rate must be positive")
@@ -183,6 +187,7 @@ class ScriptedParty:
         self._kind = kind
         self._frame = int(round(sample_rate * FRAME_SECS))
         self._limit_secs = record_limit_secs
+        self._on_hang_up = on_hang_up
         self._clips: list[_Clip] = []
         self._actions: list[_Action] = []
         self._seq = 0
@@ -295,8 +300,12 @@ class ScriptedParty:
 
     # Life cycle
 
-    async def start(self) -> ScriptedParty:
+    async def start(self, connection: MemoryConnection | None = None) -> ScriptedParty:
         """Join the room and start sending and receiving.
+
+        Args:
+            connection: An open connection to take over (a SIP participant that was
+                already in the room while its phone rang), instead of joining anew.
 
         Returns:
             The party.
@@ -307,7 +316,9 @@ class ScriptedParty:
         loop = asyncio.get_running_loop()
         if self._t0 is None:
             self._t0 = loop.time()
-        self._connection = self._server.connect(self._room, self._identity, self._kind)
+        if connection is None:
+            connection = self._server.connect(self._room, self._identity, self._kind)
+        self._connection = connection
         self._send_position = max(0, self._position(loop.time() - self._t0))
         self._receive_task = asyncio.create_task(
             self._receive_loop(self._connection), name=f"{self}::receive"
@@ -426,6 +437,8 @@ class ScriptedParty:
                 elif action.kind == "hang_up":
                     self._hanging_up = True
                     self._finish("hung_up")
+                    if self._on_hang_up is not None:
+                        self._on_hang_up(connection)
                     connection.disconnect()
                     return
             connection.publish_audio(self._next_frame(position), self._rate)
@@ -486,9 +499,16 @@ class HumanScript:
     Parameters:
         outcome: `answer`, `busy`, `no_answer`, `decline` or `fail`.
         sip_status: SIP status reported for a failed dial (default per outcome: busy
-            486, no_answer 480, decline 603, fail 500).
+            486, no_answer 480, decline 603, fail 500). On the LiveKit emulator a
+            `no_answer` without a `sip_status` rings until LiveKit's own ringing timeout
+            ends it (no SIP status at all), as an unanswered phone does; with one, the
+            carrier gives up first and answers that status after `answer_after`.
         answer_after: Seconds the phone rings before it answers (or is busy, declined,
             failed). Past the ring timeout the dial fails with `no_answer`.
+        join_delay: Seconds before the SIP participant has joined the room (LiveKit's
+            ring clock starts only then; the emulator only).
+        ringing_after: Seconds from the INVITE to the carrier's 180 Ringing, which sets
+            `sip.callStatus` to `ringing` (the emulator only).
         voicemail: The call is answered by a voicemail system (the leg reports it as
             `voicemail`); the greeting plays, then the actions, as for a human.
         greeting: What is said on answering (mono int16 at the backend's rate).
@@ -500,6 +520,8 @@ class HumanScript:
     outcome: str = "answer"
     sip_status: int | None = None
     answer_after: float = 0.0
+    join_delay: float = 0.0
+    ringing_after: float = 0.0
     voicemail: bool = False
     greeting: bytes | None = None
     actions: list[tuple] = field(default_factory=list)
@@ -510,6 +532,8 @@ class HumanScript:
             raise ValueError(f"outcome must be one of {HUMAN_OUTCOMES}, not {self.outcome!r}")
         if self.answer_after < 0:
             raise ValueError("answer_after must not be negative")
+        if self.join_delay < 0 or self.ringing_after < 0:
+            raise ValueError("join_delay and ringing_after must not be negative")
         if self.hang_up_after is not None and self.hang_up_after < 0:
             raise ValueError("hang_up_after must not be negative")
         for action in self.actions:
