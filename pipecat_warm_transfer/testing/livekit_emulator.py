@@ -6,31 +6,19 @@
 
 """A LiveKit server API emulator: Twirp over HTTP on loopback, rooms in memory.
 
-`LiveKitEmulator` serves the part of LiveKit's server API a warm transfer uses, so the
-real `livekit.api.LiveKitAPI` client runs against it unchanged:
+`LiveKitEmulator` answers the part of LiveKit's server API a warm transfer uses exactly as
+LiveKit's own server does, so the real `livekit.api.LiveKitAPI` client (and LiveKit's Node
+SDK) run against it unchanged:
 
 - `POST /twirp/livekit.SIP/CreateSIPParticipant`
 - `POST /twirp/livekit.RoomService/{CreateRoom, DeleteRoom, ListRooms, ListParticipants,
-  RemoveParticipant, MoveParticipant}`
+  GetParticipant, RemoveParticipant, MoveParticipant}`
 
-Requests and answers are protobuf (`application/protobuf`) or protobuf JSON
-(`application/json`, snake_case or camelCase keys). The bearer JWT is verified as
-LiveKit does (HS256 with the API secret, issuer = API key, expiry and not-before), and
-each method checks its grant: `sip.call` for CreateSIPParticipant, `roomCreate` for
-CreateRoom and DeleteRoom, `roomList` for ListRooms, `roomAdmin` on the named room for
-the participant calls (and `destinationRoom` for MoveParticipant). A bad token is
-answered with Twirp `unauthenticated` (HTTP 401), a missing grant with
-`permission_denied` (HTTP 403). Errors are Twirp JSON, `{"code", "msg", "meta"}`; a
-failed SIP call carries `meta.sip_status_code` and `meta.sip_status`, with the Twirp
-code LiveKit derives from the SIP status (486 → `resource_exhausted`, 603 →
-`permission_denied`, ...), which `livekit-api` surfaces as a `SipCallError`.
-
-Rooms and participants live in a `MemoryRoomServer`: a dialed number is looked up in
-`humans` and, when its `HumanScript` answers, joins the room as a `ScriptedParty` of
-kind `sip` (busy, no answer, decline and failures end the call with the script's SIP
-status; an unknown number with 404). MoveParticipant moves the memory connection
-(`oss=True` answers `unimplemented`, as an open-source server does). Faults can be
-scripted per method: `fail_next`, `latency`, `drop_next`.
+Every behaviour follows LiveKit's source; `FIDELITY` below lists each one with the file and
+function it was read from (livekit/livekit, livekit/sip, livekit/protocol, livekit/psrpc,
+twitchtv/twirp), so the table can be re-checked when LiveKit changes. Rooms and
+participants live in a `MemoryRoomServer`; each dial is an `OutboundCall` that joins the
+room as a SIP participant at once and rings a scripted `HumanScript`.
 
 Example::
 
@@ -45,10 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import itertools
-import secrets
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -62,185 +49,336 @@ from livekit.protocol import models, room, sip
 from loguru import logger
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
-from pipecat_warm_transfer.testing.memory_room import MemoryRoomError, MemoryRoomServer
+from pipecat_warm_transfer.testing.livekit_sip_line import (
+    DEFAULT_RINGING_TIMEOUT,
+    OutboundCall,
+    OutboundTrunk,
+    new_id,
+)
+from pipecat_warm_transfer.testing.livekit_wire import (
+    HTTP_TWIRP_CODE,
+    SIP_REASONS,
+    TWIRP_HTTP_STATUS,
+    AuthRefusal,
+    TwirpError,
+    go_json,
+    go_quote,
+    not_found_page,
+    sip_status_error,
+    sip_twirp_code,
+)
+from pipecat_warm_transfer.testing.memory_room import MemoryConnection, MemoryRoomServer
 from pipecat_warm_transfer.testing.memory_transport import MemoryTransport
 from pipecat_warm_transfer.testing.scripted_party import HumanScript, ScriptedParty, tone
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_API_SECRET",
+    "DEFAULT_TRUNK_ID",
+    "FIDELITY",
+    "HTTP_TWIRP_CODE",
+    "SIP_REASONS",
+    "TWIRP_HTTP_STATUS",
+    "Fidelity",
+    "LiveKitEmulator",
+    "OutboundTrunk",
+    "TwirpError",
+    "default_humans",
+    "serve_forever",
+    "sip_twirp_code",
+]
 
 #: Default API key and secret (LiveKit's dev-mode key; a long secret of our own).
 DEFAULT_API_KEY = "devkey"
 DEFAULT_API_SECRET = "secret-of-the-offline-livekit-emulator"
 
-#: HTTP status of each Twirp error code (the Twirp specification).
-TWIRP_HTTP_STATUS = {
-    "canceled": 408,
-    "unknown": 500,
-    "invalid_argument": 400,
-    "malformed": 400,
-    "deadline_exceeded": 408,
-    "not_found": 404,
-    "bad_route": 404,
-    "already_exists": 409,
-    "permission_denied": 403,
-    "unauthenticated": 401,
-    "resource_exhausted": 429,
-    "failed_precondition": 412,
-    "aborted": 409,
-    "out_of_range": 400,
-    "unimplemented": 501,
-    "internal": 500,
-    "unavailable": 503,
-    "dataloss": 500,
-}
+#: The outbound trunk a new emulator knows when none is given.
+DEFAULT_TRUNK_ID = "ST_offline_trunk"
 
-#: The Twirp code a bare HTTP status stands for (for `fail_next(method, 503)`).
-HTTP_TWIRP_CODE = {
-    400: "invalid_argument",
-    401: "unauthenticated",
-    403: "permission_denied",
-    404: "not_found",
-    408: "deadline_exceeded",
-    409: "aborted",
-    412: "failed_precondition",
-    429: "resource_exhausted",
-    500: "internal",
-    501: "unimplemented",
-    502: "unavailable",
-    503: "unavailable",
-    504: "deadline_exceeded",
-}
 
-#: SIP reason phrases (RFC 3261 and friends) for the statuses a dial can end with.
-SIP_REASONS = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    407: "Proxy Authentication Required",
-    408: "Request Timeout",
-    410: "Gone",
-    480: "Temporarily Unavailable",
-    484: "Address Incomplete",
-    486: "Busy Here",
-    487: "Request Terminated",
-    488: "Not Acceptable Here",
-    500: "Server Internal Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Server Time-out",
-    600: "Busy Everywhere",
-    603: "Decline",
-    604: "Does Not Exist Anywhere",
-    606: "Not Acceptable",
-    607: "Unwanted",
-    608: "Rejected",
-}
+@dataclass(frozen=True)
+class Fidelity:
+    """One behaviour of the real server, what the emulator answers, and where it was read.
 
-# The Twirp code LiveKit gives a failed SIP call, from its SIP status (livekit/protocol's
-# SIP-to-gRPC mapping, gRPC codes spelled as Twirp codes).
-_SIP_TWIRP_CODE = {
-    401: "permission_denied",
-    402: "permission_denied",
-    403: "permission_denied",
-    404: "not_found",
-    407: "unauthenticated",
-    408: "deadline_exceeded",
-    409: "failed_precondition",
-    410: "not_found",
-    480: "resource_exhausted",
-    481: "not_found",
-    482: "failed_precondition",
-    483: "failed_precondition",
-    486: "resource_exhausted",
-    487: "aborted",
-    491: "aborted",
-    500: "failed_precondition",
-    501: "failed_precondition",
-    502: "failed_precondition",
-    503: "failed_precondition",
-    504: "deadline_exceeded",
-    600: "resource_exhausted",
-    603: "permission_denied",
-    604: "not_found",
-    607: "permission_denied",
-    608: "permission_denied",
-}
+    Parameters:
+        behaviour: The situation.
+        answer: What goes on the wire (status, Twirp code, message, meta, timing, room).
+        source: `repo path function`, at the commit the note names.
+    """
 
-#: LiveKit's ring window when a request does not set `ringing_timeout`.
-DEFAULT_RINGING_TIMEOUT = 30.0
+    behaviour: str
+    answer: str
+    source: str
 
-#: SIP status of a call that rang past the ring window (LiveKit: no answer).
-RING_TIMEOUT_SIP_STATUS = 480
 
-_MAX_BODY_BYTES = 1 << 20
+#: Read at livekit/livekit 788d4c35, livekit/sip be5d3f57, livekit/protocol 17c16cf4 and
+#: d74e7cdb, livekit/psrpc 220fe5f9, twitchtv/twirp v8.1.3, livekit-api 1.2.2 and
+#: livekit-server-sdk 2.19.2 (the versions in use in December 2026).
+FIDELITY: tuple[Fidelity, ...] = (
+    # The auth middleware (runs before any Twirp routing)
+    Fidelity(
+        "Authorization header without `Bearer `",
+        "401 text/plain `invalid authorization header. Must start with Bearer `",
+        "livekit/livekit pkg/service/auth.go APIKeyAuthMiddleware.ServeHTTP; utils.go HandleError",
+    ),
+    Fidelity(
+        "token that is not a JWT",
+        "401 text/plain `invalid authorization token`",
+        "livekit/livekit pkg/service/auth.go APIKeyAuthMiddleware.ServeHTTP (auth.ParseAPIToken)",
+    ),
+    Fidelity(
+        "token issued by an unknown API key",
+        "401 text/plain `invalid API key`",
+        "livekit/livekit pkg/service/auth.go APIKeyAuthMiddleware.ServeHTTP (GetSecret)",
+    ),
+    Fidelity(
+        "bad signature, other algorithm than HS256, expired, not yet valid, no exp",
+        "401 text/plain `invalid authorization token: token signature is invalid: signature is "
+        "invalid` / `...: token has invalid claims: token is expired` (60 s leeway on exp/nbf)",
+        "livekit/protocol auth/verifier.go APIKeyTokenVerifier.Verify (tokenLeeway, "
+        "WithExpirationRequired); golang-jwt/jwt v5 errors.go",
+    ),
+    Fidelity(
+        "no Authorization header (a token may come as the `access_token` query parameter)",
+        "without any token: passes the middleware with no grants; the method then answers "
+        "401 `unauthenticated` `permissions denied`",
+        "livekit/livekit pkg/service/auth.go APIKeyAuthMiddleware.ServeHTTP",
+    ),
+    Fidelity(
+        "valid token without the method's grant",
+        "401 application/json `unauthenticated` `permissions denied`, no meta",
+        "livekit/livekit pkg/service/auth.go EnsureAdminPermission, EnsureCreatePermission, "
+        "EnsureListPermission, EnsureSIPCallPermission, EnsureDestRoomPermission, twirpAuthError",
+    ),
+    Fidelity(
+        "request body over 10 MiB (Content-Length)",
+        "413 text/plain `request body too large`, before auth",
+        "livekit/livekit pkg/service/server.go NewLivekitServer (NewRequestBodyLimiter)",
+    ),
+    # Twirp routing and encoding
+    Fidelity(
+        "path of no registered service",
+        "404 text/plain `404 page not found` (Go http.NotFound)",
+        "livekit/livekit pkg/service/server.go NewLivekitServer (mux)",
+    ),
+    Fidelity(
+        "unknown method, method other than POST, wrong Content-Type",
+        '404 `bad_route`, `no handler for path "..."` / `unsupported method "GET" (only POST '
+        'is allowed)` / `unexpected Content-Type: "text/plain"`, meta `twirp_invalid_route`',
+        "livekit/protocol livekit/livekit_room.twirp.go roomServiceServer.ServeHTTP, serveX",
+    ),
+    Fidelity(
+        "body that does not decode (an empty JSON body too)",
+        "400 `malformed` `the json request could not be decoded` / `the protobuf request could "
+        "not be decoded`",
+        "livekit/protocol livekit/livekit_room.twirp.go serveXJSON, serveXProtobuf",
+    ),
+    Fidelity(
+        "every error answer",
+        "Content-Type exactly `application/json`; body `{code, msg[, meta]}` compact, meta "
+        "sorted and left out when empty; the status's standard reason phrase",
+        "livekit/protocol livekit/cloud_replay.twirp.go writeError, marshalErrorToJSON; "
+        "twitchtv/twirp errors.go ServerHTTPStatusFromErrorCode",
+    ),
+    Fidelity(
+        "an error that crossed LiveKit's internal RPC (psrpc) or carries a SIP status",
+        "message prefixed `twirp error unknown: `; code from the gRPC status",
+        "livekit/protocol utils/xtwirp/errors.go ToError, WithDetailsFrom; livekit/psrpc "
+        "errors.go GRPCStatus",
+    ),
+    Fidelity(
+        "JSON success answer",
+        "snake_case field names, every field emitted (defaults too), int64 as strings; "
+        "`{}` for an empty answer",
+        "livekit/protocol livekit/livekit_room.twirp.go (protojson UseProtoNames, EmitUnpopulated)",
+    ),
+    # RoomService
+    Fidelity(
+        "CreateRoom of a new room",
+        "Room with sid `RM_` + 12, empty_timeout 300, departure_timeout 20 unless given, the "
+        "default codecs",
+        "livekit/livekit pkg/service/roomallocator.go CreateRoom, applyDefaultRoomConfig; "
+        "pkg/config/config.go DefaultConfig",
+    ),
+    Fidelity(
+        "CreateRoom of a room that exists",
+        "the stored room unchanged (the request's fields are ignored)",
+        "livekit/livekit pkg/rtc/roommanager.go getOrCreateRoom",
+    ),
+    Fidelity(
+        "DeleteRoom of a missing room",
+        "404 `not_found` `twirp error unknown: requested room does not exist`",
+        "livekit/livekit pkg/service/roomservice.go DeleteRoom (ErrRoomNotFound)",
+    ),
+    Fidelity(
+        "ListParticipants of a missing room",
+        '200 `{"participants": []}`',
+        "livekit/livekit pkg/service/roomservice.go ListParticipants (LocalStore)",
+    ),
+    Fidelity(
+        "GetParticipant / RemoveParticipant of a missing participant or room",
+        "404 `not_found` `twirp error unknown: participant does not exist`",
+        "livekit/livekit pkg/service/roomservice.go RemoveParticipant, GetParticipant "
+        "(ErrParticipantNotFound)",
+    ),
+    Fidelity(
+        "MoveParticipant into the same room",
+        "400 `invalid_argument` `destination room cannot be the same as source room ` (trailing "
+        "space), meta `argument`",
+        "livekit/livekit pkg/service/roomservice.go MoveParticipant (twirp.InvalidArgumentError)",
+    ),
+    Fidelity(
+        "MoveParticipant on an open-source server",
+        "500 `unknown` `twirp error unknown: not implemented`",
+        "livekit/livekit pkg/rtc/roommanager.go RoomManager.MoveParticipant; livekit/psrpc "
+        "pkg/server/rpc.go sendResponse",
+    ),
+    Fidelity(
+        "MoveParticipant of a participant not connected",
+        "after 3 s (3 tries of 1 s) 503 `unavailable` `twirp error unknown: no response from "
+        "servers`",
+        "livekit/protocol rpc/typed_api.go DefaultPSRPCConfig; livekit/psrpc pkg/client/rpc.go "
+        "selectServer (ErrNoResponse)",
+    ),
+    Fidelity(
+        "ParticipantInfo",
+        "sid `PA_` + 12, state ACTIVE, kind, name, metadata, attributes, joined_at(_ms)",
+        "livekit/protocol livekit_models.proto ParticipantInfo; livekit/livekit "
+        "pkg/rtc/participant.go ToProto",
+    ),
+    # SIP
+    Fidelity(
+        "CreateSIPParticipant checks, in order",
+        "`sip.call` grant (401 `permissions denied`) → request validation (400 "
+        "`invalid_argument`, raw message: `missing sip trunk id and sip number`, `missing sip "
+        "callee number`, `missing room name`, `invalid header name: ...`, `invalid header value "
+        "for X: ...`) → trunk (404 `not_found` `requested sip trunk does not exist`)",
+        "livekit/livekit pkg/service/sip.go CreateSIPParticipant, CreateSIPParticipantRequest; "
+        "livekit/protocol livekit/sip.go ValidateResult, livekit/sip_validation.go",
+    ),
+    Fidelity(
+        "the SIP participant",
+        "joins the room as soon as the dial starts (kind SIP, identity `sip_<number>` by "
+        "default) with `sip.callID`, `sip.trunkID`, `sip.phoneNumber`, `sip.hostname`, "
+        "`sip.trunkPhoneNumber`, `sip.callStatus=dialing`",
+        "livekit/sip pkg/sip/outbound.go newCall, connectToRoom; livekit/protocol rpc/sip.go "
+        "NewCreateSIPParticipantRequestResult; livekit/attrs.go",
+    ),
+    Fidelity(
+        "the ring clock",
+        "starts only after the SIP participant joined; default 3 min when unset",
+        "livekit/sip pkg/sip/outbound.go sipSignal; pkg/sip/participant.go defaultRingingTimeout",
+    ),
+    Fidelity(
+        "`sip.callStatus`",
+        "dialing → ringing (180) → automation (while `dtmf` plays, 0.5 s a digit) → active; "
+        "hangup only when the human hangs up (BYE); failed dials keep dialing/ringing",
+        "livekit/sip pkg/sip/outbound.go sipSignal, dialSIP, close; pkg/sip/participant.go "
+        "CallStatus.Attribute; livekit/media-sdk dtmf/dtmf.go",
+    ),
+    Fidelity(
+        "wait_until_answered=false",
+        "answers right after the join, before the INVITE: participant_id, identity, room_name, "
+        "sip_call_id `SCL_` + 12",
+        "livekit/sip pkg/sip/client.go createSIPParticipant; livekit/livekit pkg/service/sip.go",
+    ),
+    Fidelity(
+        "nobody answers before ringing_timeout (LiveKit's own ring-out)",
+        "408 `canceled` `twirp error unknown: sip request timed out`, no meta, no SIP status; "
+        "the participant leaves as USER_UNAVAILABLE",
+        "livekit/sip pkg/sip/outbound.go sipResponse (ErrSIPRequestTimeout); pkg/sip/errors.go "
+        "classifyInviteError",
+    ),
+    Fidelity(
+        "the carrier answers a final status (486, 603, 480, 404, 5xx, ...)",
+        "code from the SIP status (486/480/600 `resource_exhausted` 429, 603 "
+        "`permission_denied` 403, 404 `not_found`, 5xx `failed_precondition` 412...), "
+        "`twirp error unknown: INVITE failed: sip status: 486: Busy Here`, meta "
+        "`sip_status_code`, `sip_status`, `error_details`; leaves USER_REJECTED (4xx, 6xx), "
+        "USER_UNAVAILABLE (404, 408, 480) or CLIENT_INITIATED (5xx)",
+        "livekit/sip pkg/sip/outbound.go sipOutbound.Invite; pkg/errors/errors.go "
+        "ApplySIPStatus; livekit/protocol livekit/sip.go sipCodeToGRPCCode, TwirpErrorMeta",
+    ),
+    Fidelity(
+        "a waiting dial's server deadline",
+        "30 s (80 s with wait_until_answered), or the `X-Twirp-Timeout-Ms` header; then 408 "
+        "`deadline_exceeded` `twirp error unknown: request timed out`, and the ringing stops",
+        "livekit/livekit pkg/service/sip.go CreateSIPParticipantRequest; livekit/psrpc "
+        "pkg/client/rpc.go (ErrRequestTimedOut)",
+    ),
+    Fidelity(
+        "the HTTP client gives up on a waiting dial",
+        "the phone rings on (no cancel reaches the SIP service) until answered, refused, rung "
+        "out, the server deadline, the participant removed or the room deleted",
+        "livekit/psrpc pkg/server/rpc.go handleRequest; livekit/sip pkg/sip/outbound.go sipSignal",
+    ),
+    Fidelity(
+        "participant removed or room deleted while ringing",
+        "the INVITE is cancelled; a waiting request gets `canceled` `... sip request timed out`",
+        "livekit/sip pkg/sip/outbound.go sipSignal (room watcher), sipResponse",
+    ),
+    Fidelity(
+        "the human hangs up",
+        "`sip.callStatus=hangup`, then the participant leaves (CLIENT_INITIATED)",
+        "livekit/sip pkg/sip/client.go onBye; pkg/sip/outbound.go close",
+    ),
+    Fidelity(
+        "play_dialtone",
+        "425 Hz, 1 s on / 4 s off, half volume, into the room until answered or failed",
+        "livekit/sip pkg/sip/outbound.go dialSIP; livekit/media-sdk tones/tones.go ETSIRinging",
+    ),
+)
+
+#: LiveKit's token leeway on `exp` and `nbf`.
+TOKEN_LEEWAY_SECS = 60.0
+
+#: livekit/livekit `MaxAPIRequestBodySize`.
+MAX_BODY_BYTES = 10 << 20
+
+#: How long a psrpc call to a topic nobody serves takes to fail (3 tries of 1 s).
+PSRPC_NO_RESPONSE_SECS = 3.0
+
+#: Server deadlines of CreateSIPParticipant (livekit/livekit pkg/service/sip.go).
+SIP_REQUEST_TIMEOUT = 30.0
+SIP_WAIT_TIMEOUT = 80.0
+
+# The bus hop between the SIP service's deadline and the API's: the API's fires first.
+_BUS_SECS = 0.01
+
+_MAX_ROOM_NAME = 256
 _MAX_LOGGED_REQUESTS = 10_000
 _MAX_ACTIVE_CALLS = 256
 _MAX_PARTIES = 1_000
 _MAX_FAULTS = 1_000
 _MAX_LATENCY_SECS = 600.0
 _LOOPBACK_NAMES = ("localhost",)
-
+_SERVICES = ("RoomService", "SIP")
+_PERMISSION_DENIED = "permissions denied"
+_FORBIDDEN_HEADERS = frozenset(
+    "accept accept-encoding accept-language allow allow-events call-id contact "
+    "content-encoding content-length content-type cseq event expires from max-forwards "
+    "record-route refer-to reply-to k l m o r t u v".split()
+)
+_HEADER_NAME_CHARS = frozenset(
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-.!%*_+`'~"
+)
+_DEFAULT_CODECS = (
+    "audio/PCMU",
+    "audio/PCMA",
+    "audio/opus",
+    "audio/red",
+    "video/VP8",
+    "video/H264",
+    "video/VP9",
+    "video/AV1",
+    "video/H265",
+    "video/rtx",
+)
 _KINDS = {
     "standard": models.ParticipantInfo.Kind.STANDARD,
     "sip": models.ParticipantInfo.Kind.SIP,
     "agent": models.ParticipantInfo.Kind.AGENT,
 }
-
-
-def sip_twirp_code(status: int) -> str:
-    """The Twirp error code LiveKit answers a SIP call that failed with `status`.
-
-    Args:
-        status: The SIP final status (4xx, 5xx or 6xx).
-
-    Returns:
-        The Twirp code (e.g. `resource_exhausted` for 486 Busy Here).
-    """
-    code = _SIP_TWIRP_CODE.get(status)
-    if code is not None:
-        return code
-    return "failed_precondition" if 500 <= status < 600 else "invalid_argument"
-
-
-class TwirpError(Exception):
-    """A Twirp error answer (raised inside a handler, written as Twirp JSON).
-
-    Parameters:
-        code: The Twirp error code (`not_found`, `unauthenticated`, ...).
-        msg: A short message (never a token or a secret).
-        meta: String metadata (`sip_status_code`, `sip_status`, ...).
-        http_status: The HTTP status (default: the code's, per the Twirp spec).
-    """
-
-    def __init__(
-        self,
-        code: str,
-        msg: str,
-        meta: dict[str, str] | None = None,
-        http_status: int | None = None,
-    ):
-        super().__init__(f"{code}: {msg}")
-        self.code = code
-        self.msg = msg
-        self.meta = dict(meta or {})
-        self.http_status = http_status or TWIRP_HTTP_STATUS.get(code, 500)
-
-    @classmethod
-    def sip(cls, status: int, msg: str | None = None) -> TwirpError:
-        """The error of a SIP call that ended with `status`, as LiveKit reports it."""
-        reason = SIP_REASONS.get(status, f"SIP {status}")
-        return cls(
-            sip_twirp_code(status),
-            msg or f"sip status {status}: {reason}",
-            {"sip_status_code": str(status), "sip_status": reason},
-        )
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body of the answer."""
-        body: dict[str, Any] = {"code": self.code, "msg": self.msg}
-        if self.meta:
-            body["meta"] = self.meta
-        return body
 
 
 @dataclass
@@ -251,10 +389,13 @@ class _Fault:
     http_status: int
 
 
+Handler = Callable[[Message, Claims | None, web.BaseRequest], Awaitable[Message]]
+
+
 @dataclass
 class _Method:
     request_type: type[Message]
-    handler: Callable[[Message, Claims], Awaitable[Message]]
+    handler: Handler
 
 
 class LiveKitEmulator:
@@ -263,15 +404,20 @@ class LiveKitEmulator:
     Parameters:
         api_key: The API key tokens must be issued by.
         api_secret: The secret tokens must be signed with.
-        oss: Behave as open-source LiveKit: MoveParticipant answers `unimplemented`.
+        oss: Behave as open-source LiveKit: MoveParticipant answers "not implemented".
         rooms: The room server to use (default: a new `MemoryRoomServer`). It may be
             replaced (`emulator.rooms = server`) before the first request.
-        humans: The scripted human behind each number (`sip_call_to`).
+        humans: The scripted phone behind each number (`sip_call_to`); an unscripted
+            number answers 404 Not Found.
+        trunks: The outbound trunks the server knows (ids or `OutboundTrunk`s; default:
+            `DEFAULT_TRUNK_ID`). Any other trunk id is `not_found`.
         sample_rate: Rate the humans send and record at.
         t0: Event-loop time of sample 0 of the humans' recordings (default: answer).
         host: Loopback address to listen on.
         port: Port to listen on (0: any free port).
-        token_leeway: Seconds of clock leeway when checking `exp`/`nbf`.
+        token_leeway: Seconds of clock leeway on `exp`/`nbf` (LiveKit's: 60).
+        sip_request_timeout: The server's deadline of a dial that does not wait (30 s).
+        sip_wait_timeout: The server's deadline of a dial that waits for the answer (80 s).
 
     Attributes:
         requests: `(method, fields, headers)` of each request (fields as protobuf JSON
@@ -279,6 +425,7 @@ class LiveKitEmulator:
         request_grants: `(method, grants)` of each authenticated request: the token's
             identity and its non-empty video and SIP grants.
         parties: The scripted humans that answered, by identity (the latest of each).
+        calls: Every dial placed, oldest first (`OutboundCall`: its statuses and outcome).
     """
 
     def __init__(
@@ -289,33 +436,43 @@ class LiveKitEmulator:
         *,
         rooms: MemoryRoomServer | None = None,
         humans: dict[str, HumanScript] | None = None,
+        trunks: Iterable[str | OutboundTrunk] | None = None,
         sample_rate: int = 16000,
         t0: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
-        token_leeway: float = 1.0,
+        token_leeway: float = TOKEN_LEEWAY_SECS,
+        sip_request_timeout: float = SIP_REQUEST_TIMEOUT,
+        sip_wait_timeout: float = SIP_WAIT_TIMEOUT,
     ):
         """Create the emulator (it listens once entered, or after `start()`)."""
         if not api_key or not api_secret:
             raise ValueError("api_key and api_secret are required")
         if sample_rate <= 0:
             raise ValueError("sample_rate must be positive")
+        if sip_request_timeout <= 0 or sip_wait_timeout <= 0:
+            raise ValueError("the SIP timeouts must be positive")
         _check_loopback(host)
         self.api_key = api_key
         self.api_secret = api_secret
         self.oss = oss
         self.rooms = rooms if rooms is not None else MemoryRoomServer()
         self.humans: dict[str, HumanScript] = dict(humans or {})
+        self.trunks: dict[str, OutboundTrunk] = {}
+        for trunk in trunks if trunks is not None else (DEFAULT_TRUNK_ID,):
+            self.add_trunk(trunk)
         self.sample_rate = sample_rate
         self.t0 = t0
+        self.sip_request_timeout = float(sip_request_timeout)
+        self.sip_wait_timeout = float(sip_wait_timeout)
         self.requests: list[tuple[str, dict, dict]] = []
         self.request_grants: list[tuple[str, dict]] = []
         self.parties: dict[str, ScriptedParty] = {}
+        self.calls: list[OutboundCall] = []
         self._host = host
         self._port = port
-        self._verifier = TokenVerifier(
-            api_key, api_secret, leeway=timedelta(seconds=max(0.0, token_leeway))
-        )
+        self._leeway = max(0.0, float(token_leeway))
+        self._verifier = TokenVerifier(api_key, api_secret, leeway=timedelta(seconds=self._leeway))
         self._methods: dict[tuple[str, str], _Method] = {
             ("SIP", "CreateSIPParticipant"): _Method(
                 sip.CreateSIPParticipantRequest, self._create_sip_participant
@@ -325,6 +482,9 @@ class LiveKitEmulator:
             ("RoomService", "ListRooms"): _Method(room.ListRoomsRequest, self._list_rooms),
             ("RoomService", "ListParticipants"): _Method(
                 room.ListParticipantsRequest, self._list_participants
+            ),
+            ("RoomService", "GetParticipant"): _Method(
+                room.RoomParticipantIdentity, self._get_participant
             ),
             ("RoomService", "RemoveParticipant"): _Method(
                 room.RoomParticipantIdentity, self._remove_participant
@@ -340,11 +500,11 @@ class LiveKitEmulator:
         self._runner: web.ServerRunner | None = None
         self._url: str | None = None
         self._handlers: set[asyncio.Task] = set()
-        self._calls: set[asyncio.Task] = set()
         self._all_parties: list[ScriptedParty] = []
-        self._room_info: dict[str, dict[str, Any]] = {}
-        self._participant_info: dict[tuple[str, str], dict[str, Any]] = {}
-        self._ids = itertools.count(1)
+        self._room_info: dict[str, models.Room] = {}
+        self._participant_info: weakref.WeakKeyDictionary[MemoryConnection, dict[str, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         return f"LiveKitEmulator({self._url or 'stopped'}, oss={self.oss})"
@@ -371,7 +531,25 @@ class LiveKitEmulator:
         """
         if self._runner is not None:
             return self
-        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+
+        def request_factory(message, payload, protocol, writer, task) -> web.BaseRequest:
+            # LiveKit reads bodies up to its own limit (aiohttp's default is 1 MiB).
+            return web.BaseRequest(
+                message,
+                payload,
+                protocol,
+                writer,
+                task,
+                asyncio.get_running_loop(),
+                client_max_size=MAX_BODY_BYTES,
+            )
+
+        server = web.Server(
+            self._handle,
+            request_factory=request_factory,
+            handler_cancellation=True,
+            access_log=None,
+        )
         runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
@@ -390,11 +568,13 @@ class LiveKitEmulator:
     async def stop(self) -> None:
         """Stop listening, end every call in progress and hang up every human. Idempotent."""
         runner, self._runner = self._runner, None
-        tasks = [t for t in (*self._calls, *self._handlers) if not t.done()]
+        tasks = [t for t in self._handlers if not t.done()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for call in self.calls:
+            await call.stop()
         if runner is not None:
             await runner.cleanup()
         parties, self._all_parties = self._all_parties, []
@@ -411,6 +591,24 @@ class LiveKitEmulator:
     async def __aexit__(self, *exc) -> None:
         await self.stop()
 
+    # Set-up
+
+    def add_trunk(self, trunk: str | OutboundTrunk) -> OutboundTrunk:
+        """Make an outbound trunk known (as `CreateSIPOutboundTrunk` would).
+
+        Args:
+            trunk: Its id, or the trunk.
+
+        Returns:
+            The trunk.
+        """
+        if isinstance(trunk, str):
+            trunk = OutboundTrunk(trunk)
+        if not trunk.trunk_id:
+            raise ValueError("a trunk id is required")
+        self.trunks[trunk.trunk_id] = trunk
+        return trunk
+
     # Inspection
 
     def http_connections(self) -> int:
@@ -420,8 +618,9 @@ class LiveKitEmulator:
     def leftovers(self) -> dict[str, int]:
         """What is still open: `{"rooms": n, "participants": n, "connections": n}`.
 
-        Rooms and participants are the room server's; connections are the open HTTP
-        connections plus the room server's open media connections.
+        Rooms and participants are the room server's (a phone still ringing is a SIP
+        participant in its room); connections are the open HTTP connections plus the
+        room server's open media connections.
         """
         memory = self.rooms.leftovers()
         return {
@@ -429,6 +628,10 @@ class LiveKitEmulator:
             "participants": memory["participants"],
             "connections": self.http_connections() + memory["connections"],
         }
+
+    def ringing(self) -> list[OutboundCall]:
+        """The dials still ringing (nobody answered, nothing ended them)."""
+        return [call for call in self.calls if call.ringing]
 
     async def settle(self, timeout: float = 2.0) -> dict[str, int]:
         """Wait (bounded) until no request is in progress and clients closed their connections.
@@ -495,8 +698,8 @@ class LiveKitEmulator:
         """
         try:
             claims = self._verify(token)
-        except TwirpError as e:
-            raise PermissionError(e.msg) from None
+        except AuthRefusal as e:
+            raise PermissionError(e.text) from None
         video = claims.video
         if video is None or not video.room_join:
             raise PermissionError("the token has no roomJoin grant")
@@ -517,37 +720,42 @@ class LiveKitEmulator:
         sip_status: int | None = None,
         times: int = 1,
     ) -> None:
-        """Answer the next `times` calls of `method` with an error (after authentication).
+        """Answer the next `times` calls of `method` with a server-side error (after auth).
+
+        The error is written as one that crossed LiveKit's internal RPC: its message gets
+        the `twirp error unknown: ` prefix, as the real server's do.
 
         Args:
             method: The method name, e.g. `CreateSIPParticipant` or `DeleteRoom`.
-            code: A Twirp code (`unavailable`) or an HTTP status (503; 5xx with no Twirp
-                code of its own answers `internal` with that HTTP status).
-            msg: The error message.
-            sip_status: Answer as a SIP call failure with this status (its Twirp code
-                unless `code` names another, and `meta.sip_status_code`).
+            code: A Twirp code (`unavailable`) or an HTTP status (503: its Twirp code).
+            msg: The message behind the prefix (default: the code's usual one).
+            sip_status: Answer as a carrier refusal with this SIP status (its code, message
+                and meta, as a real refusal has).
             times: How many calls fail.
         """
         self._check_method(method)
-        meta: dict[str, str] = {}
         if sip_status is not None:
-            base = TwirpError.sip(sip_status)
-            meta = base.meta
-            if code == "internal":
-                code = base.code
-            msg = msg or base.msg
-        if isinstance(code, int):
-            http_status = code
-            twirp_code = HTTP_TWIRP_CODE.get(code, "internal" if code >= 500 else "unknown")
+            error = sip_status_error(sip_status)
+            if code != "internal":
+                error.code = code if isinstance(code, str) else HTTP_TWIRP_CODE.get(code, "unknown")
+                error.http_status = TWIRP_HTTP_STATUS.get(error.code, 500)
         else:
-            if code not in TWIRP_HTTP_STATUS:
-                raise ValueError(f"unknown Twirp code {code!r}")
-            twirp_code, http_status = code, TWIRP_HTTP_STATUS[code]
+            if isinstance(code, int):
+                http_status = code
+                twirp_code = HTTP_TWIRP_CODE.get(code, "internal" if code >= 500 else "unknown")
+            else:
+                if code not in TWIRP_HTTP_STATUS:
+                    raise ValueError(f"unknown Twirp code {code!r}")
+                twirp_code, http_status = code, TWIRP_HTTP_STATUS[code]
+            error = TwirpError.psrpc(twirp_code, msg or _DEFAULT_MESSAGES.get(twirp_code, "failed"))
+            error.http_status = http_status
+        if msg is not None and sip_status is not None:
+            error.msg = TwirpError.psrpc(error.code, msg).msg
         queue = self._faults.setdefault(method, [])
         for _ in range(max(0, times)):
             if len(queue) >= _MAX_FAULTS:
                 raise ValueError(f"at most {_MAX_FAULTS} scripted faults per method")
-            queue.append(_Fault(twirp_code, msg or "injected failure", meta, http_status))
+            queue.append(_Fault(error.code, error.msg, dict(error.meta), error.http_status))
 
     def latency(self, method: str, secs: float) -> None:
         """Delay every call of `method` by `secs` before answering (0 to stop).
@@ -591,43 +799,71 @@ class LiveKitEmulator:
         try:
             return await self._dispatch(request)
         except TwirpError as e:
-            return _twirp_error_response(e)
+            return e.response()
+        except AuthRefusal as e:
+            return e.response()
         except (asyncio.CancelledError, ConnectionResetError):
             raise
-        except Exception as e:
+        except Exception:
             logger.exception(f"{self}: internal error")
-            return _twirp_error_response(TwirpError("internal", type(e).__name__))
+            return TwirpError("internal", "Internal service panic").response()
         finally:
             if task is not None:
                 self._handlers.discard(task)
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
-        parts = request.path.split("/")
-        if len(parts) != 4 or parts[0] or parts[1] != "twirp" or "." not in parts[2]:
-            raise TwirpError("bad_route", f"no handler for path {request.path[:200]!r}")
-        package, _, service = parts[2].partition(".")
-        name = parts[3]
-        method = self._methods.get((service, name)) if package == "livekit" else None
-        if method is None:
-            raise TwirpError("bad_route", f"no handler for path {request.path[:200]!r}")
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            return web.Response(
+                status=413,
+                body=b"request body too large",
+                headers={"Content-Type": "text/plain; charset=utf-8"},
+            )
+        refusal: AuthRefusal | None = None
+        claims: Claims | None = None
+        try:
+            claims = self._authenticate(
+                request.headers.get("Authorization"), request.query.get("access_token")
+            )
+        except AuthRefusal as e:
+            refusal = e  # answered first, as the middleware does; the request is logged
+        path = request.path
+        parts = path.split("/")
+        service = parts[2].removeprefix("livekit.") if len(parts) >= 3 else ""
+        name = parts[3] if len(parts) == 4 else ""
+        method = self._methods.get((service, name))
+        if refusal is not None:
+            if method is not None:
+                self._log_request(name, None, request)
+            raise refusal
+        if len(parts) < 3 or parts[1] != "twirp" or not parts[2].startswith("livekit."):
+            return not_found_page()
+        if service not in _SERVICES:
+            return not_found_page()
+        route = {"twirp_invalid_route": f"{request.method} {path}"}
         if request.method != "POST":
-            raise TwirpError("bad_route", f"unsupported method {request.method[:16]} (only POST)")
-        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            raise TwirpError(
+                "bad_route",
+                f"unsupported method {go_quote(request.method)} (only POST is allowed)",
+                route,
+            )
+        if method is None:
+            raise TwirpError("bad_route", f"no handler for path {go_quote(path)}", route)
+        raw_type = request.headers.get("Content-Type", "")
+        content_type = raw_type.split(";")[0].strip().lower()
         if content_type not in ("application/protobuf", "application/json"):
-            raise TwirpError("bad_route", f"unexpected Content-Type: {content_type[:64]!r}")
+            raise TwirpError("bad_route", f"unexpected Content-Type: {go_quote(raw_type)}", route)
 
-        body = await _read_body(request)
+        body = await request.read()
         message: Message | None = None
-        parse_error: str | None = None
-        if body is None:
-            parse_error = "the request body is too large"
-        else:
-            try:
-                message = _parse(method.request_type, body, content_type)
-            except (DecodeError, json_format.ParseError, UnicodeDecodeError, ValueError) as e:
-                parse_error = f"the request body is not a valid {content_type} message"
-                logger.debug(f"{self}: {name}: {type(e).__name__}")
+        try:
+            message = _parse(method.request_type, body, content_type)
+        except (DecodeError, json_format.ParseError, UnicodeDecodeError, ValueError) as e:
+            logger.debug(f"{self}: {name}: {type(e).__name__}")
         self._log_request(name, message, request)
+        self._log_grants(name, claims)
+        if message is None:
+            kind = "json" if content_type == "application/json" else "protobuf"
+            raise TwirpError("malformed", f"the {kind} request could not be decoded")
 
         if self._drops.get(name):
             self._drops[name] -= 1
@@ -640,16 +876,11 @@ class LiveKitEmulator:
         delay = self._latency.get(name, 0.0)
         if delay > 0:
             await asyncio.sleep(delay)
-
-        claims = self._authenticate(request.headers.get("Authorization"))
-        self._log_grants(name, claims)
-        if message is None:
-            raise TwirpError("malformed", parse_error or "the request body is not valid")
         faults = self._faults.get(name)
         if faults:
             fault = faults.pop(0)
             raise TwirpError(fault.code, fault.msg, fault.meta, fault.http_status)
-        answer = await method.handler(message, claims)
+        answer = await method.handler(message, claims, request)
         return _answer(answer, content_type)
 
     def _log_request(self, name: str, message: Message | None, request: web.BaseRequest):
@@ -661,7 +892,9 @@ class LiveKitEmulator:
         if len(self.requests) > _MAX_LOGGED_REQUESTS:
             del self.requests[: len(self.requests) - _MAX_LOGGED_REQUESTS]
 
-    def _log_grants(self, name: str, claims: Claims) -> None:
+    def _log_grants(self, name: str, claims: Claims | None) -> None:
+        if claims is None:
+            return
         grants: dict[str, Any] = {"identity": claims.identity}
         if claims.video is not None:
             grants["video"] = {k: v for k, v in vars(claims.video).items() if v}
@@ -673,278 +906,383 @@ class LiveKitEmulator:
 
     # Authentication and grants
 
-    def _authenticate(self, header: str | None) -> Claims:
-        if not header:
-            raise TwirpError("unauthenticated", "missing authorization header")
-        if not header.startswith("Bearer "):
-            raise TwirpError(
-                "unauthenticated", "invalid authorization header. Must start with Bearer "
-            )
-        return self._verify(header[len("Bearer ") :].strip())
+    def _authenticate(self, header: str | None, query_token: str | None) -> Claims | None:
+        """The middleware: the token's claims, None (no grants), or an `AuthRefusal`.
+
+        The token comes from `Authorization: Bearer ...`, or without that header from the
+        `access_token` query parameter.
+        """
+        if header:
+            if not header.startswith("Bearer "):
+                raise AuthRefusal("invalid authorization header. Must start with Bearer ")
+            token = header[len("Bearer ") :]
+        else:
+            token = query_token or ""
+        if not token:
+            return None
+        return self._verify(token)
 
     def _verify(self, token: str) -> Claims:
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
+            algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError:
-            raise TwirpError("unauthenticated", "invalid authorization token") from None
-        if unverified.get("iss") != self.api_key:
-            raise TwirpError("unauthenticated", "invalid API key")
+            raise AuthRefusal("invalid authorization token") from None
+        if not unverified.get("iss") or unverified.get("iss") != self.api_key:
+            raise AuthRefusal("invalid API key")
+        prefix = "invalid authorization token: "
+        if algorithm != "HS256":
+            raise AuthRefusal(
+                f"{prefix}token signature is invalid: signing method {algorithm} is invalid"
+            )
+        try:
+            jwt.decode(
+                token,
+                self.api_secret,
+                algorithms=["HS256"],
+                leeway=self._leeway,
+                options={"require": ["exp"], "verify_aud": False},
+            )
+        except jwt.InvalidSignatureError:
+            raise AuthRefusal(f"{prefix}token signature is invalid: signature is invalid") from None
+        except jwt.ExpiredSignatureError:
+            raise AuthRefusal(f"{prefix}token has invalid claims: token is expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthRefusal(f"{prefix}token has invalid claims: token is not valid yet") from None
+        except jwt.MissingRequiredClaimError:
+            raise AuthRefusal(
+                f"{prefix}token has invalid claims: token is missing required claim: "
+                "exp claim is required"
+            ) from None
+        except jwt.PyJWTError:
+            raise AuthRefusal(f"{prefix}token is malformed") from None
         try:
             return self._verifier.verify(token)
-        except jwt.ExpiredSignatureError:
-            raise TwirpError("unauthenticated", "invalid token: the token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise TwirpError(
-                "unauthenticated", "invalid token: the token is not valid yet"
-            ) from None
-        except jwt.InvalidSignatureError:
-            raise TwirpError("unauthenticated", "invalid token: bad signature") from None
-        except jwt.PyJWTError as e:
-            raise TwirpError("unauthenticated", f"invalid token: {type(e).__name__}") from None
+        except Exception:
+            raise AuthRefusal(f"{prefix}token is malformed") from None
 
     @staticmethod
-    def _require(allowed: bool, what: str) -> None:
+    def _require(allowed: bool) -> None:
         if not allowed:
-            raise TwirpError("permission_denied", f"permissions denied: {what}")
+            raise TwirpError("unauthenticated", _PERMISSION_DENIED)
 
-    def _require_admin(self, claims: Claims, room_name: str) -> None:
-        video = claims.video
-        self._require(
-            video is not None and bool(video.room_admin) and video.room == room_name,
-            f"roomAdmin for room {room_name!r} is required",
-        )
+    def _require_admin(self, claims: Claims | None, room_name: str) -> None:
+        video = claims.video if claims is not None else None
+        self._require(video is not None and bool(video.room_admin) and video.room == room_name)
 
     # SIP
 
-    async def _create_sip_participant(self, req: Message, claims: Claims) -> Message:
+    async def _create_sip_participant(
+        self, req: Message, claims: Claims | None, request: web.BaseRequest
+    ) -> Message:
         assert isinstance(req, sip.CreateSIPParticipantRequest)
-        self._require(claims.sip is not None and claims.sip.call, "the sip.call grant is required")
-        if not req.sip_trunk_id and not req.HasField("trunk"):
-            raise TwirpError("invalid_argument", "a SIP trunk id or an outbound trunk is required")
-        if req.HasField("trunk") and not req.trunk.hostname:
-            raise TwirpError("invalid_argument", "no outbound hostname specified")
-        if not req.sip_call_to:
-            raise TwirpError("invalid_argument", "sip_call_to is required")
-        if not req.room_name:
-            raise TwirpError("invalid_argument", "room_name is required")
-        if len(self._calls) >= _MAX_ACTIVE_CALLS:
-            raise TwirpError("resource_exhausted", "too many calls in progress")
-        identity = req.participant_identity or f"sip_{req.sip_call_to}"
+        self._require(claims is not None and claims.sip is not None and bool(claims.sip.call))
+        problem = _sip_request_problem(req)
+        if problem:
+            raise TwirpError("invalid_argument", problem)
+        trunk = self._trunk_for(req)
+        caller_number = req.sip_number or (trunk.numbers[0] if trunk.numbers else "")
+        if not caller_number:
+            raise TwirpError.psrpc("failed_precondition", "no numbers on outbound trunk")
+        if len(self.ringing()) >= _MAX_ACTIVE_CALLS:
+            raise TwirpError.psrpc("unavailable", "no servers available (received 1 responses)")
+        loop = asyncio.get_running_loop()
+        rpc_timeout = _twirp_timeout(request.headers.get("X-Twirp-Timeout-Ms"))
+        if rpc_timeout is None:
+            rpc_timeout = (
+                self.sip_wait_timeout if req.wait_until_answered else (self.sip_request_timeout)
+            )
         ring = DEFAULT_RINGING_TIMEOUT
-        if req.HasField("ringing_timeout"):
-            ring = req.ringing_timeout.ToNanoseconds() / 1e9 or DEFAULT_RINGING_TIMEOUT
-        ring = min(max(0.0, ring), 3600.0)
-        # The SIP service joins the room as soon as it dials (the room is created).
-        self.rooms.create_room(req.room_name)
-        self._room_details(req.room_name)
-        info = sip.SIPParticipantInfo(
-            participant_id=self._participant_details(req.room_name, identity, req)["sid"],
+        if req.HasField("ringing_timeout") and req.ringing_timeout.ToNanoseconds() > 0:
+            ring = req.ringing_timeout.ToNanoseconds() / 1e9
+        identity = req.participant_identity or f"sip_{req.sip_call_to}"
+        call = OutboundCall(
+            rooms=self.rooms,
+            request=req,
+            identity=identity,
+            call_id=new_id("SCL_"),
+            trunk_id=trunk.trunk_id,
+            hostname=trunk.address,
+            caller_number=caller_number,
+            script=self.humans.get(req.sip_call_to),
+            ring_timeout=ring,
+            dial_deadline=loop.time() + rpc_timeout + _BUS_SECS
+            if req.wait_until_answered
+            else None,
+            join_deadline=loop.time() + rpc_timeout + _BUS_SECS,
+            sample_rate=self.sample_rate,
+            t0=self.t0,
+            on_party=self._adopt,
+        )
+        self._forget_ended_calls()
+        self.calls.append(call.start())
+        try:
+            async with asyncio.timeout(rpc_timeout):
+                participant_sid = await asyncio.shield(call.joined)
+                self._remember_participant(call, participant_sid)
+                if req.wait_until_answered:
+                    await asyncio.shield(call.answered)
+        except TimeoutError:
+            raise TwirpError.psrpc("deadline_exceeded", "request timed out") from None
+        return sip.SIPParticipantInfo(
+            participant_id=participant_sid,
             participant_identity=identity,
             room_name=req.room_name,
-            sip_call_id=f"SCL_{secrets.token_hex(6)}",
+            sip_call_id=call.call_id,
         )
-        call = asyncio.create_task(
-            self._ring(req, identity, ring), name=f"{self}::call::{req.room_name}/{identity}"
-        )
-        self._calls.add(call)
-        call.add_done_callback(self._call_done)
-        if not req.wait_until_answered:
-            return info
-        try:
-            await asyncio.shield(call)
-        except asyncio.CancelledError:
-            # The client gave up (or the emulator stops): the call is abandoned.
-            call.cancel()
-            await asyncio.gather(call, return_exceptions=True)
-            raise
-        return info
 
-    def _call_done(self, task: asyncio.Task) -> None:
-        self._calls.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            error = task.exception()
-            if not isinstance(error, TwirpError):
-                logger.error(f"{self}: call failed: {error!r}")
+    def _trunk_for(self, req: sip.CreateSIPParticipantRequest) -> OutboundTrunk:
+        if req.sip_trunk_id:
+            trunk = self.trunks.get(req.sip_trunk_id)
+            if trunk is None:
+                raise TwirpError("not_found", "requested sip trunk does not exist")
+            return trunk
+        if req.HasField("trunk"):
+            return OutboundTrunk("", req.trunk.hostname, ())
+        for trunk in self.trunks.values():
+            if req.sip_number in trunk.numbers:
+                return trunk
+        raise TwirpError("not_found", "requested sip trunk does not exist")
 
-    async def _ring(self, req: sip.CreateSIPParticipantRequest, identity: str, ring: float):
-        number = req.sip_call_to
-        room_name = req.room_name
-        script = self.humans.get(number)
-        if script is None:
-            raise TwirpError.sip(404, f"sip status 404: Not Found ({_mask(number)})")
-        if script.outcome == "no_answer" or script.answer_after > ring:
-            await asyncio.sleep(ring)
-            status = script.default_sip_status() if script.outcome == "no_answer" else None
-            raise TwirpError.sip(status or RING_TIMEOUT_SIP_STATUS)
-        await asyncio.sleep(script.answer_after)
-        if script.outcome != "answer":
-            raise TwirpError.sip(script.default_sip_status() or 500)
-        if self.rooms.get_room(room_name) is None:
-            raise TwirpError.sip(487, "sip status 487: Request Terminated (room deleted)")
-        loop = asyncio.get_running_loop()
-        t0 = self.t0 if self.t0 is not None else loop.time()
-        party = ScriptedParty(
-            self.rooms, room_name, identity, sample_rate=self.sample_rate, t0=t0, kind="sip"
-        )
-        script.apply(party, loop.time() - t0)
-        self._adopt(party)
-        await party.start()
-        logger.debug(f"{self}: {identity} answered in {room_name}")
+    def _remember_participant(self, call: OutboundCall, sid: str) -> None:
+        memory_room = self.rooms.get_room(call.room_name)
+        connection = memory_room._connections.get(call.identity) if memory_room else None
+        if connection is not None:
+            req = call.request
+            self._participant_info[connection] = {
+                "sid": sid,
+                "joined_at": time.time(),
+                "name": req.participant_name,
+                "metadata": req.participant_metadata,
+            }
+
+    def _forget_ended_calls(self) -> None:
+        if len(self.calls) >= _MAX_LOGGED_REQUESTS:
+            self.calls = [call for call in self.calls if call.ringing][-_MAX_LOGGED_REQUESTS:]
 
     def _adopt(self, party: ScriptedParty) -> None:
         self.parties[party.identity] = party
         if len(self._all_parties) >= _MAX_PARTIES:
             self._all_parties = [p for p in self._all_parties if not p.ended]
-            if len(self._all_parties) >= _MAX_PARTIES:
-                raise TwirpError("resource_exhausted", "too many SIP participants")
         self._all_parties.append(party)
 
     # Room service
 
-    async def _create_room(self, req: Message, claims: Claims) -> Message:
+    async def _create_room(self, req: Message, claims: Claims | None, _r) -> Message:
         assert isinstance(req, room.CreateRoomRequest)
-        self._require(claims.video is not None and claims.video.room_create, "roomCreate")
-        if not req.name:
-            raise TwirpError("invalid_argument", "a room name is required")
+        self._require(claims is not None and claims.video is not None and claims.video.room_create)
+        if len(req.name) > _MAX_ROOM_NAME:
+            raise TwirpError.psrpc(
+                "invalid_argument", f"room name length exceeds limits: max length {_MAX_ROOM_NAME}"
+            )
+        if self.rooms.get_room(req.name) is not None:
+            return self._room_message(req.name)
         self.rooms.create_room(req.name, metadata=req.metadata)
-        details = self._room_details(req.name)
-        details["empty_timeout"] = req.empty_timeout
-        details["departure_timeout"] = req.departure_timeout
-        details["max_participants"] = req.max_participants
+        info = self._room_details(req.name)
+        if req.empty_timeout > 0:
+            info.empty_timeout = req.empty_timeout
+        if req.departure_timeout > 0:
+            info.departure_timeout = req.departure_timeout
+        if req.max_participants > 0:
+            info.max_participants = req.max_participants
         return self._room_message(req.name)
 
-    async def _delete_room(self, req: Message, claims: Claims) -> Message:
+    async def _delete_room(self, req: Message, claims: Claims | None, _r) -> Message:
         assert isinstance(req, room.DeleteRoomRequest)
-        self._require(claims.video is not None and claims.video.room_create, "roomCreate")
+        self._require(claims is not None and claims.video is not None and claims.video.room_create)
         if not self.rooms.delete_room(req.room):
-            raise TwirpError("not_found", "requested room does not exist")
+            raise TwirpError.psrpc("not_found", "requested room does not exist")
         self._room_info.pop(req.room, None)
-        for key in [k for k in self._participant_info if k[0] == req.room]:
-            del self._participant_info[key]
         return room.DeleteRoomResponse()
 
-    async def _list_rooms(self, req: Message, claims: Claims) -> Message:
+    async def _list_rooms(self, req: Message, claims: Claims | None, _r) -> Message:
         assert isinstance(req, room.ListRoomsRequest)
-        self._require(claims.video is not None and claims.video.room_list, "roomList")
+        self._require(claims is not None and claims.video is not None and claims.video.room_list)
         names = self.rooms.list_rooms()
         if req.names:
-            names = [name for name in names if name in set(req.names)]
+            wanted = set(req.names)
+            names = [name for name in names if name in wanted]
         return room.ListRoomsResponse(rooms=[self._room_message(name) for name in names])
 
-    async def _list_participants(self, req: Message, claims: Claims) -> Message:
+    async def _list_participants(self, req: Message, claims: Claims | None, _r) -> Message:
         assert isinstance(req, room.ListParticipantsRequest)
         self._require_admin(claims, req.room)
         memory_room = self.rooms.get_room(req.room)
         if memory_room is None:
             return room.ListParticipantsResponse()
-        participants = []
-        for identity in memory_room.participants:
-            details = self._participant_details(req.room, identity)
-            participants.append(
-                models.ParticipantInfo(
-                    sid=details["sid"],
-                    identity=identity,
-                    name=details.get("name", ""),
-                    state=models.ParticipantInfo.State.ACTIVE,
-                    kind=_KINDS.get(memory_room.kind_of(identity) or "", 0),
-                    joined_at=int(details["joined_at"]),
-                    joined_at_ms=int(details["joined_at"] * 1000),
-                )
-            )
-        return room.ListParticipantsResponse(participants=participants)
+        return room.ListParticipantsResponse(
+            participants=[self._participant_message(c) for c in memory_room._connections.values()]
+        )
 
-    async def _remove_participant(self, req: Message, claims: Claims) -> Message:
+    async def _get_participant(self, req: Message, claims: Claims | None, _r) -> Message:
         assert isinstance(req, room.RoomParticipantIdentity)
         self._require_admin(claims, req.room)
-        try:
-            self.rooms.remove_participant(req.room, req.identity)
-        except MemoryRoomError:
-            raise TwirpError("not_found", "participant not found") from None
-        self._participant_info.pop((req.room, req.identity), None)
+        return self._participant_message(self._connection_of(req.room, req.identity))
+
+    async def _remove_participant(self, req: Message, claims: Claims | None, _r) -> Message:
+        assert isinstance(req, room.RoomParticipantIdentity)
+        self._require_admin(claims, req.room)
+        self._connection_of(req.room, req.identity)
+        self.rooms.remove_participant(req.room, req.identity)
         return room.RemoveParticipantResponse()
 
-    async def _move_participant(self, req: Message, claims: Claims) -> Message:
+    async def _move_participant(self, req: Message, claims: Claims | None, _r) -> Message:
         assert isinstance(req, room.MoveParticipantRequest)
-        video = claims.video
+        video = claims.video if claims is not None else None
         self._require(
             video is not None
             and bool(video.room_admin)
             and video.room == req.room
-            and video.destination_room == req.destination_room,
-            f"roomAdmin for {req.room!r} with destinationRoom {req.destination_room!r}",
+            and video.destination_room == req.destination_room
         )
         if req.room == req.destination_room:
-            raise TwirpError("invalid_argument", "destination room is the same as the source")
+            argument = "destination room cannot be the same as source room"
+            raise TwirpError("invalid_argument", argument + " ", {"argument": argument})
+        memory_room = self.rooms.get_room(req.room)
+        if memory_room is None or req.identity not in memory_room:
+            # Nobody serves the participant's topic: psrpc retries, then gives up.
+            await asyncio.sleep(PSRPC_NO_RESPONSE_SECS)
+            raise TwirpError.psrpc("unavailable", "no response from servers")
         if self.oss:
-            raise TwirpError("unimplemented", "MoveParticipant is not available on this server")
-        try:
-            self.rooms.move_participant(req.identity, req.room, req.destination_room)
-        except MemoryRoomError:
-            raise TwirpError("not_found", "participant not found") from None
-        details = self._participant_info.pop((req.room, req.identity), None)
-        if details is not None:
-            self._participant_info[(req.destination_room, req.identity)] = details
+            raise TwirpError.psrpc("unknown", "not implemented")
+        self.rooms.move_participant(req.identity, req.room, req.destination_room)
         self._room_details(req.destination_room)
         return room.MoveParticipantResponse()
 
-    # Details the memory server does not keep (sids, names, times)
+    def _connection_of(self, room_name: str, identity: str) -> MemoryConnection:
+        memory_room = self.rooms.get_room(room_name)
+        connection = memory_room._connections.get(identity) if memory_room else None
+        if connection is None:
+            raise TwirpError.psrpc("not_found", "participant does not exist")
+        return connection
 
-    def _room_details(self, name: str) -> dict[str, Any]:
-        details = self._room_info.get(name)
-        if details is None:
+    # What the memory server does not keep (sids, times, timeouts)
+
+    def _room_details(self, name: str) -> models.Room:
+        info = self._room_info.get(name)
+        if info is None:
             if len(self._room_info) >= _MAX_LOGGED_REQUESTS:
                 existing = set(self.rooms.list_rooms())
                 self._room_info = {k: v for k, v in self._room_info.items() if k in existing}
-            details = {"sid": f"RM_{next(self._ids):06d}", "created": time.time()}
-            self._room_info[name] = details
-        return details
-
-    def _participant_details(
-        self, room_name: str, identity: str, req: sip.CreateSIPParticipantRequest | None = None
-    ) -> dict[str, Any]:
-        key = (room_name, identity)
-        details = self._participant_info.get(key)
-        if details is None or req is not None:
-            if len(self._participant_info) >= _MAX_LOGGED_REQUESTS:
-                self._participant_info.clear()
-            details = {"sid": f"PA_{next(self._ids):06d}", "joined_at": time.time()}
-            if req is not None:
-                details["name"] = req.participant_name
-            self._participant_info[key] = details
-        return details
+            now = time.time()
+            info = models.Room(
+                sid=new_id("RM_"),
+                name=name,
+                empty_timeout=300,
+                departure_timeout=20,
+                creation_time=int(now),
+                creation_time_ms=int(now * 1000),
+                enabled_codecs=[models.Codec(mime=mime) for mime in _DEFAULT_CODECS],
+            )
+            self._room_info[name] = info
+        return info
 
     def _room_message(self, name: str) -> models.Room:
-        details = self._room_details(name)
+        message = models.Room()
+        message.CopyFrom(self._room_details(name))
         memory_room = self.rooms.get_room(name)
-        return models.Room(
+        if memory_room is not None:
+            message.metadata = memory_room.metadata
+            message.num_participants = len(memory_room)
+            message.num_publishers = len(memory_room)
+        return message
+
+    def _participant_message(self, connection: MemoryConnection) -> models.ParticipantInfo:
+        details = self._participant_info.get(connection)
+        if details is None:
+            details = {"sid": new_id("PA_"), "joined_at": time.time(), "name": "", "metadata": ""}
+            self._participant_info[connection] = details
+        return models.ParticipantInfo(
             sid=details["sid"],
-            name=name,
-            empty_timeout=details.get("empty_timeout", 0),
-            departure_timeout=details.get("departure_timeout", 0),
-            max_participants=details.get("max_participants", 0),
-            creation_time=int(details["created"]),
-            creation_time_ms=int(details["created"] * 1000),
-            metadata=memory_room.metadata if memory_room is not None else "",
-            num_participants=len(memory_room) if memory_room is not None else 0,
+            identity=connection.identity,
+            name=details["name"],
+            metadata=details["metadata"],
+            state=models.ParticipantInfo.State.ACTIVE,
+            kind=_KINDS.get(connection.kind, 0),
+            attributes=connection.attributes,
+            joined_at=int(details["joined_at"]),
+            joined_at_ms=int(details["joined_at"] * 1000),
+            is_publisher=True,
         )
 
 
-async def _read_body(request: web.BaseRequest) -> bytes | None:
-    """The request body, or None when it is over the size limit (the rest is discarded)."""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(1 << 16):
-        size += len(chunk)
-        if size > _MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+_DEFAULT_MESSAGES = {
+    "unavailable": "no response from servers",
+    "deadline_exceeded": "request timed out",
+    "canceled": "request canceled",
+    "not_found": "requested room does not exist",
+}
+
+
+def _sip_request_problem(req: sip.CreateSIPParticipantRequest) -> str | None:
+    """The first problem `ValidateResult` finds in a request (its message), or None."""
+    if not req.sip_trunk_id and not req.HasField("trunk") and not req.sip_number:
+        return "missing sip trunk id and sip number"
+    if req.HasField("trunk"):
+        host = req.trunk.hostname
+        if not host:
+            return "no outbound hostname specified"
+        if ";transport=" in host.lower():
+            return "trunk hostname should not contain transport parameter"
+        if host.lower().startswith(("sip:", "sips:")):
+            return "trunk hostname should be a hostname or IP, not SIP URI"
+    if not req.sip_call_to:
+        return "missing sip callee number"
+    if "@" in req.sip_call_to:
+        return "SipCallTo should be a phone number or SIP user, not a full SIP URI"
+    if not req.room_name:
+        return "missing room name"
+    for name, value in req.headers.items():
+        problem = _header_name_problem(name)
+        if problem:
+            return f"invalid header name: {problem}"
+        problem = _header_value_problem(name, value)
+        if problem:
+            return f"invalid header value for {name}: {problem}"
+    return None
+
+
+def _header_name_problem(name: str) -> str | None:
+    if not name:
+        return "header name cannot be empty"
+    if len(name) > 255:
+        return "header name too long (max 255 characters)"
+    for char in name:
+        if char not in _HEADER_NAME_CHARS:
+            return f"header name {name} contains invalid characters: char {ord(char)} not allowed"
+    if name.lower() in _FORBIDDEN_HEADERS:
+        return f"header name {name} not supported"
+    return None
+
+
+def _header_value_problem(name: str, value: str) -> str | None:
+    if len(value) > 1024:
+        return f"header {name}: value too long (max 1024 characters)"
+    for char in value:
+        code = ord(char)
+        if not (0x20 <= code <= 0x7E or code == 0x09 or code >= 0x80):
+            return f"header {name}: value: char {code} not allowed"
+    return None
+
+
+def _twirp_timeout(header: str | None) -> float | None:
+    """Seconds of an `X-Twirp-Timeout-Ms` header (xtwirp `ServerPassTimeout`)."""
+    if not header:
+        return None
+    try:
+        millis = int(header)
+    except ValueError:
+        return None
+    return millis / 1000 if millis > 0 else None
 
 
 def _parse(message_type: type[Message], body: bytes, content_type: str) -> Message:
     message = message_type()
     if content_type == "application/json":
-        json_format.Parse(body.decode("utf-8") or "{}", message, ignore_unknown_fields=True)
+        text = body.decode("utf-8")
+        if not text.lstrip().startswith("{"):
+            raise ValueError("a JSON request must be an object")
+        json_format.Parse(text, message, ignore_unknown_fields=True)
     else:
         message.ParseFromString(body)
     return message
@@ -952,17 +1290,36 @@ def _parse(message_type: type[Message], body: bytes, content_type: str) -> Messa
 
 def _answer(message: Message, content_type: str) -> web.Response:
     if content_type == "application/json":
-        text = json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None)
-        return web.Response(body=text.encode(), content_type="application/json")
-    return web.Response(body=message.SerializeToString(), content_type="application/protobuf")
+        return web.Response(
+            body=go_json(_emit_unpopulated(message)), headers={"Content-Type": "application/json"}
+        )
+    return web.Response(
+        body=message.SerializeToString(), headers={"Content-Type": "application/protobuf"}
+    )
 
 
-def _twirp_error_response(error: TwirpError) -> web.Response:
-    return web.json_response(error.body(), status=error.http_status)
+def _emit_unpopulated(message: Message) -> dict[str, Any]:
+    """Protojson with EmitUnpopulated: every field, an unset message field as `null`."""
+    fields = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    _add_nulls(message, fields)
+    return fields
 
 
-def _mask(number: str) -> str:
-    return number if len(number) <= 4 else "…" + number[-4:]
+def _add_nulls(message: Message, fields: dict[str, Any]) -> None:
+    for descriptor in message.DESCRIPTOR.fields:
+        if descriptor.message_type is None or descriptor.message_type.GetOptions().map_entry:
+            continue
+        value = getattr(message, descriptor.name)
+        if descriptor.label == descriptor.LABEL_REPEATED:
+            for item, item_fields in zip(value, fields.get(descriptor.name, []), strict=False):
+                if isinstance(item_fields, dict):
+                    _add_nulls(item, item_fields)
+        elif descriptor.name not in fields:
+            fields[descriptor.name] = None
+        elif isinstance(fields[descriptor.name], dict) and descriptor.message_type.fields:
+            _add_nulls(value, fields[descriptor.name])
 
 
 def _check_loopback(host: str) -> None:
@@ -977,10 +1334,10 @@ def _check_loopback(host: str) -> None:
 
 
 def default_humans(sample_rate: int = 16000) -> dict[str, HumanScript]:
-    """A small directory of scripted humans for the command-line emulator.
+    """A small directory of scripted phones for the command-line emulator.
 
     - `+15550100` answers after 1 s, greets, presses 1 after 3 s, hangs up after 120 s.
-    - `+15550101` is busy (486); `+15550102` does not answer (480);
+    - `+15550101` is busy (486); `+15550102` is never answered (LiveKit's ring-out);
       `+15550103` declines (603); `+15550104` fails (500).
 
     Args:
@@ -991,12 +1348,12 @@ def default_humans(sample_rate: int = 16000) -> dict[str, HumanScript]:
     """
     greeting = tone(660, 0.6, sample_rate, -20.0)
     return {
-        "+15550100": HumanScript(answer_after=1.0, greeting=greeting, hang_up_after=120.0).dtmf(
-            3.0, "1"
-        ),
-        "+15550101": HumanScript(outcome="busy", answer_after=1.0),
-        "+15550102": HumanScript(outcome="no_answer"),
-        "+15550103": HumanScript(outcome="decline", answer_after=2.0),
+        "+15550100": HumanScript(
+            answer_after=1.0, ringing_after=0.3, greeting=greeting, hang_up_after=120.0
+        ).dtmf(3.0, "1"),
+        "+15550101": HumanScript(outcome="busy", answer_after=1.0, ringing_after=0.3),
+        "+15550102": HumanScript(outcome="no_answer", ringing_after=0.3),
+        "+15550103": HumanScript(outcome="decline", answer_after=2.0, ringing_after=0.3),
         "+15550104": HumanScript(outcome="fail", answer_after=0.5),
     }
 
@@ -1009,6 +1366,7 @@ async def serve_forever(
     api_secret: str = DEFAULT_API_SECRET,
     oss: bool = False,
     humans: dict[str, HumanScript] | None = None,
+    trunks: Iterable[str | OutboundTrunk] | None = None,
     on_ready: Callable[[LiveKitEmulator], None] | None = None,
 ) -> None:
     """Run the emulator until cancelled (the `pipecat-warm-transfer emulator` command).
@@ -1018,17 +1376,19 @@ async def serve_forever(
         port: Port to listen on (LiveKit's default 7880; 0 for any).
         api_key: The API key clients must use.
         api_secret: The API secret clients must sign with.
-        oss: Answer MoveParticipant with `unimplemented` (open-source LiveKit).
-        humans: Scripted humans by number (default: `default_humans()`).
+        oss: Answer MoveParticipant as open-source LiveKit does ("not implemented").
+        humans: Scripted phones by number (default: `default_humans()`).
+        trunks: Outbound trunk ids it knows (default: `DEFAULT_TRUNK_ID`).
         on_ready: Called with the running emulator (e.g. to print its URL).
     """
     humans = default_humans() if humans is None else humans
     async with LiveKitEmulator(
-        api_key, api_secret, oss, humans=humans, host=host, port=port
+        api_key, api_secret, oss, humans=humans, trunks=trunks, host=host, port=port
     ) as emulator:
         logger.info(
             f"LiveKit emulator on {emulator.url} (api key {api_key!r}, "
-            f"{len(humans)} scripted numbers, {'open-source' if oss else 'cloud'} mode)"
+            f"trunks {sorted(emulator.trunks)}, {len(humans)} scripted numbers, "
+            f"{'open-source' if oss else 'cloud'} mode)"
         )
         if on_ready is not None:
             on_ready(emulator)
