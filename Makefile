@@ -14,8 +14,10 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[demo]"
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.test-installed: pyproject.toml tests/node_client/package-lock.json | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
+	# LiveKit's official Node SDK, a second client the emulator is checked with (when npm exists).
+	if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --prefix tests/node_client; fi
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed
