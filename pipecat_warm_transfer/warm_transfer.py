@@ -58,8 +58,6 @@ from pipecat_warm_transfer.types import (
 
 #: Bound on the wait for the hold line to start playing before the music starts anyway.
 HOLD_LINE_TIMEOUT_SECS = 8.0
-#: Extra time given to a backend's own ring timeout before the core gives up.
-DIAL_GRACE_SECS = 5.0
 #: Bound on the "caller has disconnected" sentence to a briefed human.
 CALLER_LEFT_SPEECH_SECS = 8.0
 
@@ -394,6 +392,7 @@ class WarmTransfer(BaseObject):
         )
         attempt.leg = leg = await self._backend.open_leg(request)
         leg.on_human_left(self._on_human_left)
+        leg.on_ringing(self._on_ringing)
         attempt.dial_started_at = time.monotonic()
         await self._emit("dialing", number=_mask(self._target.number), room=leg.room_name)
         turns = transcript_from_context(self._context)
@@ -410,7 +409,7 @@ class WarmTransfer(BaseObject):
         attempt.summary_task = summary_task
         attempt.turns = turns
         try:
-            await asyncio.wait_for(leg.dial(), self._params.ring_timeout + DIAL_GRACE_SECS)
+            await asyncio.wait_for(leg.dial(), leg.dial_timeout)
         except DialError as e:
             attempt.timings.ring = time.monotonic() - attempt.dial_started_at
             raise _TransferFailed(e.reason, e.sip_status, e.detail) from None
@@ -542,6 +541,9 @@ class WarmTransfer(BaseObject):
     #
     # Events from the legs, the processors and the pipeline
     #
+
+    async def _on_ringing(self):
+        await self._emit("ringing")
 
     async def _on_human_left(self, reason: str):
         # Handled in a task of its own: the leg may call this from inside the briefing

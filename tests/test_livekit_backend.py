@@ -50,7 +50,8 @@ CONSULT = "consult-1"
 @pytest.fixture
 async def lk():
     before = asyncio.all_tasks()
-    async with LiveKitEmulator(KEY, SECRET, humans={NUMBER: HumanScript(answer_after=0.05)}) as emu:
+    humans = {NUMBER: HumanScript(answer_after=0.05)}
+    async with LiveKitEmulator(KEY, SECRET, humans=humans, trunks=["ST_trunk"]) as emu:
         yield emu
         # Every test tears down what it made: nothing may be left while the server runs.
         assert await emu.settle() == ZERO
@@ -163,7 +164,7 @@ def test_the_default_transport_is_pipecats_livekit_transport():
 
 async def test_dial_brief_move_and_close_leaves_only_the_call():
     humans = {NUMBER: HumanScript(answer_after=0.1, greeting=tone(800, 0.3, RATE, -20))}
-    async with LiveKitEmulator(KEY, SECRET, humans=humans) as lk:
+    async with LiveKitEmulator(KEY, SECRET, humans=humans, trunks=["ST_trunk"]) as lk:
         tokens = []
         factory = lk.transport_factory()
 
@@ -285,8 +286,16 @@ async def test_dial_brief_move_and_close_leaves_only_the_call():
         ("+15550186", HumanScript(outcome="busy", answer_after=0.02), FailureReason.BUSY, 486),
         ("+15550160", HumanScript(outcome="busy", sip_status=600), FailureReason.BUSY, 600),
         ("+15550108", HumanScript(outcome="no_answer", sip_status=408), "no_answer", 408),
-        ("+15550180", HumanScript(outcome="no_answer"), FailureReason.NO_ANSWER, 480),
-        ("+15550181", HumanScript(answer_after=5.0), FailureReason.NO_ANSWER, 480),
+        # LiveKit's own ring-out: no SIP status at all.
+        ("+15550180", HumanScript(outcome="no_answer"), FailureReason.NO_ANSWER, None),
+        ("+15550181", HumanScript(answer_after=5.0), FailureReason.NO_ANSWER, None),
+        # The carrier gives up first: its 480 is kept.
+        (
+            "+15550182",
+            HumanScript(outcome="no_answer", sip_status=480, answer_after=0.05),
+            FailureReason.NO_ANSWER,
+            480,
+        ),
         ("+15550187", HumanScript(outcome="fail", sip_status=487), FailureReason.NO_ANSWER, 487),
         ("+15550163", HumanScript(outcome="decline"), FailureReason.DECLINED, 603),
         ("+15550199", None, FailureReason.DIAL_FAILED, 404),
@@ -302,7 +311,12 @@ async def test_sip_statuses_map_to_reasons(lk, number, script, reason, status):
     with pytest.raises(DialError) as info:
         await leg.dial()
     assert info.value.reason == reason and info.value.sip_status == status
-    assert str(status) in info.value.detail
+    if status is None:
+        assert info.value.detail == (
+            "nobody answered: LiveKit ended the ringing (0.15 s ring timeout)"
+        )
+    else:
+        assert str(status) in info.value.detail
     assert leg.dial_error is info.value
     await leg.close()
     assert lk.methods_called() == ["CreateSIPParticipant", "DeleteRoom"]  # nobody to hang up
@@ -317,7 +331,8 @@ async def test_sip_statuses_map_to_reasons(lk, number, script, reason, status):
         (lambda lk: lk.fail_next("CreateSIPParticipant", "unavailable"), 0.3),
         (lambda lk: lk.fail_next("CreateSIPParticipant", "invalid_argument"), 0.3),
         (lambda lk: lk.drop_next("CreateSIPParticipant"), 0.3),
-        (lambda lk: lk.latency("CreateSIPParticipant", 5.0), 0.2 + 0.3 + 0.3),
+        # The client waits out the ring timeout, the join margin and its slack (1 s).
+        (lambda lk: lk.latency("CreateSIPParticipant", 5.0), 0.2 + 0.3 + 1.0 + 0.3),
     ],
 )
 async def test_api_failures_and_timeouts_are_dial_failed(lk, fault, took_at_most):
@@ -358,7 +373,7 @@ async def test_wrong_secret_is_dial_failed_without_echoing_secrets(lk):
         with pytest.raises(DialError) as info:
             await leg.dial()
         assert info.value.reason == FailureReason.DIAL_FAILED
-        assert "unauthenticated" in info.value.detail and "401" in info.value.detail
+        assert info.value.detail == "CreateSIPParticipant: the API key or secret was refused"
         await leg.close()  # its DeleteRoom is refused too: logged, not raised
         assert lk.methods_called() == ["CreateSIPParticipant", "DeleteRoom"]
         await backend.close()
@@ -377,7 +392,13 @@ async def test_wrong_secret_is_dial_failed_without_echoing_secrets(lk):
 
 async def test_inline_outbound_trunk_and_pre_created_room(lk):
     trunk = SIPOutboundConfig(hostname="sip.example.com", auth_username="u", auth_password="p")
-    backend = make_backend(lk, trunk_id=None, outbound_trunk=trunk, create_consult_room=True)
+    backend = make_backend(
+        lk,
+        trunk_id=None,
+        outbound_trunk=trunk,
+        create_consult_room=True,
+        caller_id="+15550000001",
+    )
     leg = await backend.open_leg(request())
     await leg.dial()
     assert lk.methods_called() == ["CreateRoom", "CreateSIPParticipant"]
@@ -549,7 +570,8 @@ async def test_close_while_the_room_is_being_created(lk):
 
 
 async def test_teardown_survives_a_server_that_went_away():
-    async with LiveKitEmulator(KEY, SECRET, humans={NUMBER: HumanScript()}) as lk:
+    humans = {NUMBER: HumanScript()}
+    async with LiveKitEmulator(KEY, SECRET, humans=humans, trunks=["ST_trunk"]) as lk:
         backend = make_backend(lk, api_timeout=0.5)
         leg = await backend.open_leg(request())
         await leg.dial()
@@ -701,3 +723,182 @@ async def test_hanging_up_a_moved_human_retries_a_transient_failure():
         await asyncio.sleep(1.0)
         assert call.server.get_room("caller-room").participants == ["transfer-bot"]
     assert call.report.leaks == {"rooms": 0, "participants": 0, "connections": 0, "tasks": 0}
+
+
+# LiveKit as it really answers
+
+
+async def test_the_leg_reports_ringing_when_the_sip_participant_says_so(lk):
+    lk.humans[NUMBER] = HumanScript(answer_after=0.6, ringing_after=0.2)
+    backend = make_backend(lk, status_poll_interval=0.05)
+    leg = await backend.open_leg(request(ring_timeout=2.0))
+    rang = []
+    leg.on_ringing(lambda: _record(rang, time.monotonic()))
+    started = time.monotonic()
+    await leg.dial()
+    assert len(rang) == 1 and 0.2 <= rang[0] - started < 0.6
+    assert lk.calls[-1].statuses[-1][1] == "active"
+    polls = sent(lk, "GetParticipant")
+    assert polls and all(p == {"room": CONSULT, "identity": "human-1"} for p in polls)
+    (poll_grant, *_) = grants(lk, "GetParticipant")
+    assert poll_grant["video"]["room_admin"] and poll_grant["video"]["room"] == CONSULT
+    await leg.close()
+    await backend.close()
+
+
+async def test_the_http_client_outlasts_livekits_ring_clock_after_a_slow_join(lk):
+    # LiveKit starts ringing only once its SIP participant joined the room (0.8 s here);
+    # the client must not give up first and call a ring-out a failed dial.
+    lk.humans[NUMBER] = HumanScript(outcome="no_answer", join_delay=0.8)
+    backend = make_backend(lk, dial_grace=1.5)
+    leg = await backend.open_leg(request(ring_timeout=0.5))
+    started = time.monotonic()
+    with pytest.raises(DialError) as info:
+        await leg.dial()
+    took = time.monotonic() - started
+    assert info.value.reason == FailureReason.NO_ANSWER and info.value.sip_status is None
+    assert 1.3 <= took < 2.0
+    assert leg.dial_timeout > 0.5 + 1.5 + 1.0  # the core waits longer still
+    assert lk.calls[-1].outcome == "ringing_timeout"
+    await leg.close()
+    assert sent(lk, "CreateSIPParticipant")[0]["ringing_timeout"] == "0.500s"
+    await backend.close()
+
+
+async def test_a_dial_the_client_gave_up_on_is_hung_up_even_if_answered_later(lk):
+    # A join slower than the margin (2 s against 0.2 s) makes the client give up at
+    # 1.5 + 0.2 + 1 = 2.7 s; the human answers at 2 + 1.2 = 3.2 s and LiveKit still
+    # connects the call, so teardown must hang it up or the phone stays off the hook.
+    lk.humans[NUMBER] = HumanScript(answer_after=1.2, join_delay=2.0)
+    backend = make_backend(lk, dial_grace=0.2)
+    leg = await backend.open_leg(request(ring_timeout=1.5))
+    with pytest.raises(DialError) as info:
+        await leg.dial()
+    assert info.value.reason == FailureReason.DIAL_FAILED
+    assert "did not answer within" in info.value.detail
+    assert lk.ringing()  # LiveKit rings on: no cancel reaches the SIP service
+    await asyncio.sleep(0.7)
+    assert lk.calls[-1].outcome == "answered"  # nobody hung up yet: a live phone
+    await leg.close()
+    assert lk.methods_called()[-2:] == ["RemoveParticipant", "DeleteRoom"]
+    assert not lk.ringing() and lk.rooms.get_room(CONSULT) is None
+    await backend.close()
+
+
+async def test_closing_while_it_rings_stops_the_ringing(lk):
+    lk.humans[NUMBER] = HumanScript(outcome="no_answer")
+    backend = make_backend(lk)
+    leg = await backend.open_leg(request(ring_timeout=5.0))
+    dial = asyncio.create_task(leg.dial())
+    await asyncio.sleep(0.3)
+    assert lk.ringing()
+    await leg.close()
+    with pytest.raises(DialError) as info:
+        await dial
+    assert info.value.reason == FailureReason.CANCELLED
+    assert not lk.ringing() and lk.calls[-1].outcome == "cancelled"
+    assert lk.methods_called().count("CreateSIPParticipant") == 1
+    await backend.close()
+
+
+async def test_a_dial_is_never_replayed_by_region_failover():
+    backend = LiveKitSipBackend(
+        "https://project.livekit.cloud", KEY, SECRET, trunk_id="ST_trunk", failover=True
+    )
+    dial = backend.new_api(failover=False)
+    other = backend.new_api()
+    try:
+        assert dial.sip._client._failover is False  # CreateSIPParticipant: one attempt
+        assert other.room._client._failover is True  # teardown calls may fail over
+    finally:
+        await dial.aclose()
+        await other.aclose()
+
+
+async def test_a_dropped_dial_is_not_sent_again(lk):
+    lk.drop_next("CreateSIPParticipant")
+    backend = make_backend(lk)
+    leg = await backend.open_leg(request())
+    with pytest.raises(DialError) as info:
+        await leg.dial()
+    assert info.value.reason == FailureReason.DIAL_FAILED
+    await leg.close()
+    assert lk.methods_called().count("CreateSIPParticipant") == 1
+    await backend.close()
+
+
+@pytest.mark.parametrize(
+    ("number", "error"),
+    [
+        ("sip:alice@pbx.example.com", "target.number: LiveKit dials a phone number or SIP user"),
+    ],
+)
+async def test_a_full_sip_uri_is_refused_before_any_call(lk, number, error):
+    backend = make_backend(lk)
+    with pytest.raises(TransferConfigError, match=f"^{error}"):
+        await backend.open_leg(request(number))
+    assert lk.requests == []
+    await backend.close()
+
+
+async def test_tel_and_sip_user_targets_are_dialed_as_livekit_takes_them(lk):
+    lk.humans["+15550100"] = HumanScript(answer_after=0.05)
+    lk.humans["alice"] = HumanScript(answer_after=0.05)
+    backend = make_backend(lk)
+    for number, consult in (("tel:+15550100", "consult-a"), ("sip:alice", "consult-b")):
+        leg = await backend.open_leg(request(number, consult=consult))
+        await leg.dial()
+        await leg.close()
+    assert [f["sip_call_to"] for f in sent(lk, "CreateSIPParticipant")] == ["+15550100", "alice"]
+    await backend.close()
+
+
+async def test_an_inline_trunk_needs_a_caller_id_before_any_call(lk):
+    trunk = SIPOutboundConfig(hostname="sip.example.com")
+    backend = make_backend(lk, trunk_id=None, outbound_trunk=trunk)
+    with pytest.raises(TransferConfigError, match="^caller_id: an inline outbound trunk"):
+        await backend.open_leg(request())
+    assert lk.requests == []
+    await backend.close()
+
+
+async def test_open_source_not_implemented_answer_falls_back_and_is_remembered(lk):
+    lk.oss = True
+    backend = make_backend(lk)
+    leg = await backend.open_leg(request())
+    await leg.dial()
+    with pytest.raises(MoveUnsupportedError):
+        await leg.move_to("call")
+    (error,) = [f for name, f, _ in lk.requests if name == "MoveParticipant"]
+    assert error == {"room": CONSULT, "identity": "human-1", "destination_room": "call"}
+    assert not backend.supports_move  # remembered for this server
+    await leg.close()
+    await backend.close()
+
+
+async def test_cloud_refusing_a_participant_falls_back_for_that_transfer_only(lk):
+    backend = make_backend(lk)
+    leg = await backend.open_leg(request())
+    await leg.dial()
+    lk.fail_next("MoveParticipant", "failed_precondition", msg="participant cannot be moved")
+    with pytest.raises(MoveUnsupportedError, match="failed_precondition"):
+        await leg.move_to("call")
+    assert backend.supports_move  # the server can move; this participant could not
+    await leg.close()
+    await backend.close()
+
+
+async def test_the_core_reports_ringing_then_a_livekit_ring_out_as_no_answer(lk):
+    lk.humans[NUMBER] = HumanScript(outcome="no_answer", ringing_after=0.1)
+    async with CallHarness(
+        backend_factory=_harness_backend(lk, status_poll_interval=0.05),
+        params=fast_params(ring_timeout=0.8),
+    ) as call:
+        assert await call.transfer.start_transfer("billing dispute")
+        await call.wait_for("returned_to_caller")
+        await call.wait_idle()
+    names = call.report.event_names()
+    assert names.index("dialing") < names.index("ringing") < names.index("transfer_failed")
+    (result,) = call.report.results
+    assert result.reason == FailureReason.NO_ANSWER and result.sip_status is None
+    assert {k: call.report.leaks[k] for k in ZERO} == ZERO

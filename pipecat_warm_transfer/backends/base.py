@@ -158,6 +158,12 @@ class DialRequest:
 #: Called by a leg when the human leaves the consult (or caller) room.
 HumanLeftHandler = Callable[[str], Awaitable[None]]
 
+#: Called by a leg once the human's phone is ringing.
+RingingHandler = Callable[[], Awaitable[None]]
+
+#: Seconds the core waits for `dial()` beyond the ring timeout when a leg sets no bound.
+DEFAULT_DIAL_MARGIN_SECS = 5.0
+
 
 class ConsultLeg(ABC):
     """One transfer's consult room and the human dialed into it."""
@@ -165,6 +171,8 @@ class ConsultLeg(ABC):
     def __init__(self, request: DialRequest):
         self.request = request
         self._on_human_left: HumanLeftHandler | None = None
+        self._on_ringing: RingingHandler | None = None
+        self._rang = False
         self._moved = False
         self._closed = False
 
@@ -195,6 +203,26 @@ class ConsultLeg(ABC):
     async def _notify_human_left(self, reason: str) -> None:
         if self._on_human_left is not None:
             await self._on_human_left(reason)
+
+    def on_ringing(self, handler: RingingHandler) -> None:
+        """Register the coroutine called once when the human's phone starts ringing."""
+        self._on_ringing = handler
+
+    async def _notify_ringing(self) -> None:
+        if self._rang:
+            return
+        self._rang = True
+        if self._on_ringing is not None:
+            await self._on_ringing()
+
+    @property
+    def dial_timeout(self) -> float:
+        """Seconds the core lets `dial()` run before it gives up on it.
+
+        A leg whose server decides when ringing ends bounds its own dial, and reports a
+        longer bound here so that the server's answer (and its reason) always wins.
+        """
+        return max(0.0, float(self.request.ring_timeout)) + DEFAULT_DIAL_MARGIN_SECS
 
     @property
     @abstractmethod

@@ -9,16 +9,23 @@
 `LiveKitSipBackend` opens one `LiveKitConsultLeg` per transfer. The leg:
 
 1. `dial()` — optionally `CreateRoom` for the consult room (so it can be recorded), then
-   `CreateSIPParticipant` with `wait_until_answered` and the ring timeout. A failed call
-   becomes a `DialError` from its SIP status (486/600 busy; 408/480/487 no answer; 603
-   declined; others dial_failed with the status kept); a slow, unreachable or failing API
-   is `dial_failed`.
+   `CreateSIPParticipant` with `wait_until_answered` and the ring timeout. LiveKit, not
+   the HTTP client, decides when ringing ends: the request's timeout is the ring timeout
+   plus `dial_grace` (LiveKit starts its ring clock only once the SIP participant joined),
+   and the dial is sent once, never replayed by the client's region failover. A failed
+   call becomes a `DialError` from its SIP status (486/600 busy; 408/480/487 no answer;
+   603 declined; others dial_failed with the status kept); LiveKit's own ring-out
+   (`canceled`, no SIP status) is `no_answer`; a slow, unreachable or failing API is
+   `dial_failed`. While it rings, the SIP participant's `sip.callStatus` is read
+   (`GetParticipant`) so the leg can report `ringing`.
 2. `transport` — a Pipecat transport on the consult room for the briefing pipeline
    (Pipecat's `LiveKitTransport` by default), with a token that may join that one room
    only. The human leaving that room is reported through `on_human_left`.
-3. `move_to(caller_room)` — `MoveParticipant` (LiveKit Cloud). An `unimplemented` answer
-   (open-source LiveKit) raises `MoveUnsupportedError`, and with `supports_move=None`
-   turns `move` off for the backend, so `auto` bridges straight away next time.
+3. `move_to(caller_room)` — `MoveParticipant` (LiveKit Cloud). Open-source LiveKit
+   answers 500 `unknown` "not implemented" (or `unimplemented`): that raises
+   `MoveUnsupportedError` and, with `supports_move=None`, turns `move` off for the backend,
+   so `auto` bridges straight away next time. LiveKit Cloud refusing this participant
+   (412 `failed_precondition`) raises `MoveUnsupportedError` for this transfer only.
 4. `hang_up()` / `close()` — `RemoveParticipant` (unless moved), `DeleteRoom`, and the
    leg's HTTP session closed; a missing room or participant is not an error, teardown
    is idempotent and never raises, and a dial cancelled mid-request leaves nothing.
@@ -44,6 +51,7 @@ from typing import Any
 
 import aiohttp
 from livekit.api import AccessToken, LiveKitAPI, ServerError, VideoGrants
+from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.room import (
     CreateRoomRequest,
     DeleteRoomRequest,
@@ -74,7 +82,11 @@ from pipecat_warm_transfer.types import FailureReason, TransferConfigError
 TransportFactory = Callable[[str, str, str, str, TransportParams], BaseTransport]
 
 _NOT_FOUND = "not_found"
-_UNIMPLEMENTED = "unimplemented"
+#: The SIP participant's call status attribute, and the values that mean "it rang".
+CALL_STATUS_ATTRIBUTE = "sip.callStatus"
+_RANG = frozenset({"ringing", "automation", "active"})
+#: Seconds the dial's HTTP request may outlast the leg's bound on it.
+_DIAL_SLACK_SECS = 1.0
 #: Tries of a teardown call (hang-up, DeleteRoom) before giving up, and the backoff unit.
 TEARDOWN_ATTEMPTS = 3
 TEARDOWN_BACKOFF_SECS = 0.2
@@ -267,7 +279,7 @@ class LiveKitConsultLeg(ConsultLeg):
         backend = self._backend
         target = self.request.target
         request = CreateSIPParticipantRequest(
-            sip_call_to=target.number,
+            sip_call_to=sip_call_to(target.number),
             room_name=self.room_name,
             participant_identity=self.human_identity,
             participant_name=target.display_name or "",
@@ -289,19 +301,71 @@ class LiveKitConsultLeg(ConsultLeg):
     def _ring_timeout(self) -> float:
         return max(0.0, float(self.request.ring_timeout))
 
+    @property
+    def _request_timeout(self) -> float:
+        """The dial request's HTTP timeout: past LiveKit's own ring-out, join included."""
+        return self._ring_timeout + self._backend.dial_grace
+
+    @property
+    def dial_timeout(self) -> float:
+        """The core's bound on `dial()`: past the leg's own bound, so LiveKit's answer wins."""
+        return self._request_timeout + 2 * _DIAL_SLACK_SECS + self._backend.api_timeout
+
     async def _create_sip_participant(self) -> SIPParticipantInfo:
         request = self._sip_request()
+        ring = self._ring_timeout
 
         def failed(error: ServerError) -> DialError:
-            self._human_may_be_present = False  # the server answered: nobody joined
-            return _dial_error(error)
+            # LiveKit answered: its SIP participant has left the room with the failure.
+            self._human_may_be_present = False
+            return _dial_error(error, ring)
 
-        return await self._dial_step(
-            "CreateSIPParticipant",
-            lambda api: api.sip.create_sip_participant(request),
-            self._ring_timeout + self._backend.dial_grace,
-            failed,
-        )
+        # Its own client, without region failover: a replayed CreateSIPParticipant would
+        # ring the human's phone a second time (LiveKit does not dedupe requests).
+        dial_api = self._backend.new_api(failover=False)
+        watcher = asyncio.create_task(self._watch_call_status(), name=f"{self}::call-status")
+        try:
+            return await self._dial_step(
+                "CreateSIPParticipant",
+                lambda _api: dial_api.sip.create_sip_participant(
+                    request, timeout=self._request_timeout
+                ),
+                self._request_timeout + _DIAL_SLACK_SECS,
+                failed,
+            )
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await dial_api.aclose()
+
+    async def _watch_call_status(self) -> None:
+        """Read the SIP participant's `sip.callStatus` while it rings; report `ringing` once.
+
+        The participant is in the consult room from the start of the dial (LiveKit's SIP
+        service joins it before it sends the INVITE); its status turns `ringing` on the
+        carrier's 180. Bounded by the dial: this task is cancelled when the dial ends.
+        """
+        interval = self._backend.status_poll_interval
+        if not interval:
+            return
+        request = RoomParticipantIdentity(room=self.room_name, identity=self.human_identity)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self._client() as api:
+                    info: ParticipantInfo = await asyncio.wait_for(
+                        api.room.get_participant(request), self._backend.api_timeout
+                    )
+            except ServerError as e:
+                if e.code != _NOT_FOUND:  # not joined yet: keep looking
+                    logger.debug(f"{self}: call status unavailable: {_describe(e)}")
+                continue
+            except (aiohttp.ClientError, TimeoutError) as e:
+                logger.debug(f"{self}: call status unavailable: {type(e).__name__}")
+                continue
+            if info.attributes.get(CALL_STATUS_ATTRIBUTE) in _RANG:
+                await self._notify_ringing()
+                return
 
     async def _dial_step(
         self,
@@ -331,7 +395,7 @@ class LiveKitConsultLeg(ConsultLeg):
             except TimeoutError:
                 raise DialError(
                     FailureReason.DIAL_FAILED,
-                    detail=f"{method}: the LiveKit API did not answer within {bound:g} s",
+                    detail=f"{method}: LiveKit did not answer within {bound:g} s",
                 ) from None
             except aiohttp.ClientError as e:
                 raise DialError(
@@ -372,9 +436,13 @@ class LiveKitConsultLeg(ConsultLeg):
             async with self._client() as api:
                 await api.room.move_participant(request)
         except ServerError as e:
-            if e.code == _UNIMPLEMENTED:
+            if _move_not_implemented(e):
                 backend._move_unimplemented()
                 raise MoveUnsupportedError("this server does not support MoveParticipant") from None
+            if e.code == "failed_precondition":
+                raise MoveUnsupportedError(
+                    f"LiveKit cannot move this participant: {_describe(e)}"
+                ) from None
             raise ConnectError(f"MoveParticipant failed: {_describe(e)}") from None
         except (aiohttp.ClientError, TimeoutError) as e:
             raise ConnectError(f"MoveParticipant failed: {type(e).__name__}") from None
@@ -524,14 +592,18 @@ class LiveKitSipBackend(TransferBackend):
         create_consult_room: `CreateRoom` before dialing (e.g. to record or egress it).
         consult_room_empty_timeout: `empty_timeout` (s) of a pre-created consult room.
         supports_move: Whether `MoveParticipant` works; None (auto): yes until the server
-            answers `unimplemented` once.
+            answers that it has none (open-source LiveKit's "not implemented") once.
         transport_factory: Builds the consult transport from `(url, token, room_name,
             identity, params)` (default: Pipecat's `LiveKitTransport`).
         transport_params: Consult transport parameters (default: audio in and out at
             `sample_rate`).
         sample_rate: Audio rate of the default consult transport parameters.
         api_timeout: Seconds bound on each room service call.
-        dial_grace: Seconds a dial may take beyond the ring timeout before it fails.
+        dial_grace: Seconds the dial request may run beyond the ring timeout. LiveKit starts
+            its ring clock only once the SIP participant joined the room, so the client
+            waits that much longer and LiveKit ends the ringing (and says why).
+        status_poll_interval: Seconds between reads of the ringing participant's
+            `sip.callStatus` (for the `ringing` event); 0 turns them off.
         token_ttl: Lifetime (s) of the consult-room join token.
         hang_up_moved_on_close: Whether `close()` also hangs up humans moved into the
             caller's room (False: they stay on the call with the caller).
@@ -556,7 +628,8 @@ class LiveKitSipBackend(TransferBackend):
         transport_params: TransportParams | None = None,
         sample_rate: int = 16000,
         api_timeout: float = 10.0,
-        dial_grace: float = 5.0,
+        dial_grace: float = 10.0,
+        status_poll_interval: float = 0.5,
         token_ttl: float = 600.0,
         hang_up_moved_on_close: bool = False,
         failover: bool = True,
@@ -593,6 +666,9 @@ class LiveKitSipBackend(TransferBackend):
         self.transport_params = transport_params or default_consult_params(sample_rate)
         self.api_timeout = _positive(api_timeout, "api_timeout")
         self.dial_grace = _positive(dial_grace, "dial_grace")
+        if status_poll_interval != 0:
+            status_poll_interval = _positive(status_poll_interval, "status_poll_interval")
+        self.status_poll_interval = float(status_poll_interval)
         self.token_ttl = _positive(token_ttl, "token_ttl")
         self.hang_up_moved_on_close = hang_up_moved_on_close
         self.failover = failover
@@ -621,8 +697,12 @@ class LiveKitSipBackend(TransferBackend):
             return "ws://" + url[len("http://") :]
         return url
 
-    def new_api(self) -> LiveKitAPI:
+    def new_api(self, *, failover: bool | None = None) -> LiveKitAPI:
         """A new `LiveKitAPI` client (its own HTTP session; the caller closes it).
+
+        Args:
+            failover: Region failover (default: the backend's `failover`); never for a
+                dial, which must not be sent twice.
 
         Returns:
             The client, bounded by `api_timeout` per request (dials by the ring timeout).
@@ -632,7 +712,7 @@ class LiveKitSipBackend(TransferBackend):
             self.api_key,
             self._api_secret,
             timeout=aiohttp.ClientTimeout(total=self.api_timeout),
-            failover=self.failover,
+            failover=self.failover if failover is None else failover,
         )
 
     def consult_token(self, room_name: str, identity: str) -> str:
@@ -663,11 +743,26 @@ class LiveKitSipBackend(TransferBackend):
         )
 
     def check_target(self, target: TransferTarget) -> None:
-        """Refuse a target with no outbound trunk to dial it through.
+        """Refuse a target LiveKit cannot dial, or one with no outbound trunk.
 
         Raises:
-            TransferConfigError: No outbound trunk is configured.
+            TransferConfigError: A full SIP URI (LiveKit dials a number or SIP user through
+                a trunk), no outbound trunk, or an inline trunk without a caller id.
         """
+        if "@" in sip_call_to(target.number):
+            raise TransferConfigError(
+                "target.number: LiveKit dials a phone number or SIP user through a trunk, "
+                "not a full SIP URI (user@host): put the host in the outbound trunk"
+            )
+        if (
+            not (target.trunk_id or self.trunk_id)
+            and self.outbound_trunk is not None
+            and not (target.caller_id or self.caller_id)
+        ):
+            raise TransferConfigError(
+                "caller_id: an inline outbound trunk has no numbers of its own "
+                "(pass caller_id= or set LIVEKIT_SIP_NUMBER)"
+            )
         if not (target.trunk_id or self.trunk_id) and self.outbound_trunk is None:
             raise TransferConfigError(
                 "trunk_id: no outbound SIP trunk (pass trunk_id= or outbound_trunk=, "
@@ -745,15 +840,55 @@ def _sip_status(error: ServerError) -> int | None:
         return None
 
 
-def _dial_error(error: ServerError) -> DialError:
-    """The `DialError` of a failed `CreateSIPParticipant` answer."""
+def sip_call_to(number: str) -> str:
+    """What LiveKit's `sip_call_to` takes for a target: a number or a SIP user.
+
+    `tel:+15551234567` becomes `+15551234567` and `sip:alice` becomes `alice`; a full
+    `sip:user@host` keeps its `@` (LiveKit refuses it: the host belongs in the trunk).
+    """
+    lowered = number.lower()
+    for scheme in ("tel:", "sips:", "sip:"):
+        if lowered.startswith(scheme):
+            return number[len(scheme) :].split(";")[0]
+    return number
+
+
+def _dial_error(error: ServerError, ring_timeout: float) -> DialError:
+    """The `DialError` of a failed `CreateSIPParticipant` answer, saying what happened."""
     status = _sip_status(error)
     if status is not None:
         phrase = _clean((error.metadata or {}).get("sip_status", ""))
         return DialError.from_sip_status(status, f"SIP {status} {phrase}".strip())
+    if error.code == "canceled":
+        # LiveKit's own ringing timeout (or the participant removed while it rang).
+        return DialError(
+            FailureReason.NO_ANSWER,
+            None,
+            f"nobody answered: LiveKit ended the ringing ({ring_timeout:g} s ring timeout)",
+        )
     if error.code == "deadline_exceeded":
-        return DialError(FailureReason.NO_ANSWER, None, "the call was not answered in time")
+        return DialError(
+            FailureReason.NO_ANSWER, None, "nobody answered before LiveKit's dial deadline"
+        )
+    if error.status == 401:
+        what = (
+            "the API key has no SIP call grant"
+            if error.code == "unauthenticated"
+            else ("the API key or secret was refused")
+        )
+        return DialError(FailureReason.DIAL_FAILED, None, f"CreateSIPParticipant: {what}")
     return DialError(FailureReason.DIAL_FAILED, None, f"CreateSIPParticipant: {_describe(error)}")
+
+
+def _move_not_implemented(error: ServerError) -> bool:
+    """Whether a MoveParticipant error says the server has no MoveParticipant at all.
+
+    Open-source LiveKit's room manager returns a plain "not implemented" error, which
+    reaches the client as 500 `unknown` "twirp error unknown: not implemented".
+    """
+    if error.code == "unimplemented":
+        return True
+    return error.code == "unknown" and "not implemented" in (error.message or "").lower()
 
 
 def _describe(error: BaseException) -> str:

@@ -55,6 +55,8 @@ BOT_VOICE = "en-us"
 HUMAN_VOICE = "en-gb+m3"
 #: Bound on every wait of the choreography, so a broken run ends by itself.
 STEP_TIMEOUT_SECS = 40.0
+#: Seconds from the INVITE to the carrier's 180 Ringing in the demo's phone lines.
+HUMAN_RINGING_AFTER_SECS = 0.4
 
 
 class ScenarioError(RuntimeError):
@@ -137,14 +139,21 @@ def _bot(transfer: WarmTransfer) -> list:
 
 
 def _human(scenario: Scenario, clips: dict[str, bytes], ring_timeout: float) -> HumanScript:
+    # The carrier's 180 Ringing comes 0.4 s after the INVITE on every line.
+    ringing = HUMAN_RINGING_AFTER_SECS
     if scenario.human == "busy":
-        return HumanScript(outcome="busy", answer_after=2.0)
+        return HumanScript(outcome="busy", answer_after=2.0, ringing_after=ringing)
     if scenario.human == "no_answer":
-        return HumanScript(outcome="answer", answer_after=ring_timeout + 30.0)
+        # Nobody picks up: LiveKit's own ringing timeout ends the call, with no SIP status.
+        return HumanScript(outcome="no_answer", ringing_after=ringing)
     if scenario.human == "voicemail":
-        return HumanScript(answer_after=3.0, voicemail=True, greeting=clips["voicemail"])
+        return HumanScript(
+            answer_after=3.0, ringing_after=ringing, voicemail=True, greeting=clips["voicemail"]
+        )
     hang_up = _secs(clips["greeting"]) + 4.0 if scenario.human_hangs_up else None
-    return HumanScript(answer_after=3.0, greeting=clips["greeting"], hang_up_after=hang_up)
+    return HumanScript(
+        answer_after=3.0, ringing_after=ringing, greeting=clips["greeting"], hang_up_after=hang_up
+    )
 
 
 async def _choreograph(call: CallHarness, scenario: Scenario, clips: dict[str, bytes]):

@@ -132,6 +132,7 @@ class InMemoryLeg(ConsultLeg):
         if script is None:
             raise DialError.from_sip_status(UNKNOWN_NUMBER_STATUS, f"{number} is not reachable")
         self.script = script
+        await self._notify_ringing()
 
         ring_timeout = max(0.0, float(request.ring_timeout))
         if script.outcome == "no_answer" or script.answer_after > ring_timeout:
