@@ -902,3 +902,23 @@ async def test_the_core_reports_ringing_then_a_livekit_ring_out_as_no_answer(lk)
     (result,) = call.report.results
     assert result.reason == FailureReason.NO_ANSWER and result.sip_status is None
     assert {k: call.report.leaks[k] for k in ZERO} == ZERO
+
+
+async def test_a_dial_abandoned_before_livekit_joined_is_hung_up_once_it_joins(lk):
+    # Found by the fault suite (seed 90021): the caller hung up while LiveKit's SIP
+    # participant had not joined yet; teardown found nobody to remove, then the phone
+    # joined and rang on after everything was "torn down".
+    lk.humans[NUMBER] = HumanScript(outcome="no_answer", join_delay=0.6)
+    backend = make_backend(lk, dial_grace=1.0)
+    leg = await backend.open_leg(request(ring_timeout=3.0))
+    dial = asyncio.create_task(leg.dial())
+    await asyncio.sleep(0.2)
+    assert lk.calls and lk.calls[-1].status is None  # not joined yet
+    started = time.monotonic()
+    await leg.close()
+    with pytest.raises(DialError):
+        await dial
+    assert 0.3 < time.monotonic() - started < 1.5
+    assert lk.calls[-1].statuses[0][1] == "dialing" and lk.calls[-1].outcome == "cancelled"
+    assert not lk.ringing() and lk.rooms.get_room(CONSULT) is None
+    await backend.close()

@@ -87,6 +87,8 @@ CALL_STATUS_ATTRIBUTE = "sip.callStatus"
 _RANG = frozenset({"ringing", "automation", "active"})
 #: Seconds the dial's HTTP request may outlast the leg's bound on it.
 _DIAL_SLACK_SECS = 1.0
+#: Seconds between looks for the SIP participant of a dial LiveKit never answered.
+ABANDONED_DIAL_POLL_SECS = 0.5
 #: Tries of a teardown call (hang-up, DeleteRoom) before giving up, and the backoff unit.
 TEARDOWN_ATTEMPTS = 3
 TEARDOWN_BACKOFF_SECS = 0.2
@@ -164,6 +166,8 @@ class LiveKitConsultLeg(ConsultLeg):
         self._pending_left: str | None = None
         self._room_may_exist = False
         self._human_may_be_present = False
+        self._dial_unanswered = False
+        self._dial_started_at = 0.0
         self.participant: SIPParticipantInfo | None = None
         self.dial_error: DialError | None = None
         self.moved_to: str | None = None
@@ -318,14 +322,18 @@ class LiveKitConsultLeg(ConsultLeg):
         def failed(error: ServerError) -> DialError:
             # LiveKit answered: its SIP participant has left the room with the failure.
             self._human_may_be_present = False
+            self._dial_unanswered = False
             return _dial_error(error, ring)
 
         # Its own client, without region failover: a replayed CreateSIPParticipant would
         # ring the human's phone a second time (LiveKit does not dedupe requests).
         dial_api = self._backend.new_api(failover=False)
         watcher = asyncio.create_task(self._watch_call_status(), name=f"{self}::call-status")
+        # Until LiveKit answers, its SIP participant may still join and ring.
+        self._dial_unanswered = True
+        self._dial_started_at = asyncio.get_running_loop().time()
         try:
-            return await self._dial_step(
+            info = await self._dial_step(
                 "CreateSIPParticipant",
                 lambda _api: dial_api.sip.create_sip_participant(
                     request, timeout=self._request_timeout
@@ -333,6 +341,8 @@ class LiveKitConsultLeg(ConsultLeg):
                 self._request_timeout + _DIAL_SLACK_SECS,
                 failed,
             )
+            self._dial_unanswered = False
+            return info
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -475,7 +485,8 @@ class LiveKitConsultLeg(ConsultLeg):
         self._hung_up = True
         self._human_may_be_present = False
 
-    async def _remove_participant(self, room: str) -> None:
+    async def _remove_participant(self, room: str) -> bool:
+        """`RemoveParticipant`; whether the participant was there (not_found is no error)."""
         request = RoomParticipantIdentity(room=room, identity=self.human_identity)
         try:
             async with self._client() as api:
@@ -483,7 +494,38 @@ class LiveKitConsultLeg(ConsultLeg):
         except ServerError as e:
             if e.code != _NOT_FOUND:
                 raise
+            return False
         logger.debug(f"{self}: removed {self.human_identity} from {room}")
+        return True
+
+    async def _hang_up_abandoned_dial(self) -> bool:
+        """Hang up a dial LiveKit never answered: its SIP participant may join later.
+
+        LiveKit passes no cancel to its SIP service, so a dial whose request was dropped
+        (the caller hung up, the leg gave up) rings on, and its SIP participant may not
+        have joined yet. Look for it until the request itself would have given up (ring
+        timeout + `dial_grace` from the dial's start) and remove it once there.
+
+        Returns:
+            Whether it was removed (False: it never showed up within the bound).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = self._dial_started_at + self._request_timeout + _DIAL_SLACK_SECS
+        found: list[bool] = []
+
+        async def remove() -> None:
+            found.append(await self._remove_participant(self.room_name))
+
+        while True:
+            found.clear()
+            if not await self._with_retries("hang-up", remove):
+                return False
+            if found and found[-1]:
+                return True
+            if loop.time() >= deadline:
+                logger.debug(f"{self}: the abandoned dial's participant never joined")
+                return True
+            await asyncio.sleep(ABANDONED_DIAL_POLL_SECS)
 
     async def close(self) -> None:
         """Tear the leg down: cancel a dial, hang up unless moved, delete the consult room.
@@ -509,7 +551,9 @@ class LiveKitConsultLeg(ConsultLeg):
                 await asyncio.wait([dial], timeout=self._backend.api_timeout)
             if not self._moved and self._human_may_be_present and not self._hung_up:
                 self._hanging_up = True
-                if await self._with_retries(
+                if self._dial_unanswered:
+                    self._hung_up = await self._hang_up_abandoned_dial()
+                elif await self._with_retries(
                     "hang-up", lambda: self._remove_participant(self.room_name)
                 ):
                     self._hung_up = True
