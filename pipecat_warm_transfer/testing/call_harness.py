@@ -69,6 +69,11 @@ class CallReport:
     #: mixer choice: a held call's output sends frames, silent or not, every frame time).
     caller_stream_gaps: int = 0
     spoken_to_human: list[str] = field(default_factory=list)
+    #: The LiveKit emulator's dials (`room`, `outcome`, `statuses`, `sip_status`,
+    #: `ringing_secs`), oldest first.
+    dials: list[dict] = field(default_factory=list)
+    #: Dials the emulator still had ringing after teardown (a phone nobody hung up).
+    ringing_dials: int = 0
 
     def event_names(self) -> list[str]:
         """Event names in order."""
@@ -120,6 +125,7 @@ class CallHarness:
         transfer_kwargs: dict | None = None,
         livekit: bool = False,
         record_limit_secs: float = 600.0,
+        backend_kwargs: dict | None = None,
     ):
         """Describe the call (nothing runs until `async with`).
 
@@ -139,6 +145,8 @@ class CallHarness:
                 client, against a `LiveKitEmulator` on loopback (open-source mode, without
                 MoveParticipant, when `supports_move` is False).
             record_limit_secs: How much of what the caller hears is kept (soaks keep little).
+            backend_kwargs: Extra `LiveKitSipBackend` arguments when `livekit` is set
+                (e.g. a short `dial_grace`).
         """
         self._humans = humans or {}
         self._number = number
@@ -154,6 +162,7 @@ class CallHarness:
         self._transfer_kwargs = transfer_kwargs or {}
         self._livekit = livekit
         self._record_limit_secs = record_limit_secs
+        self._backend_kwargs = dict(backend_kwargs or {})
         self.emulator = None
         self.events: list[dict] = []
         self.report: CallReport | None = None
@@ -290,6 +299,7 @@ class CallHarness:
             transport_factory=self.emulator.transport_factory(),
             sample_rate=self._rate,
             hang_up_moved_on_close=True,
+            **self._backend_kwargs,
         )
 
     def human_parties(self) -> list[ScriptedParty]:
@@ -373,7 +383,11 @@ class CallHarness:
             # The caller's own room, empty now: LiveKit closes it by itself (empty_timeout).
             leftover["rooms"] -= 1
             self.server.delete_room(CALLER_ROOM)
+        dials: list[dict] = []
+        ringing_dials = 0
         if self.emulator is not None:
+            dials = [_dial_summary(c) for c in self.emulator.calls]
+            ringing_dials = len(self.emulator.ringing())
             await self.emulator.stop()  # the server's own tasks are not the plugin's
         await asyncio.sleep(0)
         tasks = [
@@ -392,5 +406,24 @@ class CallHarness:
             sample_rate=self._rate,
             spoken_to_caller=list(getattr(self.bot_tts, "spoken", [])),
             caller_stream_gaps=stream_gaps,
+            dials=dials,
+            ringing_dials=ringing_dials,
         )
         return self.report
+
+
+def _dial_summary(call) -> dict:
+    """An emulator dial: its outcome, statuses, SIP status and how long it rang (s)."""
+    times = [t for t, _ in call.statuses] + [call.ended_at]
+    ringing_secs = 0.0
+    for i, (t, status) in enumerate(call.statuses):
+        end = times[i + 1]
+        if status == "ringing" and end is not None:
+            ringing_secs = end - t
+    return {
+        "room": call.room_name,
+        "outcome": call.outcome,
+        "statuses": [status for _, status in call.statuses],
+        "sip_status": call.sip_status,
+        "ringing_secs": round(ringing_secs, 3),
+    }

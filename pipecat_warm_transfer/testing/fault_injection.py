@@ -41,6 +41,14 @@ NUMBER = "+15550100"
 DEFAULT_SEED = 20261124
 DEFAULT_RUNS = 12
 
+#: Ring timeout of every run, and the LiveKit backend's settings in LiveKit runs: the dial
+#: request waits RING + DIAL_GRACE (+1 s slack) for LiveKit's answer.
+RING_TIMEOUT = 2.5
+DIAL_GRACE = 1.0
+STATUS_POLL = 0.2
+#: Reasons that end a transfer from the caller's side whatever the phone did.
+_ENDED_BY_CALLER = (FailureReason.CALLER_HUNG_UP, FailureReason.CANCELLED)
+
 #: API faults a run may inject into the LiveKit emulator: (kind, method, value).
 API_FAULTS = (
     ("fail", "CreateSIPParticipant", "internal"),
@@ -86,7 +94,8 @@ class FaultPlan:
         actions = [(a[0], round(a[1], 2), *(a[2:] if a[0] == "dtmf" else ())) for a in h.actions]
         voicemail = "+voicemail" if h.voicemail else ""
         human = (
-            f"human={h.outcome}{voicemail} after {h.answer_after:.2f}s actions={actions}"
+            f"human={h.outcome}{voicemail} sip={h.sip_status} after {h.answer_after:.2f}s "
+            f"join={h.join_delay:.2f}s ringing={h.ringing_after:.2f}s actions={actions}"
             f" hang_up_after={h.hang_up_after}"
         )
         return (
@@ -108,6 +117,24 @@ def draw_plan(seed: int) -> FaultPlan:
         voicemail=outcome == "answer" and rng.random() < 0.15,
         greeting=tone(500, rng.uniform(0.2, 0.6)) if rng.random() < 0.8 else None,
     )
+    # What only a real line does (the LiveKit emulator plays it; the memory backend ignores
+    # it): the carrier's 180, a slow join before LiveKit's ring clock starts, the carrier
+    # giving up with its own status instead of LiveKit's ring-out, and an answer that
+    # comes after the client stopped waiting (LiveKit rings on).
+    human.ringing_after = rng.uniform(0.0, 0.8)
+    line = rng.random()
+    if line < 0.2:
+        human.join_delay = rng.uniform(0.05, 0.8)
+    elif line < 0.35:
+        # Slower than the client's margin: it gives up at RING + DIAL_GRACE + 1 s while
+        # LiveKit rings until join + RING; half of these humans answer in that window.
+        human.join_delay = rng.uniform(DIAL_GRACE + 1.2, DIAL_GRACE + 2.0)
+        if outcome == "answer" and rng.random() < 0.5:
+            late = RING_TIMEOUT + DIAL_GRACE + 1.0 - human.join_delay
+            human.answer_after = rng.uniform(late + 0.1, RING_TIMEOUT - 0.05)
+    if outcome == "no_answer" and rng.random() < 0.5:
+        human.sip_status = rng.choice([480, 408])
+        human.answer_after = rng.uniform(0.3, 2.0)
     if outcome == "answer":
         for _ in range(rng.randint(0, 2)):
             human.dtmf(rng.uniform(0.2, 3.0), rng.choice(["1", "1", "2", "5", "#"]))
@@ -183,7 +210,10 @@ async def run_plan(
     sink = logger.add(lambda m: log.append(str(m)), level="DEBUG")
     accepted = 0
     params = fast_params(
-        connect_mode=plan.connect_mode, ring_timeout=2.5, briefing_timeout=3.5, max_transfers=3
+        connect_mode=plan.connect_mode,
+        ring_timeout=RING_TIMEOUT,
+        briefing_timeout=3.5,
+        max_transfers=3,
     )
     harness = CallHarness(
         humans={NUMBER: plan.human},
@@ -192,6 +222,7 @@ async def run_plan(
         supports_move=plan.supports_move,
         backend_factory=backend_factory,
         livekit=plan.livekit,
+        backend_kwargs={"dial_grace": DIAL_GRACE, "status_poll_interval": STATUS_POLL},
         caller_script=(
             (lambda p: p.hang_up(plan.caller_hangs_up_at)) if plan.caller_hangs_up_at else None
         ),
@@ -263,11 +294,46 @@ def _check(plan, report, accepted, log, secrets, final_state) -> list[str]:
     if any(report.leaks.values()):
         problems.append(f"leaks {report.leaks}")
     problems += _dead_air(report, plan.pipeline_end_at)
+    problems += _line_problems(report)
     for secret in secrets:
         if secret and any(secret in line for line in log):
             problems.append("a secret reached the logs")
     if any(_JWT.search(line) for line in log):
         problems.append("a token reached the logs")
+    return problems
+
+
+def _line_problems(report) -> list[str]:
+    """What the LiveKit line says happened, against what the transfer reported.
+
+    - No phone is still ringing after teardown (a dial the client gave up on is hung up).
+    - A dial LiveKit rang out is `no_answer` without a SIP status, never `dial_failed`.
+    - A phone that rang for three status reads had a `ringing` event.
+    """
+    problems = []
+    if report.ringing_dials:
+        problems.append(f"{report.ringing_dials} phone(s) still ringing after teardown")
+    transfer_of_room = {
+        e.get("room"): e.get("transfer") for e in report.events if e["event"] == "dialing"
+    }
+    ringing = {e.get("transfer") for e in report.events if e["event"] == "ringing"}
+    for dial in report.dials:
+        number = transfer_of_room.get(dial["room"])
+        index = (number or 0) - 1
+        result = report.results[index] if 0 <= index < len(report.results) else None
+        if result is None or result.reason in _ENDED_BY_CALLER:
+            continue
+        if dial["outcome"] == "ringing_timeout" and not (
+            result.reason == FailureReason.NO_ANSWER and result.sip_status is None
+        ):
+            problems.append(
+                f"LiveKit rang out transfer {number} but it was reported "
+                f"{result.reason} (SIP {result.sip_status})"
+            )
+        if dial["ringing_secs"] >= 3 * STATUS_POLL and number not in ringing:
+            problems.append(
+                f"transfer {number} rang {dial['ringing_secs']} s with no ringing event"
+            )
     return problems
 
 

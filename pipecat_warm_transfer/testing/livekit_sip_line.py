@@ -129,6 +129,7 @@ class OutboundCall:
 
     Attributes:
         statuses: `(loop time, sip.callStatus)` of each status set, oldest first.
+        ended_at: Loop time a dial that was not answered ended.
         outcome: `answered`, `failed`, `ringing_timeout`, `cancelled` (the dial context
             ended: participant removed, room deleted, RPC deadline) or None while dialing.
         sip_status: The carrier's final status of a refused call.
@@ -162,6 +163,7 @@ class OutboundCall:
         self.participant_sid: str | None = None
         self._connection: MemoryConnection | None = None
         self._task: asyncio.Task | None = None
+        self.ended_at: float | None = None
 
     def __repr__(self) -> str:
         return f"OutboundCall({self.call_id}, {self.identity!r} in {self.request.room_name!r})"
@@ -371,6 +373,7 @@ class OutboundCall:
 
     def _fail(self, outcome: str, status: int | None, error: TwirpError) -> None:
         self.outcome = outcome
+        self.ended_at = asyncio.get_running_loop().time()
         self.sip_status = status
         connection = self._connection
         if connection is not None:
