@@ -26,11 +26,11 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q -n 4
 
-# The long reliability profile: 5,000 randomized calls (about 70 min on 2 cores), then the
+# The long reliability profile: 5,000 randomized calls (about 50 min on 2 cores), then the
 # soak (about 22 min).
 FUZZ_RUNS ?= 5000
 soak: $(VENV)/.test-installed
-	WT_FUZZ_RUNS=$(FUZZ_RUNS) $(BIN)/python -m pytest -q -n 8 tests/test_fault_injection.py
+	WT_FUZZ_RUNS=$(FUZZ_RUNS) $(BIN)/python -m pytest -q -n 16 tests/test_fault_injection.py
 	$(BIN)/python -m pipecat_warm_transfer.testing.soak --sequential 1000 --concurrent 100
 
 lint: $(VENV)/.test-installed

@@ -63,6 +63,18 @@ async def test_scenario_runs_as_scripted(name, tmp_path):
     if back is not None:
         # The bot tells the caller, audibly, after the music has faded.
         assert rms_dbfs(span(caller, rate, back["t"] + 0.3, back["t"] + 2.5)) > -35
+    dialing, ringing = first(events, "dialing"), first(events, "ringing")
+    if dialing is not None:
+        # Every demo phone rings (the carrier's 180, 0.4 s after LiveKit's participant joined).
+        assert ringing is not None and 0.3 < ringing["t"] - dialing["t"] < 1.5
+    if name == "no-answer":
+        # Nobody picks up: LiveKit's own ringing timeout ends it, with no SIP status.
+        failed = first(events, "transfer_failed")
+        assert failed["reason"] == "no_answer" and "sip_status" not in failed
+        assert 7.9 < failed["t"] - dialing["t"] < 9.5  # the 8 s ring timeout, after the join
+    if name == "bridge":
+        # An open-source server: MoveParticipant "not implemented", so auto bridges.
+        assert first(events, "connected")["mode"] == "bridge"
     if name == "caller-hangup":
         hung = first(events, "caller_hung_up")["t"]
         assert rms_dbfs(span(human, rate, hung, first(events, "teardown_done")["t"])) > -35

@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 import pytest
-from livekit.api import TokenVerifier
-from livekit.protocol.sip import SIPOutboundConfig
+from livekit.api import LiveKitAPI, TokenVerifier
+from livekit.protocol.sip import CreateSIPParticipantRequest, SIPOutboundConfig
 from loguru import logger
 from pipecat.frames.frames import OutputAudioRawFrame, UserAudioRawFrame
 
@@ -765,26 +765,6 @@ async def test_the_http_client_outlasts_livekits_ring_clock_after_a_slow_join(lk
     await backend.close()
 
 
-async def test_a_dial_the_client_gave_up_on_is_hung_up_even_if_answered_later(lk):
-    # A join slower than the margin (2 s against 0.2 s) makes the client give up at
-    # 1.5 + 0.2 + 1 = 2.7 s; the human answers at 2 + 1.2 = 3.2 s and LiveKit still
-    # connects the call, so teardown must hang it up or the phone stays off the hook.
-    lk.humans[NUMBER] = HumanScript(answer_after=1.2, join_delay=2.0)
-    backend = make_backend(lk, dial_grace=0.2)
-    leg = await backend.open_leg(request(ring_timeout=1.5))
-    with pytest.raises(DialError) as info:
-        await leg.dial()
-    assert info.value.reason == FailureReason.DIAL_FAILED
-    assert "did not answer within" in info.value.detail
-    assert lk.ringing()  # LiveKit rings on: no cancel reaches the SIP service
-    await asyncio.sleep(0.7)
-    assert lk.calls[-1].outcome == "answered"  # nobody hung up yet: a live phone
-    await leg.close()
-    assert lk.methods_called()[-2:] == ["RemoveParticipant", "DeleteRoom"]
-    assert not lk.ringing() and lk.rooms.get_room(CONSULT) is None
-    await backend.close()
-
-
 async def test_closing_while_it_rings_stops_the_ringing(lk):
     lk.humans[NUMBER] = HumanScript(outcome="no_answer")
     backend = make_backend(lk)
@@ -801,18 +781,57 @@ async def test_closing_while_it_rings_stops_the_ringing(lk):
     await backend.close()
 
 
-async def test_a_dial_is_never_replayed_by_region_failover():
-    backend = LiveKitSipBackend(
-        "https://project.livekit.cloud", KEY, SECRET, trunk_id="ST_trunk", failover=True
+async def test_a_dial_is_never_replayed_by_region_failover(lk, monkeypatch):
+    # livekit-api replays a request that got a 5xx or no answer on LiveKit Cloud hosts;
+    # LiveKit does not dedupe it, so a replayed dial rings the phone twice. Make the
+    # emulator's host count as Cloud, so the real failover logic runs.
+    from livekit.api import _failover
+
+    monkeypatch.setattr(_failover, "is_cloud", lambda host: True)
+    lk.fail_next("CreateSIPParticipant", 503)
+    plain = LiveKitAPI(lk.url, KEY, SECRET)
+    dial = CreateSIPParticipantRequest(
+        sip_trunk_id="ST_trunk", sip_call_to=NUMBER, room_name="replayed", wait_until_answered=True
     )
-    dial = backend.new_api(failover=False)
-    other = backend.new_api()
+    dial.ringing_timeout.seconds = 4
     try:
-        assert dial.sip._client._failover is False  # CreateSIPParticipant: one attempt
-        assert other.room._client._failover is True  # teardown calls may fail over
+        info = await plain.sip.create_sip_participant(dial)  # a 503, replayed: answered
     finally:
-        await dial.aclose()
-        await other.aclose()
+        await plain.aclose()
+    assert info.room_name == "replayed"
+    assert lk.methods_called().count("CreateSIPParticipant") == 2  # the hazard, shown
+    lk.rooms.delete_room("replayed")
+
+    lk.fail_next("CreateSIPParticipant", 503)
+    backend = make_backend(lk)
+    leg = await backend.open_leg(request(ring_timeout=4.0))
+    with pytest.raises(DialError):
+        await leg.dial()
+    await leg.close()
+    assert lk.methods_called().count("CreateSIPParticipant") == 3  # ours: sent once
+    await backend.close()
+
+
+async def test_livekits_deadline_for_the_dial_is_the_legs_own(lk):
+    # A join slower than the margin (2 s against 0.2 s): LiveKit's deadline for the dial
+    # (ring 1.5 + 0.2 s, sent as X-Twirp-Timeout-Ms) ends it before anything joins, and
+    # LiveKit says so; nothing rings after the leg stopped waiting.
+    lk.humans[NUMBER] = HumanScript(answer_after=0.5, join_delay=2.0)
+    backend = make_backend(lk, dial_grace=0.2)
+    leg = await backend.open_leg(request(ring_timeout=1.5))
+    started = time.monotonic()
+    with pytest.raises(DialError) as info:
+        await leg.dial()
+    assert 1.6 < time.monotonic() - started < 2.3
+    assert info.value.reason == FailureReason.NO_ANSWER
+    assert info.value.detail == "nobody answered before LiveKit's dial deadline"
+    (headers,) = [h for name, _, h in lk.requests if name == "CreateSIPParticipant"]
+    assert headers["X-Twirp-Timeout-Ms"] == "1700"
+    await asyncio.sleep(0.5)
+    assert lk.calls[-1].outcome == "cancelled" and lk.calls[-1].status is None  # never joined
+    await leg.close()
+    assert not lk.ringing() and lk.rooms.get_room(CONSULT) is None
+    await backend.close()
 
 
 async def test_a_dropped_dial_is_not_sent_again(lk):

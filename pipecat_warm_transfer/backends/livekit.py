@@ -10,8 +10,9 @@
 
 1. `dial()` — optionally `CreateRoom` for the consult room (so it can be recorded), then
    `CreateSIPParticipant` with `wait_until_answered` and the ring timeout. LiveKit, not
-   the HTTP client, decides when ringing ends: the request's timeout is the ring timeout
-   plus `dial_grace` (LiveKit starts its ring clock only once the SIP participant joined),
+   the HTTP client, decides when ringing ends: LiveKit's own deadline for the request
+   (`X-Twirp-Timeout-Ms`) is the ring timeout plus `dial_grace` (LiveKit starts its ring
+   clock only once the SIP participant joined), the HTTP client waits a second longer,
    and the dial is sent once, never replayed by the client's region failover. A failed
    call becomes a `DialError` from its SIP status (486/600 busy; 408/480/487 no answer;
    603 declined; others dial_failed with the status kept); LiveKit's own ring-out
@@ -50,7 +51,8 @@ from datetime import timedelta
 from typing import Any
 
 import aiohttp
-from livekit.api import AccessToken, LiveKitAPI, ServerError, VideoGrants
+from livekit.api import AccessToken, LiveKitAPI, ServerError, SIPGrants, VideoGrants
+from livekit.api.twirp_client import TwirpClient
 from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.room import (
     CreateRoomRequest,
@@ -87,6 +89,12 @@ CALL_STATUS_ATTRIBUTE = "sip.callStatus"
 _RANG = frozenset({"ringing", "automation", "active"})
 #: Seconds the dial's HTTP request may outlast the leg's bound on it.
 _DIAL_SLACK_SECS = 1.0
+#: Seconds LiveKit's SIP service takes to play one `dtmf` digit or `w` pause after the
+#: answer (livekit/media-sdk dtmf: a 250 ms tone and a 250 ms gap).
+DTMF_DIGIT_SECS = 0.5
+#: The Twirp header that sets LiveKit's own deadline for a request (xtwirp
+#: `ServerPassTimeout`): a waiting dial, its room join and its ringing end there.
+DEADLINE_HEADER = "X-Twirp-Timeout-Ms"
 #: Seconds between looks for the SIP participant of a dial LiveKit never answered.
 ABANDONED_DIAL_POLL_SECS = 0.5
 #: Tries of a teardown call (hang-up, DeleteRoom) before giving up, and the backoff unit.
@@ -307,13 +315,18 @@ class LiveKitConsultLeg(ConsultLeg):
 
     @property
     def _request_timeout(self) -> float:
-        """The dial request's HTTP timeout: past LiveKit's own ring-out, join included."""
-        return self._ring_timeout + self._backend.dial_grace
+        """LiveKit's deadline for the dial: past its own ring-out, the join included.
+
+        LiveKit answers a waiting dial only once the `dtmf` digits were played after the
+        answer (0.5 s a digit or pause), so they count too.
+        """
+        digits = len(self.request.target.dtmf or "")
+        return self._ring_timeout + self._backend.dial_grace + DTMF_DIGIT_SECS * digits
 
     @property
     def dial_timeout(self) -> float:
         """The core's bound on `dial()`: past the leg's own bound, so LiveKit's answer wins."""
-        return self._request_timeout + 2 * _DIAL_SLACK_SECS + self._backend.api_timeout
+        return self._request_timeout + 3 * _DIAL_SLACK_SECS + self._backend.api_timeout
 
     async def _create_sip_participant(self) -> SIPParticipantInfo:
         request = self._sip_request()
@@ -325,9 +338,19 @@ class LiveKitConsultLeg(ConsultLeg):
             self._dial_unanswered = False
             return _dial_error(error, ring)
 
-        # Its own client, without region failover: a replayed CreateSIPParticipant would
-        # ring the human's phone a second time (LiveKit does not dedupe requests).
-        dial_api = self._backend.new_api(failover=False)
+        # Sent once, on its own livekit-api Twirp client without region failover: a
+        # replayed CreateSIPParticipant would ring the phone a second time (LiveKit does
+        # not dedupe requests). LiveKit's deadline for it is the leg's own, so nothing
+        # joins or rings after the leg stopped waiting; the HTTP client waits a little
+        # longer, so that LiveKit's answer (and its reason) always arrives.
+        deadline = self._request_timeout
+        session = aiohttp.ClientSession()
+        client = TwirpClient(session, self._backend.url, "livekit", failover=False)
+        headers = {
+            "authorization": f"Bearer {self._backend.sip_call_token(deadline)}",
+            DEADLINE_HEADER: str(int(deadline * 1000)),
+        }
+        timeout = aiohttp.ClientTimeout(total=deadline + _DIAL_SLACK_SECS)
         watcher = asyncio.create_task(self._watch_call_status(), name=f"{self}::call-status")
         # Until LiveKit answers, its SIP participant may still join and ring.
         self._dial_unanswered = True
@@ -335,10 +358,15 @@ class LiveKitConsultLeg(ConsultLeg):
         try:
             info = await self._dial_step(
                 "CreateSIPParticipant",
-                lambda _api: dial_api.sip.create_sip_participant(
-                    request, timeout=self._request_timeout
+                lambda _api: client.request(
+                    "SIP",
+                    "CreateSIPParticipant",
+                    request,
+                    headers,
+                    SIPParticipantInfo,
+                    timeout=timeout,
                 ),
-                self._request_timeout + _DIAL_SLACK_SECS,
+                deadline + 2 * _DIAL_SLACK_SECS,
                 failed,
             )
             self._dial_unanswered = False
@@ -346,7 +374,7 @@ class LiveKitConsultLeg(ConsultLeg):
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            await dial_api.aclose()
+            await session.close()
 
     async def _watch_call_status(self) -> None:
         """Read the SIP participant's `sip.callStatus` while it rings; report `ringing` once.
@@ -651,7 +679,8 @@ class LiveKitSipBackend(TransferBackend):
         token_ttl: Lifetime (s) of the consult-room join token.
         hang_up_moved_on_close: Whether `close()` also hangs up humans moved into the
             caller's room (False: they stay on the call with the caller).
-        failover: `livekit-api` region failover (LiveKit Cloud only).
+        failover: `livekit-api` region failover (LiveKit Cloud only) for the room service
+            calls; never for the dial.
     """
 
     def __init__(
@@ -741,22 +770,35 @@ class LiveKitSipBackend(TransferBackend):
             return "ws://" + url[len("http://") :]
         return url
 
-    def new_api(self, *, failover: bool | None = None) -> LiveKitAPI:
+    def new_api(self) -> LiveKitAPI:
         """A new `LiveKitAPI` client (its own HTTP session; the caller closes it).
 
-        Args:
-            failover: Region failover (default: the backend's `failover`); never for a
-                dial, which must not be sent twice.
-
         Returns:
-            The client, bounded by `api_timeout` per request (dials by the ring timeout).
+            The client, bounded by `api_timeout` per request. Dials do not use it: they
+            are sent once, without region failover, with LiveKit's deadline set.
         """
         return LiveKitAPI(
             self.url,
             self.api_key,
             self._api_secret,
             timeout=aiohttp.ClientTimeout(total=self.api_timeout),
-            failover=self.failover if failover is None else failover,
+            failover=self.failover,
+        )
+
+    def sip_call_token(self, ttl: float) -> str:
+        """An API token for placing one call: the `sip.call` grant only.
+
+        Args:
+            ttl: Seconds the dial may take (the token outlives it by a minute).
+
+        Returns:
+            The signed JWT (never log it).
+        """
+        return (
+            AccessToken(self.api_key, self._api_secret)
+            .with_sip_grants(SIPGrants(call=True))
+            .with_ttl(timedelta(seconds=ttl + 60))
+            .to_jwt()
         )
 
     def consult_token(self, room_name: str, identity: str) -> str:

@@ -41,8 +41,8 @@ NUMBER = "+15550100"
 DEFAULT_SEED = 20261124
 DEFAULT_RUNS = 12
 
-#: Ring timeout of every run, and the LiveKit backend's settings in LiveKit runs: the dial
-#: request waits RING + DIAL_GRACE (+1 s slack) for LiveKit's answer.
+#: Ring timeout of every run, and the LiveKit backend's settings in LiveKit runs: LiveKit's
+#: deadline for the dial is RING + DIAL_GRACE (the client waits 1 s more for its answer).
 RING_TIMEOUT = 2.5
 DIAL_GRACE = 1.0
 STATUS_POLL = 0.2
@@ -120,17 +120,17 @@ def draw_plan(seed: int) -> FaultPlan:
     # What only a real line does (the LiveKit emulator plays it; the memory backend ignores
     # it): the carrier's 180, a slow join before LiveKit's ring clock starts, the carrier
     # giving up with its own status instead of LiveKit's ring-out, and an answer that
-    # comes after the client stopped waiting (LiveKit rings on).
+    # would come after the dial's deadline (LiveKit must end the ringing there).
     human.ringing_after = rng.uniform(0.0, 0.8)
     line = rng.random()
     if line < 0.2:
         human.join_delay = rng.uniform(0.05, 0.8)
     elif line < 0.35:
-        # Slower than the client's margin: it gives up at RING + DIAL_GRACE + 1 s while
-        # LiveKit rings until join + RING; half of these humans answer in that window.
+        # Slower than the margin: LiveKit would ring until join + RING, past the dial's
+        # deadline (RING + DIAL_GRACE); half of these humans answer in that window.
         human.join_delay = rng.uniform(DIAL_GRACE + 1.2, DIAL_GRACE + 2.0)
         if outcome == "answer" and rng.random() < 0.5:
-            late = RING_TIMEOUT + DIAL_GRACE + 1.0 - human.join_delay
+            late = RING_TIMEOUT + DIAL_GRACE - human.join_delay
             human.answer_after = rng.uniform(late + 0.1, RING_TIMEOUT - 0.05)
     if outcome == "no_answer" and rng.random() < 0.5:
         human.sip_status = rng.choice([480, 408])

@@ -729,28 +729,23 @@ class LiveKitEmulator:
             method: The method name, e.g. `CreateSIPParticipant` or `DeleteRoom`.
             code: A Twirp code (`unavailable`) or an HTTP status (503: its Twirp code).
             msg: The message behind the prefix (default: the code's usual one).
-            sip_status: Answer as a carrier refusal with this SIP status (its code, message
-                and meta, as a real refusal has).
+            sip_status: Answer as the carrier's refusal with this SIP status: LiveKit's own
+                code, message and meta for it (then `code` and `msg` are not given).
             times: How many calls fail.
         """
         self._check_method(method)
         if sip_status is not None:
+            if code != "internal" or msg is not None:
+                raise ValueError("a SIP refusal has LiveKit's own code and message")
             error = sip_status_error(sip_status)
-            if code != "internal":
-                error.code = code if isinstance(code, str) else HTTP_TWIRP_CODE.get(code, "unknown")
-                error.http_status = TWIRP_HTTP_STATUS.get(error.code, 500)
-        else:
-            if isinstance(code, int):
-                http_status = code
-                twirp_code = HTTP_TWIRP_CODE.get(code, "internal" if code >= 500 else "unknown")
-            else:
-                if code not in TWIRP_HTTP_STATUS:
-                    raise ValueError(f"unknown Twirp code {code!r}")
-                twirp_code, http_status = code, TWIRP_HTTP_STATUS[code]
+        elif isinstance(code, int):
+            twirp_code = HTTP_TWIRP_CODE.get(code, "internal" if code >= 500 else "unknown")
             error = TwirpError.psrpc(twirp_code, msg or _DEFAULT_MESSAGES.get(twirp_code, "failed"))
-            error.http_status = http_status
-        if msg is not None and sip_status is not None:
-            error.msg = TwirpError.psrpc(error.code, msg).msg
+            error.http_status = code
+        elif code in TWIRP_HTTP_STATUS:
+            error = TwirpError.psrpc(code, msg or _DEFAULT_MESSAGES.get(code, "failed"))
+        else:
+            raise ValueError(f"unknown Twirp code {code!r}")
         queue = self._faults.setdefault(method, [])
         for _ in range(max(0, times)):
             if len(queue) >= _MAX_FAULTS:
