@@ -157,6 +157,7 @@ class CallerOutput(FrameProcessor):
         self._spoken_since_armed = ""  # what the bot said since (to find the hold line)
         self._heard_text = False
         self._music_on = False
+        self._start_sent = False  # the mixer was told to start the music after the speech
         self._bot_speaking = False
 
     @property
@@ -210,6 +211,7 @@ class CallerOutput(FrameProcessor):
             # The hold line is all queued in the transport: the mixer starts the music
             # at its last sample (BotStoppedSpeakingFrame then confirms it).
             await self.push_frame(frame, direction)
+            self._start_sent = True
             await self.push_frame(MixerStartAfterSpeechFrame())
             return
         elif (
@@ -248,15 +250,21 @@ class CallerOutput(FrameProcessor):
         if self._music_on or self._state not in (TransferState.HOLDING, TransferState.BRIEFING):
             return
         self._music_on = True
+        self._start_sent = False
         await self.push_frame(MixerEnableFrame(True))
         await self._transfer._on_music_started()
 
     async def stop_music(self):
-        """Fade the hold music out (idempotent)."""
+        """Fade the hold music out, or disarm a start the mixer was told of (idempotent).
+
+        A failure can come while the hold line still plays: the mixer was already told to
+        start the music after it, and would, with the caller back with the bot.
+        """
         self._music_armed = False
-        if not self._music_on:
+        if not self._music_on and not self._start_sent:
             return
         self._music_on = False
+        self._start_sent = False
         await self.push_frame(MixerEnableFrame(False))
 
     async def relay_from_human(self, frame: InputAudioRawFrame):

@@ -63,6 +63,9 @@ async def test_scenario_runs_as_scripted(name, tmp_path):
     if back is not None:
         # The bot tells the caller, audibly, after the music has faded.
         assert rms_dbfs(span(caller, rate, back["t"] + 0.3, back["t"] + 2.5)) > -35
+        # Hold music plays only during a hold: once the bot is done, the call is quiet
+        # (a start armed behind the hold line used to fade the music back in, issue 13).
+        assert rms_dbfs(caller[-rate:]) < -60
     dialing, ringing = first(events, "dialing"), first(events, "ringing")
     if dialing is not None:
         # Every demo phone rings (the carrier's 180, 0.4 s after LiveKit's participant joined).

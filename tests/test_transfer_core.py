@@ -520,3 +520,23 @@ async def test_human_hangs_up_between_accepting_and_being_joined(supports_move):
     assert "human_hung_up" in call.report.event_names()
     assert "returned_to_caller" in call.report.event_names()
     assert call.report.leaks == NO_LEAKS
+
+
+async def test_no_hold_music_after_a_failure_that_beats_the_hold_line():
+    # The phone is busy (0.05 s) while the hold line is still playing: the music's
+    # start-after-speech was already armed behind that line, and must be disarmed, or it
+    # fades in after the bot's next words and plays on with the caller back (issue 13).
+    humans = {NUMBER: HumanScript(outcome="busy", answer_after=0.05)}
+    async with CallHarness(humans=humans) as call:
+        assert await call.transfer.start_transfer("billing")
+        back = await call.wait_for("returned_to_caller")
+        await call.wait_idle()
+        await call.wait_quiet(quiet_secs=0.6)
+        await call.say("Anything else?")
+        await asyncio.sleep(0.3)
+        await call.wait_quiet(quiet_secs=2.0)
+        tail_from = call.caller.now() - 1.5
+    audio = call.report.caller_audio
+    tail = audio[int(tail_from * RATE) : int((tail_from + 1.4) * RATE)]
+    assert back["t"] < tail_from
+    assert rms_dbfs(tail) < -60  # silence, not music, once the bot is quiet
