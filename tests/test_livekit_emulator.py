@@ -24,6 +24,7 @@ from livekit.api import AccessToken, SipCallError, SIPGrants, VideoGrants
 from livekit.protocol import models
 from livekit.protocol import sip as sip_proto
 from livekit.protocol.sip import CreateSIPParticipantRequest, SIPOutboundConfig
+from protobuf_wire import proto_fields
 
 from pipecat_warm_transfer.audio.metrics import dominant_frequency
 from pipecat_warm_transfer.testing import (
@@ -248,33 +249,6 @@ async def events_until_left(connection, identity, timeout=3.0):
 
 def status_names(call) -> list[str]:
     return [status for _, status in call.statuses]
-
-
-def proto_fields(data: bytes) -> list[tuple[int, int | bytes]]:
-    """Top-level (field number, value) pairs of a protobuf message (varint and bytes only)."""
-    fields, i = [], 0
-
-    def varint() -> int:
-        nonlocal i
-        value = shift = 0
-        while True:
-            byte = data[i]
-            i += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-
-    while i < len(data):
-        key = varint()
-        if key & 7 == 0:
-            fields.append((key >> 3, varint()))
-        else:
-            assert key & 7 == 2, key
-            size = varint()
-            fields.append((key >> 3, data[i : i + size]))
-            i += size
-    return fields
 
 
 def decode_error_details(value: str) -> tuple[int, str, str, sip_proto.SIPStatus]:

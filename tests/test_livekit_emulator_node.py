@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from livekit.protocol import sip
+from protobuf_wire import proto_fields
 
 from pipecat_warm_transfer.testing import HumanScript
 from pipecat_warm_transfer.testing.livekit_emulator import LiveKitEmulator
@@ -341,35 +342,6 @@ def test_list_participants_shows_the_sip_participant(run, seen):
     assert joined_at == joined_at_ms // 1000
 
 
-def _decode_fields(data: bytes) -> dict[int, int | bytes]:
-    """A protobuf message's varint and length-delimited fields (one value each)."""
-    fields, i = {}, 0
-
-    def varint():
-        nonlocal i
-        value = shift = 0
-        while True:
-            byte = data[i]
-            i += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-
-    while i < len(data):
-        key = varint()
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            fields[number] = varint()
-        elif wire_type == 2:
-            length = varint()
-            fields[number] = data[i : i + length]
-            i += length
-        else:
-            raise AssertionError(f"unexpected wire type {wire_type}")
-    return fields
-
-
 def test_busy_is_a_sip_call_error(run, seen):
     busy = seen["dial_busy"]
     assert busy["ok"] is False
@@ -385,10 +357,10 @@ def test_busy_is_a_sip_call_error(run, seen):
         sip_status=(486, "Busy Here"),
     )
     # google.rpc.Status{code: 8 RESOURCE_EXHAUSTED, message, details: [Any(livekit.SIPStatus)]}
-    status = _decode_fields(base64.b64decode(details))
+    status = dict(proto_fields(base64.b64decode(details)))
     assert status[1] == 8
     assert status[2] == b"INVITE failed: sip status: 486: Busy Here"
-    detail = _decode_fields(status[3])
+    detail = dict(proto_fields(status[3]))
     assert detail[1] == b"type.googleapis.com/livekit.SIPStatus"
     assert sip.SIPStatus.FromString(detail[2]) == sip.SIPStatus(code=486, status="Busy Here")
     assert run["cloud"]["calls"][1][1:] == ("failed", 486)

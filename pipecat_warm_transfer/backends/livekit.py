@@ -280,12 +280,11 @@ class LiveKitConsultLeg(ConsultLeg):
         def failed(error: ServerError) -> DialError:
             return DialError(FailureReason.DIAL_FAILED, detail=f"CreateRoom: {_describe(error)}")
 
-        await self._dial_step(
-            "CreateRoom",
-            lambda api: api.room.create_room(request),
-            self._backend.api_timeout,
-            failed,
-        )
+        async def create() -> None:
+            async with self._client() as api:
+                await api.room.create_room(request)
+
+        await self._dial_step("CreateRoom", create, self._backend.api_timeout, failed)
 
     def _sip_request(self) -> CreateSIPParticipantRequest:
         backend = self._backend
@@ -358,7 +357,7 @@ class LiveKitConsultLeg(ConsultLeg):
         try:
             info = await self._dial_step(
                 "CreateSIPParticipant",
-                lambda _api: client.request(
+                lambda: client.request(
                     "SIP",
                     "CreateSIPParticipant",
                     request,
@@ -408,42 +407,39 @@ class LiveKitConsultLeg(ConsultLeg):
     async def _dial_step(
         self,
         method: str,
-        call: Callable[[LiveKitAPI], Awaitable[Any]],
+        call: Callable[[], Awaitable[Any]],
         bound: float,
         failed: Callable[[ServerError], DialError],
     ) -> Any:
         """Run one API call of the dial, bounded, and cancellable by `close()`."""
         if self._closed:
             raise DialError(FailureReason.CANCELLED, detail="the dial was cancelled")
-        async with self._client() as api:
-            task = asyncio.create_task(call(api), name=f"{self}::{method}")
-            self._dial_task = task
-            try:
-                async with asyncio.timeout(bound):
-                    return await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if self._closed and (current is None or not current.cancelling()):
-                    raise DialError(
-                        FailureReason.CANCELLED, detail="the dial was cancelled"
-                    ) from None
-                raise
-            except ServerError as e:
-                raise failed(e) from None
-            except TimeoutError:
-                raise DialError(
-                    FailureReason.DIAL_FAILED,
-                    detail=f"{method}: LiveKit did not answer within {bound:g} s",
-                ) from None
-            except aiohttp.ClientError as e:
-                raise DialError(
-                    FailureReason.DIAL_FAILED, detail=f"{method}: {type(e).__name__}"
-                ) from None
-            finally:
-                if not task.done():
-                    task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                self._dial_task = None
+        task = asyncio.create_task(call(), name=f"{self}::{method}")
+        self._dial_task = task
+        try:
+            async with asyncio.timeout(bound):
+                return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._closed and (current is None or not current.cancelling()):
+                raise DialError(FailureReason.CANCELLED, detail="the dial was cancelled") from None
+            raise
+        except ServerError as e:
+            raise failed(e) from None
+        except TimeoutError:
+            raise DialError(
+                FailureReason.DIAL_FAILED,
+                detail=f"{method}: LiveKit did not answer within {bound:g} s",
+            ) from None
+        except aiohttp.ClientError as e:
+            raise DialError(
+                FailureReason.DIAL_FAILED, detail=f"{method}: {type(e).__name__}"
+            ) from None
+        finally:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self._dial_task = None
 
     # Move
 
@@ -539,16 +535,16 @@ class LiveKitConsultLeg(ConsultLeg):
         """
         loop = asyncio.get_running_loop()
         deadline = self._dial_started_at + self._request_timeout + _DIAL_SLACK_SECS
-        found: list[bool] = []
+        present = False
 
         async def remove() -> None:
-            found.append(await self._remove_participant(self.room_name))
+            nonlocal present
+            present = await self._remove_participant(self.room_name)
 
         while True:
-            found.clear()
             if not await self._with_retries("hang-up", remove):
                 return False
-            if found and found[-1]:
+            if present:
                 return True
             if loop.time() >= deadline:
                 logger.debug(f"{self}: the abandoned dial's participant never joined")

@@ -1041,7 +1041,7 @@ class LiveKitEmulator:
 
     def _remember_participant(self, call: OutboundCall, sid: str) -> None:
         memory_room = self.rooms.get_room(call.room_name)
-        connection = memory_room._connections.get(call.identity) if memory_room else None
+        connection = memory_room.connection(call.identity) if memory_room else None
         if connection is not None:
             req = call.request
             self._participant_info[connection] = {
@@ -1106,7 +1106,7 @@ class LiveKitEmulator:
         if memory_room is None:
             return room.ListParticipantsResponse()
         return room.ListParticipantsResponse(
-            participants=[self._participant_message(c) for c in memory_room._connections.values()]
+            participants=[self._participant_message(c) for c in memory_room.connections()]
         )
 
     async def _get_participant(self, req: Message, claims: Claims | None, _r) -> Message:
@@ -1146,7 +1146,7 @@ class LiveKitEmulator:
 
     def _connection_of(self, room_name: str, identity: str) -> MemoryConnection:
         memory_room = self.rooms.get_room(room_name)
-        connection = memory_room._connections.get(identity) if memory_room else None
+        connection = memory_room.connection(identity) if memory_room else None
         if connection is None:
             raise TwirpError.psrpc("not_found", "participant does not exist")
         return connection

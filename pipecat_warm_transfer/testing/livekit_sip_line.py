@@ -212,11 +212,7 @@ class OutboundCall:
                 # The request's context ended during the join: no call is placed.
                 await asyncio.sleep(max(0.0, self.join_deadline - loop.time()))
                 self.outcome = "cancelled"
-                error = TwirpError.psrpc("deadline_exceeded", "request timed out")
-                for future in (self.joined, self.answered):
-                    if not future.done():
-                        future.set_exception(error)
-                        future.exception()
+                self._fail_waiters(TwirpError.psrpc("deadline_exceeded", "request timed out"))
                 return
             await asyncio.sleep(script.join_delay)
         self._join()
@@ -378,10 +374,15 @@ class OutboundCall:
         connection = self._connection
         if connection is not None:
             connection.disconnect(leave_reason(status))
-        if not self.answered.done():
-            self.answered.set_exception(error)
-            self.answered.exception()  # the API may have stopped waiting: no warning
+        self._fail_waiters(error)
         logger.debug(f"{self}: ended ({outcome}, SIP {status})")
+
+    def _fail_waiters(self, error: TwirpError) -> None:
+        """Answer whoever waits for the join or the answer with `error`."""
+        for future in (self.joined, self.answered):
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # the API may have stopped waiting: no warning
 
     def _set_status(self, status: str) -> None:
         connection = self._connection
@@ -399,10 +400,7 @@ class OutboundCall:
             error = TwirpError.psrpc("internal", "the SIP service failed")
         else:
             return
-        for future in (self.joined, self.answered):
-            if not future.done():
-                future.set_exception(error)
-                future.exception()
+        self._fail_waiters(error)
         if self.outcome is None:
             self.outcome = "cancelled"
         connection = self._connection

@@ -530,6 +530,14 @@ class MemoryRoom:
         """Identities of the participants in the room."""
         return list(self._connections)
 
+    def connection(self, identity: str) -> MemoryConnection | None:
+        """The connection of a participant (None when not in the room)."""
+        return self._connections.get(identity)
+
+    def connections(self) -> list[MemoryConnection]:
+        """The connections in the room."""
+        return list(self._connections.values())
+
     def kind_of(self, identity: str) -> str | None:
         """The kind of a participant (None when not in the room)."""
         connection = self._connections.get(identity)
