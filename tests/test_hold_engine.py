@@ -9,7 +9,7 @@ from pipecat.transports.base_transport import TransportParams
 
 from pipecat_warm_transfer import HoldMusicLink, HoldMusicMixer, SharedHoldEngine
 from pipecat_warm_transfer.audio import load_music_loop
-from pipecat_warm_transfer.audio.hold_music_mixer import MAX_PARK_SECS, PARK_AFTER_SECS
+from pipecat_warm_transfer.audio.hold_music_mixer import MAX_PARK_SECS, PARK_AFTER_SECS, PIECE_SECS
 from pipecat_warm_transfer.audio.metrics import dominant_frequency, max_step, rms_dbfs
 from pipecat_warm_transfer.testing import (
     AudioReceived,
@@ -461,7 +461,8 @@ async def test_a_wake_during_the_lead_write_keeps_the_call_out_of_the_engine(mus
     import time
 
     engine = SharedHoldEngine()
-    other = engine.join(music, FRAME, 0, ListSink())  # a running grid: the next park has a lead
+    piece = int(PIECE_SECS * RATE)  # a sink that may queue is written in pieces
+    other = engine.join(music, piece, 0, ListSink())  # a running grid: the next park has a lead
     await asyncio.sleep(0.01)
     writing = asyncio.Event()
 

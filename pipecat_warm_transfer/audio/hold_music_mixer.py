@@ -13,6 +13,15 @@ normalises loudness, loops without a click, fades in and out, ducks under the bo
 voice, saturates instead of wrapping, and pays no arithmetic for a held frame with
 silent input (a slice of a precomputed loop).
 
+Pipecat's output loop asks a mixer for a frame whenever its queue is empty, and a
+transport that queues (LiveKit's `AudioSource` takes a second of audio at once) would let
+it run that far ahead of real time: everything the bot says next would wait behind it.
+So the mixer writes nothing while no music plays (the transport's own silence stays
+the transport's: LiveKit plays silence when its source runs dry), and hands out its own
+audio (music over the transport's silence) in pieces of `PIECE_SECS`, only when the
+transport has less than `MAX_LEAD_SECS` left to play. Speech then waits behind at most
+one piece and the lead, and the music stream stays sample-continuous.
+
 With `shared_engine`, a mixer in its steady held state also hands its call to the
 process's `SharedHoldEngine` (see `hold_engine.py`) and parks its transport's audio task
 until something else must be played, so a held call costs no per-frame pipeline work.
@@ -54,6 +63,20 @@ PARK_AFTER_SECS = 0.5
 #: A parked transport's audio task still looks at its queue this often, in case a frame
 #: reached the transport without waking the mixer (e.g. queued into it directly).
 MAX_PARK_SECS = 1.0
+
+#: Own audio left queued in a transport when the mixer hands out the next piece: enough
+#: to cover the event loop's timer jitter and LiveKit's 10 ms playout steps.
+MAX_LEAD_SECS = 0.015
+#: Own audio is handed out in pieces this long (on transports that queue), so speech
+#: waits behind at most `MAX_LEAD_SECS` plus one piece.
+PIECE_SECS = 0.020
+#: A woken frame reaches the transport's audio queue a little after `wake()` (it passes
+#: the transport's own input queue first): for this long after a wake the mixer looks
+#: at the transport's queue again every `WOKEN_POLL_SECS` instead of resting.
+WOKEN_SECS = 0.050
+WOKEN_POLL_SECS = 0.002
+#: A parked call keeps this much audio queued at each engine tick (covers late ticks).
+ENGINE_MARGIN_SECS = 0.015
 
 MAX_DUCK_DB = 60.0
 MAX_FADE_MS = 10_000.0
@@ -180,6 +203,10 @@ class HoldMusicMixer(BaseAudioMixer):
         self._last_wake = time.monotonic()
         self._last_input: bytes | None = None
         self._silence: bytes | None = None  # the transport's reused mixer-only buffer
+        self._wakes = 0  # wake() calls so far
+        self._wakes_seen = 0  # wakes before the transport last looked at its queue
+        self._inflight: asyncio.Future | None = None  # the engine's last write, on leaving
+        self._play_end = 0.0  # monotonic time all audio handed out so far has played
 
     @property
     def enabled(self) -> bool:
@@ -221,6 +248,7 @@ class HoldMusicMixer(BaseAudioMixer):
         when not parked. The call parks again after `PARK_AFTER_SECS` of quiet.
         """
         self._last_wake = time.monotonic()
+        self._wakes += 1
         if self._channel is not None:
             self._leave_engine()
         future = self._park_future
@@ -287,23 +315,96 @@ class HoldMusicMixer(BaseAudioMixer):
             audio: The transport's audio, any whole number of samples.
 
         Returns:
-            The mixed audio (the input object itself when no music plays); empty after
-            a park, so the transport looks at its queue again.
+            The mixed audio (the input object itself when no music plays), or a part of
+            it; empty when the transport should look at its queue again (after a wait
+            for real time to catch up, or a park).
         """
-        if self._channel is not None or self._may_park(audio):
-            if await self._park(audio):
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None and not inflight.done():
+            # LiveKit takes one capture at a time: let the engine's last write land first.
+            await asyncio.wait([inflight])
+        if self._is_own_silence(audio):
+            if await self._maybe_park(audio) or await self._wait_for_room():
+                self._wakes_seen = self._wakes
                 return b""
-        return self.mix_now(audio)
+            audio = audio[: self._piece_bytes(len(audio))]
+        elif self._channel is not None:
+            self._leave_engine()  # a frame reached us without a wake: play it
+        out = self.mix_now(audio)
+        self._handed_out(len(out) // 2)
+        self._wakes_seen = self._wakes
+        return out
+
+    def _is_own_silence(self, audio: bytes) -> bool:
+        """Whether `audio` is the transport's own silence (nothing queued to play).
+
+        Pipecat's output loop passes the same all-zero buffer each time its queue is
+        empty; the first time it is seen twice, it is remembered.
+        """
+        if audio is self._silence:
+            return True
+        last, self._last_input = self._last_input, audio
+        if audio is last and audio.count(0) == len(audio):
+            self._silence = audio
+            return True
+        return False
+
+    async def _wait_for_room(self) -> bool:
+        """Wait while the transport needs nothing from us; True if we waited."""
+        music = self._loop is not None and (self.playing or self._start_after_speech)
+        if not music and self._sink is not None:
+            # No music: add nothing, as a transport without a mixer would. Every frame
+            # on its way to the transport wakes us (`wake()`).
+            await self._rest(MAX_PARK_SECS)
+            return True
+        lead = self._lead()
+        if lead > MAX_LEAD_SECS:
+            await self._rest(lead - MAX_LEAD_SECS)
+            return True
+        return False
+
+    def _lead(self) -> float:
+        """Seconds of audio the transport still has to play."""
+        queued = getattr(self._sink, "queued", None)
+        if queued is not None:
+            return queued()
+        return max(0.0, self._play_end - time.monotonic())
+
+    def _piece_bytes(self, size: int) -> int:
+        """Bytes of own audio to hand out: a transport that queues gets short pieces."""
+        if not self._sample_rate or getattr(self._sink, "paced", False):
+            return size
+        return min(size, 2 * max(1, int(PIECE_SECS * self._sample_rate)))
+
+    def _handed_out(self, samples: int):
+        if self._sample_rate:
+            now = time.monotonic()
+            self._play_end = max(self._play_end, now) + samples / self._sample_rate
+
+    async def _rest(self, secs: float):
+        """Sleep up to `secs`, or until something is on its way to the transport."""
+        if self._wakes != self._wakes_seen:
+            return  # woken since the transport last looked: it should look again
+        if time.monotonic() - self._last_wake < WOKEN_SECS:
+            secs = min(secs, WOKEN_POLL_SECS)  # the frame may not have reached the queue yet
+        loop = asyncio.get_running_loop()
+        future = self._park_future = loop.create_future()
+        timer = loop.call_later(secs, _resolve, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            self._park_future = None
+
+    async def _maybe_park(self, audio: bytes) -> bool:
+        if self._channel is None and not self._may_park(audio):
+            return False
+        return await self._park(audio)
 
     def _may_park(self, audio: bytes) -> bool:
-        """Steady music over the transport's own silence buffer, quiet for a while."""
+        """Steady music over the transport's own silence, quiet for a while."""
         if not self._shared_engine or self._sink is None:
             return False
-        last, self._last_input = self._last_input, audio
-        if audio is not self._silence:
-            if audio is not last or audio.count(0) != len(audio):
-                return False
-            self._silence = audio  # the same all-zero object twice: the transport's own
         return (
             self._loop is not None
             and self._steady()
@@ -315,23 +416,14 @@ class HoldMusicMixer(BaseAudioMixer):
 
     async def _park(self, audio: bytes) -> bool:
         """Let the engine play this call and wait until woken; False if not parked."""
-        if self._channel is None:
-            if not await self._join_engine(len(audio) // 2):
-                return False
-        elif audio is not self._silence:
-            self._leave_engine()  # a frame reached us without a wake: play it
+        frame_samples = self._piece_bytes(len(audio)) // 2
+        if self._channel is None and not await self._join_engine(frame_samples):
             return False
-        loop = asyncio.get_running_loop()
-        future = self._park_future = loop.create_future()
-        timer = loop.call_later(MAX_PARK_SECS, _resolve, future)
         try:
-            await future
+            await self._rest(MAX_PARK_SECS)
         except asyncio.CancelledError:
             self._leave_engine()
             raise
-        finally:
-            timer.cancel()
-            self._park_future = None
         return True
 
     async def _join_engine(self, frame_samples: int) -> bool:
@@ -345,6 +437,12 @@ class HoldMusicMixer(BaseAudioMixer):
             # A transport running late (a busy event loop) is short of audio: catch it
             # up now, as its own paced write would, instead of freezing the deficit.
             lead = min(lead + int(round(lag() * loop.sample_rate)), loop.pad)
+        queued = getattr(sink, "queued", None)
+        if queued is not None:
+            # A queueing transport plays what it holds: top it up so that at each tick
+            # it still holds ENGINE_MARGIN_SECS (a late tick must not run it dry).
+            short = max(0.0, ENGINE_MARGIN_SECS - queued())
+            lead = min(lead + int(round(short * loop.sample_rate)), loop.pad)
         if lead:
             # Up to the engine's next tick the music goes out through our own write.
             woken_at = self._last_wake
@@ -364,6 +462,7 @@ class HoldMusicMixer(BaseAudioMixer):
     def _leave_engine(self):
         channel, self._channel = self._channel, None
         if channel is not None and self._engine is not None:
+            self._inflight = channel.pending
             position = self._engine.leave(channel)
             if position is not None and self._loop is not None:
                 self._pos = position % self._loop.length

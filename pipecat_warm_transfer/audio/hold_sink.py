@@ -14,7 +14,9 @@ does not pace itself (the engine is the clock). Transports that offer one:
   its playout clock is behind (the audio the engine writes at once on taking over);
 - Pipecat's `LiveKitOutputTransport`: its `write_audio_frame` queues into LiveKit's
   `AudioSource`, which returns at once until its buffer is full (the engine then holds
-  that call's next frame back, so its music stays continuous).
+  that call's next frame back, so its music stays continuous). The sink also tells the
+  mixer how much the source still has to play (`queued`), so the mixer never lets the
+  transport run ahead of real time.
 
 Any other transport keeps the per-frame mixer path (`hold_sink_for` returns None).
 """
@@ -28,6 +30,9 @@ from pipecat.frames.frames import OutputAudioRawFrame
 
 class NowaitSink:
     """Writes through a transport's non-blocking `write_audio_nowait(audio)`."""
+
+    #: The transport's own writes wait until the audio has played: nothing queues.
+    paced = True
 
     def __init__(self, write: Callable[[bytes], bool], lag: Callable[[], float] | None = None):
         """Initialize the sink.
@@ -63,6 +68,19 @@ class OutputFrameSink:
         return self._output.write_audio_frame(frame)
 
 
+class LiveKitSink(OutputFrameSink):
+    """Writes into a `LiveKitOutputTransport`'s `AudioSource`, and reads its queue."""
+
+    def _source(self):
+        client = getattr(self._output, "_client", None)
+        return getattr(client, "_audio_source", None)
+
+    def queued(self) -> float:
+        """Seconds the source still has to play (livekit-rtc's own estimate)."""
+        source = self._source()
+        return source.queued_duration if source is not None else 0.0
+
+
 def _is_livekit_output(output) -> bool:
     try:
         from pipecat.transports.livekit.transport import LiveKitOutputTransport
@@ -71,7 +89,7 @@ def _is_livekit_output(output) -> bool:
     return isinstance(output, LiveKitOutputTransport)
 
 
-def hold_sink_for(output) -> NowaitSink | OutputFrameSink | None:
+def hold_sink_for(output) -> NowaitSink | LiveKitSink | None:
     """The engine's sink for a Pipecat output transport, or None if it has none.
 
     Args:
@@ -85,5 +103,5 @@ def hold_sink_for(output) -> NowaitSink | OutputFrameSink | None:
         lag = getattr(output, "write_audio_lag", None)
         return NowaitSink(nowait, lag if callable(lag) else None)
     if _is_livekit_output(output):
-        return OutputFrameSink(output)
+        return LiveKitSink(output)
     return None
