@@ -261,23 +261,29 @@ class OfflineRoom(rtc.Room):
 
     @property
     def name(self) -> str:
+        """The room name."""
         return self._offline_name
 
     @property
     def local_participant(self) -> _OfflineLocalParticipant:
+        """The bot, publishing locally."""
         return self._offline_local
 
     @property
     def remote_participants(self) -> dict:
+        """Nobody else is here."""
         return {}
 
     def isconnected(self) -> bool:
+        """Whether `connect()` was called and `disconnect()` was not since."""
         return self._offline_connected
 
     async def connect(self, url: str, token: str, options=None) -> None:
+        """Connect to nothing (Pipecat then creates and publishes its real source)."""
         self._offline_connected = True
 
     async def disconnect(self) -> None:
+        """Stop listening to the published track."""
         self._offline_connected = False
         if self.on_disconnect is not None:
             await self.on_disconnect()
