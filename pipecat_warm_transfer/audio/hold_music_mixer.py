@@ -324,7 +324,12 @@ class HoldMusicMixer(BaseAudioMixer):
             # LiveKit takes one capture at a time: let the engine's last write land first.
             await asyncio.wait([inflight])
         if self._is_own_silence(audio):
-            if await self._maybe_park(audio) or await self._wait_for_room():
+            # Park only with little queued: the engine keeps what it finds at the join.
+            if self._channel is not None:
+                waited = await self._park(audio)
+            else:
+                waited = await self._wait_for_room() or await self._maybe_park(audio)
+            if waited:
                 self._wakes_seen = self._wakes
                 return b""
             audio = audio[: self._piece_bytes(len(audio))]
@@ -397,9 +402,7 @@ class HoldMusicMixer(BaseAudioMixer):
             self._park_future = None
 
     async def _maybe_park(self, audio: bytes) -> bool:
-        if self._channel is None and not self._may_park(audio):
-            return False
-        return await self._park(audio)
+        return self._may_park(audio) and await self._park(audio)
 
     def _may_park(self, audio: bytes) -> bool:
         """Steady music over the transport's own silence, quiet for a while."""
