@@ -9,6 +9,7 @@ source played out, read back from its published track in real time.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from contextlib import asynccontextmanager
 
@@ -263,7 +264,7 @@ def continuity(positions, length: int, step: int = 160) -> dict[str, int]:
     silent blocks inside the music."""
     music = [(k, p) for k, p in enumerate(positions) if isinstance(p, int)]
     jumps = 0
-    for (k1, p1), (k2, p2) in zip(music, music[1:]):
+    for (k1, p1), (k2, p2) in itertools.pairwise(music):
         if k2 - k1 <= 12 and (p2 - p1 - (k2 - k1) * step) % length:
             jumps += 1
     first, last = music[0][0], music[-1][0]
