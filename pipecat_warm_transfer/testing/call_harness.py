@@ -15,6 +15,7 @@ real processors, the real mixer and real Pipecat workers on in-memory rooms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,14 @@ from pipecat_warm_transfer.warm_transfer import WarmTransfer
 CALLER_ROOM = "caller-room"
 CALLER_IDENTITY = "caller"
 BOT_IDENTITY = "transfer-bot"
+#: Caller outputs a harness can run: Pipecat's on the memory room, or Pipecat's real
+#: `LiveKitTransport` output writing into a real livekit-rtc `AudioSource`.
+CALLER_OUTPUTS = ("memory", "livekit")
+#: Audio still queued in LiveKit's source below which the caller has heard it all (the
+#: mixer keeps up to 35 ms of music queued while it plays).
+PLAYED_OUT_SECS = 0.05
+#: An event-loop stall longer than this is recorded (`CallReport.loop_stalls`).
+LOOP_STALL_SECS = 0.06
 
 #: Pitches of the scripted voices, so a test can tell speakers apart by frequency.
 BOT_PITCH_HZ = 220.0
@@ -68,6 +77,9 @@ class CallReport:
     #: Times the bot's stream to the caller paused over 0.1 s (a starved event loop, not a
     #: mixer choice: a held call's output sends frames, silent or not, every frame time).
     caller_stream_gaps: int = 0
+    loop_stalls: list[tuple[float, float]] = field(default_factory=list)
+    caller_output: str = "memory"
+    refused_captures: int = 0
     spoken_to_human: list[str] = field(default_factory=list)
     #: The LiveKit emulator's dials (`room`, `outcome`, `statuses`, `sip_status`,
     #: `ringing_secs`), oldest first.
@@ -126,6 +138,7 @@ class CallHarness:
         livekit: bool = False,
         record_limit_secs: float = 600.0,
         backend_kwargs: dict | None = None,
+        caller_output: str = "memory",
     ):
         """Describe the call (nothing runs until `async with`).
 
@@ -147,7 +160,13 @@ class CallHarness:
             record_limit_secs: How much of what the caller hears is kept (soaks keep little).
             backend_kwargs: Extra `LiveKitSipBackend` arguments when `livekit` is set
                 (e.g. a short `dial_grace`).
+            caller_output: `memory`, or `livekit`: the bot speaks to the caller through
+                Pipecat's real `LiveKitTransport` output and a real livekit-rtc
+                `AudioSource` (`OfflineLiveKitTransport`); what the source plays out is
+                what the caller hears.
         """
+        if caller_output not in CALLER_OUTPUTS:
+            raise ValueError(f"caller_output: expected one of {CALLER_OUTPUTS}")
         self._humans = humans or {}
         self._number = number
         self._params = params or fast_params()
@@ -163,6 +182,9 @@ class CallHarness:
         self._livekit = livekit
         self._record_limit_secs = record_limit_secs
         self._backend_kwargs = dict(backend_kwargs or {})
+        self._caller_output = caller_output
+        self.caller_livekit = None
+        self._stalls: list[tuple[float, float]] = []
         self.emulator = None
         self.events: list[dict] = []
         self.report: CallReport | None = None
@@ -215,6 +237,7 @@ class CallHarness:
         async def _on_result(_transfer, _result):
             self._result_published.set()
 
+        livekit_output = self._caller_output == "livekit"
         self.caller_transport = MemoryTransport(
             self.server,
             CALLER_ROOM,
@@ -224,9 +247,13 @@ class CallHarness:
                 audio_out_enabled=True,
                 audio_in_sample_rate=self._rate,
                 audio_out_sample_rate=self._rate,
-                audio_out_mixer=self.transfer.hold_mixer,
+                audio_out_mixer=None if livekit_output else self.transfer.hold_mixer,
             ),
         )
+        output = self.caller_transport.output()
+        if livekit_output:
+            output = self._livekit_caller_output()
+        self._stall_probe = asyncio.create_task(self._probe_loop(), name="call-harness-stalls")
         self.transfer.watch_caller_transport(self.caller_transport, CALLER_IDENTITY)
         self.bot_tts = None
         if self._bot_processors:
@@ -240,7 +267,7 @@ class CallHarness:
                 self.transfer.caller_gate(),
                 *middle,
                 self.transfer.caller_output(),
-                self.caller_transport.output(),
+                output,
             ]
         )
         self.worker = PipelineWorker(
@@ -277,6 +304,48 @@ class CallHarness:
 
     async def __aexit__(self, *exc):
         await self.finish()
+
+    def _livekit_caller_output(self):
+        """Pipecat's LiveKit output on an offline room; what it plays goes to the caller."""
+        from pipecat.transports.livekit.transport import LiveKitParams
+
+        from pipecat_warm_transfer.testing.livekit_media import OfflineLiveKitTransport
+
+        rate = self._rate
+        server = self.server
+
+        def deliver(audio: bytes, _at: float):
+            # The bot's one connection publishes what LiveKit played, as a LiveKit
+            # participant publishes its track (it does not hear itself).
+            room = server.get_room(CALLER_ROOM)
+            connection = room.connection(BOT_IDENTITY) if room is not None else None
+            if connection is not None and connection.connected:
+                connection.publish_audio(audio, rate)
+
+        self.caller_livekit = OfflineLiveKitTransport(
+            CALLER_ROOM,
+            identity=BOT_IDENTITY,
+            params=LiveKitParams(
+                audio_out_enabled=True,
+                audio_out_sample_rate=rate,
+                audio_out_mixer=self.transfer.hold_mixer,
+            ),
+            on_heard=deliver,
+            record_heard=False,
+            keep_captured=False,
+        )
+        return self.caller_livekit.output()
+
+    async def _probe_loop(self):
+        """Record event-loop stalls: silence then is the scheduler's, not the plugin's."""
+        loop = asyncio.get_running_loop()
+        step = 0.01
+        while True:
+            before = loop.time()
+            await asyncio.sleep(step)
+            late = loop.time() - before - step
+            if late > LOOP_STALL_SECS:
+                self._stalls.append((before - self.t0, loop.time() - self.t0))
 
     async def _livekit_backend(self):
         from pipecat_warm_transfer.backends.livekit import LiveKitSipBackend
@@ -350,16 +419,28 @@ class CallHarness:
         output = self.transfer.caller_output()
         quiet = 0.0
         for _ in range(int(timeout / 0.05)):
-            quiet = 0.0 if output.bot_speaking else quiet + 0.05
+            speaking = output.bot_speaking or self._queued_secs() > PLAYED_OUT_SECS
+            quiet = 0.0 if speaking else quiet + 0.05
             if quiet >= quiet_secs:
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError("the bot kept speaking")
 
+    def _queued_secs(self) -> float:
+        """Audio the caller's output has taken but the caller has not heard yet."""
+        source = self.caller_livekit.audio_source if self.caller_livekit is not None else None
+        return source.queued_duration if source is not None else 0.0
+
     async def finish(self) -> CallReport:
         """End the call, tear everything down, and count what is left (once)."""
         if self.report is not None:
             return self.report
+        if self.caller_livekit is not None:
+            # LiveKit plays what it was given up to a second after Pipecat wrote it, and
+            # the bot's connection closes with the pipeline: let the caller hear what
+            # the bot is saying first (bounded), as the memory output's paced writes do.
+            with contextlib.suppress(TimeoutError):
+                await self.wait_quiet(quiet_secs=0.3, timeout=8.0)
         await self.worker.queue_frame(EndFrame())
         try:
             await asyncio.wait_for(asyncio.shield(self._run_task), 15.0)
@@ -367,6 +448,8 @@ class CallHarness:
             await self.worker.cancel(reason="harness timeout")
             await asyncio.wait_for(self._run_task, 10.0)
         await self.backend.close()
+        self._stall_probe.cancel()
+        await asyncio.gather(self._stall_probe, return_exceptions=True)
         caller_audio = self.caller.recording()
         stream_gaps = self.caller.stream_gaps(BOT_IDENTITY)
         await self.caller.close()
@@ -408,6 +491,11 @@ class CallHarness:
             caller_stream_gaps=stream_gaps,
             dials=dials,
             ringing_dials=ringing_dials,
+            loop_stalls=list(self._stalls),
+            caller_output=self._caller_output,
+            refused_captures=(
+                self.caller_livekit.media.refused if self.caller_livekit is not None else 0
+            ),
         )
         return self.report
 

@@ -19,8 +19,9 @@ participant of the room would, and when.
   just before, and its outcome (taken, refused, failed);
 - `media.heard`: every sample the source played out, with the time of the first one.
 
-Pass `on_heard` to forward what plays (non-silent 10 ms frames) somewhere else, e.g. into
-a `MemoryRoom`, so a scripted caller hears the bot through LiveKit's own output path.
+Pass `on_heard` to forward what plays (every 10 ms frame, silence included) somewhere
+else, e.g. into a `MemoryRoom`, so a scripted caller hears the bot through LiveKit's own
+output path.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ class _Recorder:
             if record.record_heard:
                 record.heard_frames.append(data)
                 record.heard_arrivals.append(now)
-            if self._on_heard is not None and data.count(0) != len(data):
+            if self._on_heard is not None:
                 self._on_heard(data, now)
 
     async def close(self) -> None:
@@ -346,7 +347,7 @@ class OfflineLiveKitTransport(LiveKitTransport):
             room_name: Name of the offline room.
             identity: The bot's identity in it.
             params: Pipecat's `LiveKitParams` (the defaults are what users run).
-            on_heard: Called with each non-silent 10 ms frame as it plays, and its time.
+            on_heard: Called with each 10 ms frame as it plays, and its time.
             record_heard: Keep every played sample in `media.heard()` (off for benchmarks
                 of many calls; the track is then not listened to unless `on_heard`).
             keep_captured: Keep every captured sample in `captured()`.
