@@ -34,6 +34,7 @@ from pipecat_warm_transfer.audio.hold_music_link import HoldMusicLink
 from pipecat_warm_transfer.audio.hold_music_mixer import HoldMusicMixer
 from pipecat_warm_transfer.audio.metrics import max_step, windowed_rms_dbfs
 from pipecat_warm_transfer.testing.livekit_media import REFUSED, OfflineLiveKitTransport
+from pipecat_warm_transfer.testing.music_finder import music_positions
 
 RATE = 16000
 MARKER_LEVEL = 30000  # far above any music sample, so its first heard sample is exact
@@ -234,29 +235,6 @@ async def test_no_music_means_nothing_written():
 
 
 # -- the shared engine on LiveKit ---------------------------------------------------------
-
-
-def music_positions(heard: np.ndarray, loops, step: int = 160) -> list[int | None | str]:
-    """For each `step`-sample block of `heard`: its position in one of `loops` (exact
-    match), None for digital silence, "-" for anything else (speech, fades, ducking)."""
-    index: dict[bytes, list] = {}
-    for loop in loops:
-        keys = np.lib.stride_tricks.sliding_window_view(loop.samples, 4)
-        for p in range(loop.length):
-            index.setdefault(keys[p].tobytes(), []).append((loop, p))
-    out: list[int | None | str] = []
-    for i in range(0, len(heard) - step + 1, step):
-        block = heard[i : i + step]
-        if not block.any():
-            out.append(None)
-            continue
-        found = [
-            p
-            for loop, p in index.get(block[:4].tobytes(), [])
-            if np.array_equal(loop.take(p, step), block)
-        ]
-        out.append(found[0] if len(found) == 1 else "-")
-    return out
 
 
 def continuity(positions, length: int, step: int = 160) -> dict[str, int]:

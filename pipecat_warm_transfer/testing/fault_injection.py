@@ -33,6 +33,7 @@ from pipecat.frames.frames import CancelFrame
 from pipecat_warm_transfer.audio.metrics import windowed_rms_dbfs
 from pipecat_warm_transfer.params import BriefingParams
 from pipecat_warm_transfer.testing.call_harness import BRIEFING_PITCH_HZ, CallHarness, fast_params
+from pipecat_warm_transfer.testing.music_finder import hold_loops, music_times
 from pipecat_warm_transfer.testing.scripted_party import HumanScript, tone
 from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
 from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferOutcome
@@ -87,6 +88,7 @@ class FaultPlan:
     call_secs: float
     livekit: bool = False
     faults: list[tuple] = field(default_factory=list)
+    caller_output: str = "memory"
 
     def describe(self) -> str:
         """One line saying what this run does."""
@@ -103,7 +105,7 @@ class FaultPlan:
             f"caller_hangs_up_at={self.caller_hangs_up_at} end_at={self.pipeline_end_at}"
             f"{'(cancel)' if self.pipeline_cancel else ''} second_request_at="
             f"{self.second_request_at} briefing_fails={self.briefing_fails} "
-            f"livekit={self.livekit} faults={self.faults}"
+            f"livekit={self.livekit} faults={self.faults} caller_output={self.caller_output}"
         )
 
 
@@ -163,6 +165,9 @@ def draw_plan(seed: int) -> FaultPlan:
         call_secs=call_secs,
         livekit=livekit,
         faults=faults,
+        # A draw of its own, so every other draw of a seed stays what it was: a third
+        # of the calls speak to the caller through Pipecat's real LiveKit output.
+        caller_output="livekit" if random.Random(seed ^ 0x5EED).random() < 1 / 3 else "memory",
     )
 
 
@@ -223,6 +228,7 @@ async def run_plan(
         backend_factory=backend_factory,
         livekit=plan.livekit,
         backend_kwargs={"dial_grace": DIAL_GRACE, "status_poll_interval": STATUS_POLL},
+        caller_output=plan.caller_output,
         caller_script=(
             (lambda p: p.hang_up(plan.caller_hangs_up_at)) if plan.caller_hangs_up_at else None
         ),
@@ -294,6 +300,9 @@ def _check(plan, report, accepted, log, secrets, final_state) -> list[str]:
     if any(report.leaks.values()):
         problems.append(f"leaks {report.leaks}")
     problems += _dead_air(report, plan.pipeline_end_at)
+    problems += _stray_music(report)
+    if report.refused_captures:
+        problems.append(f"LiveKit refused {report.refused_captures} captures (frames lost)")
     problems += _line_problems(report)
     for secret in secrets:
         if secret and any(secret in line for line in log):
@@ -340,39 +349,83 @@ def _line_problems(report) -> list[str]:
 def _dead_air(report, cutoff: float | None) -> list[str]:
     """While held (music on), no more than one silent 20 ms frame at a time.
 
-    When the bot's stream itself paused (the event loop was starved, e.g. by an
-    overloaded machine), the silence is the scheduler's, not the plugin's: not judged.
+    Silence while the event loop itself stalled (an overloaded machine: the harness
+    records every stall over 60 ms) is the scheduler's, not the plugin's: such a run is
+    not judged, and only such a run.
     """
-    if report.caller_stream_gaps:
-        return []
     rate = report.sample_rate
     audio = report.caller_audio
     problems = []
-    starts = [e["t"] for e in report.events if e["event"] == "hold_started"]
-    for start in starts:
-        ends = [
-            e["t"]
-            for e in report.events
-            if e["t"] > start
-            and e["event"]
-            in ("connected", "transfer_failed", "caller_hung_up", "teardown_done", "cancelled")
-        ]
-        end = min(ends) if ends else len(audio) / rate
+    for start, end in _hold_windows(report):
         if cutoff is not None:
             end = min(end, cutoff)  # the bot's pipeline ended: nobody is sending audio
         window = audio[int(start * rate) : int(end * rate)]
         if len(window) < rate // 10:
             continue
         silent = windowed_rms_dbfs(window, rate, 20) < -60.0
-        longest = _longest_run(silent)
-        if longest > 1:
-            problems.append(f"dead air of {longest} frames while held at {start:.2f}s")
+        for run_start, run_length in _runs(silent):
+            if run_length <= 1:
+                continue
+            at = start + 0.02 * run_start
+            if _during_stall(report, at, at + 0.02 * run_length):
+                continue
+            problems.append(f"dead air of {run_length} frames while held at {at:.2f}s")
     return problems
 
 
-def _longest_run(flags: np.ndarray) -> int:
-    best = run = 0
-    for flag in flags:
-        run = run + 1 if flag else 0
-        best = max(best, run)
-    return best
+#: Events that end a hold (the music fades out from there).
+_HOLD_ENDS = ("connected", "transfer_failed", "caller_hung_up", "teardown_done", "cancelled")
+#: Time after a hold ends for the fade-out (250 ms) and what the transport still holds.
+_MUSIC_TAIL_SECS = 0.6
+
+
+def _hold_windows(report) -> list[tuple[float, float]]:
+    """(hold_started, first end after it) for every hold of the call, in seconds."""
+    windows = []
+    for start in [e["t"] for e in report.events if e["event"] == "hold_started"]:
+        ends = [e["t"] for e in report.events if e["t"] > start and e["event"] in _HOLD_ENDS]
+        windows.append(
+            (start, min(ends) if ends else len(report.caller_audio) / report.sample_rate)
+        )
+    return windows
+
+
+def _stray_music(report) -> list[str]:
+    """The caller hears steady hold music only while held (hold started to a hold end).
+
+    Found sample for sample (`music_finder`): a block of what the caller heard that
+    equals a slice of the hold loop is the hold music, whatever else is said.
+    """
+    rate = report.sample_rate
+    audio = report.caller_audio
+    requested = [e["t"] for e in report.events if e["event"] == "transfer_requested"]
+    allowed = [
+        (min([t for t in requested if t <= start] or [start]), end + _MUSIC_TAIL_SECS)
+        for start, end in _hold_windows(report)
+    ]
+    stray = [
+        t
+        for t in music_times(audio, hold_loops(rate), rate)
+        if not any(a <= t <= b for a, b in allowed)
+    ]
+    if len(stray) >= 5:  # 50 ms and more
+        return [f"hold music at {stray[0]:.2f}s outside any hold ({len(stray) * 10} ms)"]
+    return []
+
+
+def _during_stall(report, start: float, end: float) -> bool:
+    return any(a - 0.2 <= end and start <= b + 0.2 for a, b in report.loop_stalls)
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """(start, length) of each run of True in `flags`."""
+    runs, start = [], None
+    for i, flag in enumerate(flags):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            runs.append((start, i - start))
+            start = None
+    if start is not None:
+        runs.append((start, len(flags) - start))
+    return runs
