@@ -77,6 +77,10 @@ async def main(room: str):
             audio_in_enabled=True,
             audio_out_enabled=True,
             audio_out_mixer=transfer.hold_mixer,
+            # LiveKit's source queue (default 1,000 ms): TTS replies queue there and
+            # Pipecat reports the bot stopped when the last frame is queued; 200 ms keeps
+            # that close to what the caller hears. The hold mixer never fills it.
+            audio_out_queue_size_ms=200,
         ),
     )
     transfer.watch_caller_transport(transport)

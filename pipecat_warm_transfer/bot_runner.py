@@ -174,6 +174,14 @@ def hold_mixer(loaded: LoadedConfig) -> HoldMusicMixer:
     return loaded.transfer_settings().hold_music.mixer()
 
 
+#: LiveKit's output source queue for the caller (Pipecat's default is 1,000 ms). The hold
+#: mixer never fills it, but a TTS reply arrives faster than it plays and queues there;
+#: Pipecat reports the bot stopped speaking when the last frame is queued, so a short
+#: queue keeps `hold_started` and the bot's turn-taking within 200 ms of what the caller
+#: hears, and an interruption has less to drop.
+LIVEKIT_OUTPUT_QUEUE_MS = 200
+
+
 def transport_params(
     loaded: LoadedConfig,
     mixer: HoldMusicMixer,
@@ -181,12 +189,16 @@ def transport_params(
 ) -> TransportParams:
     """The caller transport's parameters: audio in and out, the hold mixer on the output."""
     rate = loaded.config.bot.sample_rate
+    extra = {}
+    if "audio_out_queue_size_ms" in params_class.model_fields:
+        extra["audio_out_queue_size_ms"] = LIVEKIT_OUTPUT_QUEUE_MS
     return params_class(
         audio_in_enabled=True,
         audio_out_enabled=True,
         audio_in_sample_rate=rate,
         audio_out_sample_rate=rate,
         audio_out_mixer=mixer,
+        **extra,
     )
 
 

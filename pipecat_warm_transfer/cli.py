@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--config", default=None, help="use this bot YAML's transfer settings (see validate)"
     )
+    demo.add_argument(
+        "--caller-output",
+        choices=("livekit", "memory"),
+        default="livekit",
+        help="what the caller hears the bot through: Pipecat's real LiveKit output and a "
+        "livekit-rtc AudioSource (default), or the in-memory room",
+    )
 
     emulator = commands.add_parser(
         "emulator", help="serve the offline LiveKit API emulator on loopback (for your tests)"
@@ -91,7 +98,8 @@ def _demo(args) -> int:
             for problem in e.problems:
                 print(problem)
             return 2
-    return run_demo(args.scenario, args.out or f"demo-out/{args.scenario}", config=args.config)
+    out = args.out or f"demo-out/{args.scenario}"
+    return run_demo(args.scenario, out, config=args.config, caller_output=args.caller_output)
 
 
 def _emulator(args) -> int:

@@ -307,3 +307,18 @@ async def test_the_fade_out_is_whole_when_a_parked_call_stops_its_music():
     assert levels[audible[-1] - 2 : audible[-1] + 1].max() < -40.0  # and quiet at its end
     assert max_step(heard) < 4000  # no click
     assert media.refused == 0
+
+
+def test_the_yaml_runner_gives_livekit_a_short_output_queue():
+    from types import SimpleNamespace
+
+    from pipecat.transports.base_transport import TransportParams
+
+    from pipecat_warm_transfer.bot_runner import LIVEKIT_OUTPUT_QUEUE_MS, transport_params
+
+    loaded = SimpleNamespace(config=SimpleNamespace(bot=SimpleNamespace(sample_rate=16000)))
+    mixer = HoldMusicMixer()
+    params = transport_params(loaded, mixer, LiveKitParams)
+    assert params.audio_out_queue_size_ms == LIVEKIT_OUTPUT_QUEUE_MS == 200
+    assert params.audio_out_mixer is mixer
+    assert not hasattr(transport_params(loaded, mixer, TransportParams), "audio_out_queue_size_ms")

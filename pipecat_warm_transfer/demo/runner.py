@@ -239,8 +239,13 @@ async def run_scenario(
     *,
     on_event: Callable[[dict], None] | None = None,
     config: str | Path | None = None,
+    caller_output: str = "livekit",
 ) -> dict:
     """Run one scenario and write its five files; returns the report.
+
+    The caller hears the bot through Pipecat's real `LiveKitTransport` output and a real
+    livekit-rtc `AudioSource` (`caller_output="livekit"`, the path users run), or through
+    the memory room's output (`"memory"`).
 
     With `config`, a bot YAML's transfer settings (messages, hold music, level, timeouts,
     briefing options) replace the demo's own. A run that does not go as scripted still
@@ -266,6 +271,7 @@ async def run_scenario(
         sample_rate=RATE,
         bot_processors=_bot,
         livekit=True,
+        caller_output=caller_output,
     )
     error: ScenarioError | None = None
     async with harness as call:
@@ -348,7 +354,12 @@ async def _progress(started: float):
         print(f"\r  … {time.monotonic() - started:5.1f} s", end="\r", flush=True)
 
 
-def run_demo(name: str, out_dir: str | Path, config: str | Path | None = None) -> int:
+def run_demo(
+    name: str,
+    out_dir: str | Path,
+    config: str | Path | None = None,
+    caller_output: str = "livekit",
+) -> int:
     """The `demo` command: run, print the timeline as it happens, say where the files are."""
     scenario = SCENARIOS[name]
     logger.remove()
@@ -359,7 +370,9 @@ def run_demo(name: str, out_dir: str | Path, config: str | Path | None = None) -
     async def main() -> dict:
         ticker = asyncio.create_task(_progress(started))
         try:
-            return await run_scenario(name, out_dir, on_event=_print_event, config=config)
+            return await run_scenario(
+                name, out_dir, on_event=_print_event, config=config, caller_output=caller_output
+            )
         finally:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)

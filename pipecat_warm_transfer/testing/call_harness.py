@@ -74,11 +74,17 @@ class CallReport:
     leaks: dict[str, int]
     sample_rate: int
     spoken_to_caller: list[str] = field(default_factory=list)
-    #: Times the bot's stream to the caller paused over 0.1 s (a starved event loop, not a
-    #: mixer choice: a held call's output sends frames, silent or not, every frame time).
+    #: Times the bot's stream to the caller paused over 0.1 s (the mixer writes nothing
+    #: while no music plays, so a pause alone says nothing; see `loop_stalls`).
     caller_stream_gaps: int = 0
+    #: (start, end) in seconds of every event-loop stall over `LOOP_STALL_SECS`.
     loop_stalls: list[tuple[float, float]] = field(default_factory=list)
+    #: For each event, how much later the caller hears that moment (audio LiveKit's
+    #: source still held: Pipecat reports speech written, not heard; 0 in memory).
+    event_lags: list[float] = field(default_factory=list)
+    #: The caller's output: `memory` or `livekit` (Pipecat's real LiveKit output).
     caller_output: str = "memory"
+    #: Captures LiveKit's source refused (frames Pipecat dropped silently).
     refused_captures: int = 0
     spoken_to_human: list[str] = field(default_factory=list)
     #: The LiveKit emulator's dials (`room`, `outcome`, `statuses`, `sip_status`,
@@ -187,6 +193,7 @@ class CallHarness:
         self._stalls: list[tuple[float, float]] = []
         self.emulator = None
         self.events: list[dict] = []
+        self.event_lags: list[float] = []
         self.report: CallReport | None = None
         self._event_waiters: list[tuple[str, asyncio.Future]] = []
 
@@ -221,6 +228,7 @@ class CallHarness:
         async def _on_event(_transfer, event: dict):
             stamped = {"t": round(loop.time() - self.t0, 3), **event}
             self.events.append(stamped)
+            self.event_lags.append(round(self._queued_secs(), 3))
             for name, future in list(self._event_waiters):
                 if name == event["event"] and not future.done():
                     future.set_result(stamped)
@@ -482,6 +490,7 @@ class CallHarness:
         self.leftover_tasks = tasks
         self.report = CallReport(
             events=list(self.events),
+            event_lags=list(self.event_lags),
             results=self.transfer.results,
             caller_audio=caller_audio,
             human_audio=human_audio,

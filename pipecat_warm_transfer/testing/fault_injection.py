@@ -379,19 +379,28 @@ _HOLD_ENDS = ("connected", "transfer_failed", "caller_hung_up", "teardown_done",
 _MUSIC_TAIL_SECS = 0.6
 
 
-def _hold_windows(report) -> list[tuple[float, float]]:
-    """(hold_started, first end after it) for every hold of the call, in seconds."""
+#: Events after which the caller is no longer held: the music must be gone by then.
+_CALLER_BACK = ("connected", "returned_to_caller", "caller_hung_up", "cancelled")
+
+
+def _hold_windows(report, ends=_HOLD_ENDS) -> list[tuple[float, float]]:
+    """Say when each hold began and ended, in seconds, as the caller heard it.
+
+    (hold_started, the first of `ends` after it); on LiveKit an event's moment plays
+    `event_lags` later than it happened.
+    """
+    lags = report.event_lags or [0.0] * len(report.events)
+    heard = [(e["t"] + lag, e) for e, lag in zip(report.events, lags, strict=True)]
+    last = len(report.caller_audio) / report.sample_rate
     windows = []
-    for start in [e["t"] for e in report.events if e["event"] == "hold_started"]:
-        ends = [e["t"] for e in report.events if e["t"] > start and e["event"] in _HOLD_ENDS]
-        windows.append(
-            (start, min(ends) if ends else len(report.caller_audio) / report.sample_rate)
-        )
+    for start in [t for t, e in heard if e["event"] == "hold_started"]:
+        after = [t for t, e in heard if t > start and e["event"] in ends]
+        windows.append((start, min(after) if after else last))
     return windows
 
 
 def _stray_music(report) -> list[str]:
-    """The caller hears steady hold music only while held (hold started to a hold end).
+    """The caller hears steady hold music only while held (until connected or back).
 
     Found sample for sample (`music_finder`): a block of what the caller heard that
     equals a slice of the hold loop is the hold music, whatever else is said.
@@ -401,7 +410,7 @@ def _stray_music(report) -> list[str]:
     requested = [e["t"] for e in report.events if e["event"] == "transfer_requested"]
     allowed = [
         (min([t for t in requested if t <= start] or [start]), end + _MUSIC_TAIL_SECS)
-        for start, end in _hold_windows(report)
+        for start, end in _hold_windows(report, _CALLER_BACK)
     ]
     stray = [
         t
