@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "bridge_latency": "benchmarks.bridge_latency_bench",
     "control": "benchmarks.control_bench",
     "memory": "benchmarks.memory_bench",
+    "livekit_path": "benchmarks.livekit_path_bench",
 }
 
 

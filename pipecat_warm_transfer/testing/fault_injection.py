@@ -386,15 +386,24 @@ _CALLER_BACK = ("connected", "returned_to_caller", "caller_hung_up", "cancelled"
 def _hold_windows(report, ends=_HOLD_ENDS) -> list[tuple[float, float]]:
     """Say when each hold began and ended, in seconds, as the caller heard it.
 
-    (hold_started, the first of `ends` after it); on LiveKit an event's moment plays
-    `event_lags` later than it happened.
+    (hold_started, the first of `ends` of the same transfer after it, or of the call);
+    a hold line that ends after its transfer already ended (a fast failure) starts no
+    hold. On LiveKit an event's moment plays `event_lags` later than it happened.
     """
     lags = report.event_lags or [0.0] * len(report.events)
     heard = [(e["t"] + lag, e) for e, lag in zip(report.events, lags, strict=True)]
     last = len(report.caller_audio) / report.sample_rate
     windows = []
-    for start in [t for t, e in heard if e["event"] == "hold_started"]:
-        after = [t for t, e in heard if t > start and e["event"] in ends]
+    for start, hold in [(t, e) for t, e in heard if e["event"] == "hold_started"]:
+        own = [
+            t
+            for t, e in heard
+            if e["event"] in ends
+            and e.get("transfer", hold.get("transfer")) == hold.get("transfer")
+        ]
+        if any(t <= start for t in own):
+            continue  # the transfer was over before its hold line ended
+        after = [t for t in own if t > start]
         windows.append((start, min(after) if after else last))
     return windows
 
