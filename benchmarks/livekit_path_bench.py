@@ -819,6 +819,11 @@ def _plot(
         transform=ax1.get_yaxis_transform(),
     )
     ax1.set_yscale("symlog", linthresh=10)
+    worst = max(
+        (1000 * (d - base_p50_s) for c in LATENCY_CONFIGS for d in latency[c]["log"].delays_s),
+        default=100.0,
+    )
+    ax1.set_ylim(top=max(100.0, 3.0 * worst))
     ax1.set_xticks(range(len(LATENCY_CONFIGS)), [labels[c] for c in LATENCY_CONFIGS], fontsize=8)
     ax1.set_ylabel("added playout delay, ms (delay - no-mixer p50; symlog)")
     ax1.set_title("Marker push -> heard on the LiveKit track", fontsize=11)

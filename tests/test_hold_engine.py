@@ -481,10 +481,20 @@ async def test_a_wake_during_the_lead_write_keeps_the_call_out_of_the_engine(mus
     silence = bytes(2 * FRAME)
     assert await mixer.mix(silence) != silence  # music; the silence buffer is now known
     mixer._last_wake = time.monotonic() - 2 * PARK_AFTER_SECS  # quiet for long enough
-    parking = asyncio.create_task(mixer.mix(silence))
-    await writing.wait()
+    woken = asyncio.Event()
+
+    async def transport():
+        """Pipecat's output loop: ask for the mixer's audio until it plays on after the wake."""
+        while True:
+            out = await mixer.mix(silence)
+            if out and woken.is_set():
+                return out
+
+    parking = asyncio.create_task(transport())
+    await asyncio.wait_for(writing.wait(), 2.0)  # the call is joining: its lead is being written
     mixer.wake()  # speech is on its way while the lead is being written
+    woken.set()
     out = await asyncio.wait_for(parking, 1.0)
-    assert out and out != silence and not mixer.parked  # played on, not parked
+    assert out != silence and not mixer.parked  # played on, not parked
     engine.leave(other)
     await mixer.stop()
