@@ -289,10 +289,11 @@ async def test_a_thousand_park_and_wake_cycles_on_livekit(monkeypatch):
         await asyncio.sleep(0.3)
     watcher.cancel()
     media = call.media
-    assert parks == cycles
-    assert media.refused == 0 and media.failed == 0
+    assert parks == cycles, f"parked in {parks} of {cycles} cycles"
+    assert media.refused == 0 and media.failed == 0, (media.refused, media.failed)
     assert max(loop.peak for loop in loops) < 28000 - 15000  # only reminders reach 15000
-    assert int(np.count_nonzero(media.heard() > 15000)) == reminders * len(reminder) // 2
+    loud = int(np.count_nonzero(media.heard() > 15000))
+    assert loud == reminders * len(reminder) // 2, (loud, reminders, stalls)
     report = continuity(music_positions(media.heard(), loops), loops[0].length)
     assert report["jumps"] == 0, report["jumps"]
     # The source ran dry only where the event loop itself stalled (a loaded machine).
