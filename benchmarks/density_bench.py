@@ -612,15 +612,28 @@ class DensitySearch:
         }
 
 
-async def _run_searches(
+def _density_line(kind: str, n: int, result: Trial, secs: float) -> str:
+    return (
+        f"  density {kind:>8} N={n:>6}: late {100 * result.late_fraction:6.2f} %"
+        f" ({'pass' if result.passed else 'FAIL'}), "
+        f"{result.cpu_us_per_call_second:7.1f} CPU µs/call-s, "
+        f"load {result.cpu_s / result.window_s:4.2f}, "
+        f"max late {result.max_lateness_ms:6.1f} ms, "
+        f"GC max {result.gc['max_pause_ms']:.0f} ms  [{secs:.1f} s]"
+    )
+
+
+async def run_searches(
     searches: list[DensitySearch],
-    trial: Callable[[str, int], Awaitable[Trial]],
+    trial: Callable[[str, int], Awaitable[Any]],
     budget_s: float,
+    describe: Callable[[str, int, Any, float], str] = _density_line,
 ) -> None:
     """Run the searches in rounds, one trial each, interleaved (same machine conditions).
 
     A round starts only if the time budget still fits one more round as long as the
-    last one, so interleaved searches always get the same number of trials.
+    last one, so interleaved searches always get the same number of trials. `describe`
+    makes each trial's progress line (kind, N, result, seconds).
     """
     t_end = time.perf_counter() + budget_s
     last_round_s = 0.0
@@ -642,14 +655,7 @@ async def _run_searches(
             t0 = time.perf_counter()
             result = await trial(search.kind, n)
             search.report(result)
-            progress(
-                f"  density {search.kind:>8} N={n:>6}: late {100 * result.late_fraction:6.2f} %"
-                f" ({'pass' if result.passed else 'FAIL'}), "
-                f"{result.cpu_us_per_call_second:7.1f} CPU µs/call-s, "
-                f"load {result.cpu_s / result.window_s:4.2f}, "
-                f"max late {result.max_lateness_ms:6.1f} ms, "
-                f"GC max {result.gc['max_pause_ms']:.0f} ms  [{time.perf_counter() - t0:.1f} s]"
-            )
+            progress(describe(search.kind, n, result, time.perf_counter() - t0))
         last_round_s = time.perf_counter() - t_round
 
 
@@ -758,7 +764,7 @@ async def _run(profile: str) -> dict[str, Any]:
 
         with PinnedToOneCore() as pin:
             progress(f"  density: pinned to CPU {pin.cpu}; load average {load_average()}")
-            await _run_searches(
+            await run_searches(
                 [searches["ours_per_frame"], searches["baseline"]],
                 trial,
                 settings["budget_s"]["pipecat"],
@@ -766,18 +772,18 @@ async def _run(profile: str) -> dict[str, Any]:
             base_n = searches["baseline"].lo or settings["pipecat_start"]
             start = int(settings["ours_start_ratio"] * base_n)
             searches["ours"].restart(-(-start // 8) * 8)
-            await _run_searches([searches["ours"]], trial, settings["budget_s"]["ours"])
+            await run_searches([searches["ours"]], trial, settings["budget_s"]["ours"])
             if "ours_reminders" in searches:
                 # Both speak the same reminders, interleaved: the fair comparison.
                 searches["ours_reminders"].restart(-(-base_n // 8) * 8)
                 searches["baseline_reminders"].restart(max(8, base_n // 2))
-                await _run_searches(
+                await run_searches(
                     [searches["ours_reminders"], searches["baseline_reminders"]],
                     trial,
                     settings["budget_s"]["reminders"],
                 )
             if gc_kind in searches:
-                await _run_searches([searches[gc_kind]], trial, settings["budget_s"]["gc_default"])
+                await run_searches([searches[gc_kind]], trial, settings["budget_s"]["gc_default"])
     return {"searches": searches, "cpu": pin.cpu}
 
 

@@ -38,7 +38,6 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,7 @@ from benchmarks.common import (
     save_figure,
     write_json,
 )
-from benchmarks.density_bench import DensitySearch
+from benchmarks.density_bench import DensitySearch, run_searches
 from benchmarks.mixer_bench import BASELINE_VOLUME, LEVEL_DBFS, _write_music_files
 from pipecat_warm_transfer import HoldMusicLink, HoldMusicMixer, SharedHoldEngine
 from pipecat_warm_transfer.audio.music_source import load_music_loop
@@ -659,36 +658,6 @@ def _trial_line(trial: HeldTrial, label: str, elapsed: float) -> str:
     )
 
 
-async def _run_searches(
-    searches: list[DensitySearch],
-    trial: Callable[[str, int], Awaitable[HeldTrial]],
-    budget_s: float,
-) -> None:
-    """Searches in rounds, one trial each (same machine conditions), within a budget."""
-    t_end = time.perf_counter() + budget_s
-    last_round_s = 0.0
-    while any(not s.done for s in searches):
-        if time.perf_counter() + last_round_s > t_end:
-            for search in searches:
-                if not search.done:
-                    progress(
-                        f"  density {search.kind}: time budget reached, bracket "
-                        f"[{search.lo}, {search.hi}] kept"
-                    )
-                    search.stop()
-            return
-        t_round = time.perf_counter()
-        for search in searches:
-            n = search.next_n()
-            if n is None:
-                continue
-            t0 = time.perf_counter()
-            result = await trial(search.kind, n)
-            search.report(result)
-            progress(_trial_line(result, "density", time.perf_counter() - t0))
-        last_round_s = time.perf_counter() - t_round
-
-
 # --------------------------------------------------------------------------- run
 
 
@@ -747,8 +716,11 @@ async def _run(profile: str) -> dict[str, Any]:
                     result = await trial(kind, fixed_n)
                     fixed[kind].append(result)
                     progress(_trial_line(result, f"same-N r{r + 1}", time.perf_counter() - t0))
-            await _run_searches(
-                [searches[k] for k in MUSIC_KINDS], trial, settings["density_budget_s"]
+            await run_searches(
+                [searches[k] for k in MUSIC_KINDS],
+                trial,
+                settings["density_budget_s"],
+                lambda _kind, _n, result, secs: _trial_line(result, "density", secs),
             )
     return {"latency": latency, "fixed": fixed, "searches": searches, "cpu": pin.cpu}
 
