@@ -337,6 +337,7 @@ def _write_outputs(out: Path, scenario: Scenario, report, summary: dict):
         out / "events.jsonl",
         out / "timeline.png",
         title=f"Warm transfer, scenario '{scenario.name}': {scenario.description}",
+        event_lags=report.event_lags,
     )
 
 

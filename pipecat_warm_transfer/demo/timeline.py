@@ -249,6 +249,7 @@ def draw_timeline(
     out_png: str | Path,
     *,
     title: str | None = None,
+    event_lags: list[float] | None = None,
 ) -> Path:
     """Draw a call's timeline to a PNG (14 x 6 inches at 120 dpi: 1680 x 720 pixels).
 
@@ -259,6 +260,9 @@ def draw_timeline(
             recordings' first sample) and `event`; a few events are enough.
         out_png: Where to write the PNG (parent directories are created).
         title: Figure title (default: the PNG's file name).
+        event_lags: For each event, how much later the caller heard that moment (on
+            LiveKit's output, Pipecat reports speech written before it is heard): the
+            hold-music lane is drawn where the caller heard the music.
 
     Returns:
         The PNG's path.
@@ -321,7 +325,10 @@ def draw_timeline(
     ax_hold.set_ylabel(
         "Hold music", rotation=0, ha="right", va="center", fontsize=11, fontweight="bold"
     )
-    for start, end in _hold_spans(events, duration):
+    heard = events
+    if event_lags is not None and len(event_lags) == len(events):
+        heard = [{**e, "t": float(e["t"]) + lag} for e, lag in zip(events, event_lags, strict=True)]
+    for start, end in _hold_spans(heard, duration):
         ax_hold.broken_barh(
             [(start, end - start)], (0.2, 0.6), color=_LANE_COLORS["music"], zorder=2
         )
