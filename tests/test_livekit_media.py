@@ -238,13 +238,15 @@ async def test_no_music_means_nothing_written():
 
 
 def continuity(positions, length: int, step: int = 160) -> dict:
-    """Jumps between music blocks (directly or across <= 12 speech/ducked blocks), and the
-    silent blocks inside the music (their indexes)."""
+    """Jumps in the music (between music blocks directly or across <= 12 speech, ducked
+    or silent blocks: silence is inserted, not music skipped), and the silent blocks
+    inside the music; both as block indexes."""
     music = [(k, p) for k, p in enumerate(positions) if isinstance(p, int)]
-    jumps = 0
+    jumps = []
     for (k1, p1), (k2, p2) in itertools.pairwise(music):
-        if k2 - k1 <= 12 and (p2 - p1 - (k2 - k1) * step) % length:
-            jumps += 1
+        played = sum(1 for p in positions[k1:k2] if p is not None)
+        if k2 - k1 <= 12 and (p2 - p1 - played * step) % length:
+            jumps.append(k1)
     first, last = music[0][0], music[-1][0]
     gaps = [k for k in range(first, last) if positions[k] is None]
     return {"music_blocks": len(music), "jumps": jumps, "gaps": gaps}
@@ -295,14 +297,18 @@ async def test_a_thousand_park_and_wake_cycles_on_livekit(monkeypatch):
     loud = int(np.count_nonzero(media.heard() > 15000))
     assert loud == reminders * len(reminder) // 2, (loud, reminders, stalls)
     report = continuity(music_positions(media.heard(), loops), loops[0].length)
-    assert report["jumps"] == 0, report["jumps"]
-    # The source ran dry only where the event loop itself stalled (a loaded machine).
-    unexplained = [
-        k
-        for k in report["gaps"]
-        if not any(a - 0.05 <= media.heard_time(k * 160) <= b + 0.1 for a, b in stalls)
-    ]
-    assert unexplained == [], (unexplained, len(report["gaps"]), stalls)
+
+    def unexplained(blocks):
+        """Blocks not where the event loop itself stalled (a loaded machine): a source
+        that runs dry plays silence, and part of a 10 ms frame may be silence."""
+        return [
+            k
+            for k in blocks
+            if not any(a - 0.05 <= media.heard_time(k * 160) <= b + 0.15 for a, b in stalls)
+        ]
+
+    assert unexplained(report["jumps"]) == [], (report["jumps"], stalls)
+    assert unexplained(report["gaps"]) == [], (len(report["gaps"]), stalls)
     assert report["music_blocks"] > 0.5 * (len(media.heard()) // 160)
 
 
@@ -343,3 +349,11 @@ def test_the_yaml_runner_gives_livekit_a_short_output_queue():
     assert params.audio_out_queue_size_ms == LIVEKIT_OUTPUT_QUEUE_MS == 200
     assert params.audio_out_mixer is mixer
     assert not hasattr(transport_params(loaded, mixer, TransportParams), "audio_out_queue_size_ms")
+
+
+def test_continuity_tells_a_jump_from_inserted_silence():
+    # 0, 160, 320, silence (the source ran dry), 480: continuous; then 800: skipped 160.
+    report = continuity([0, 160, 320, None, 480, 800], length=10_000)
+    assert report["gaps"] == [3] and report["jumps"] == [4]
+    assert continuity([0, 160, "-", 480], length=10_000)["jumps"] == []  # speech over it
+    assert continuity([0, 160, 160], length=10_000)["jumps"] == [1]  # repeated
