@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import math
 import tempfile
 import time
 from array import array
@@ -95,6 +94,7 @@ from benchmarks.mixer_bench import (
     _write_music_files,
 )
 from pipecat_warm_transfer import HoldMusicLink, HoldMusicMixer, SharedHoldEngine
+from pipecat_warm_transfer.audio.metrics import rms_dbfs
 from pipecat_warm_transfer.audio.music_source import load_music_loop
 from pipecat_warm_transfer.testing import MemoryRoomServer, MemoryTransport
 
@@ -151,11 +151,6 @@ PNG_PATH = RESULTS_DIR / "density.png"
 
 class BenchmarkSanityError(RuntimeError):
     """A mixer did not produce the music the benchmark means to measure."""
-
-
-def _dbfs(samples: np.ndarray) -> float:
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
-    return 20.0 * math.log10(max(rms, 1e-12) / 32768.0)
 
 
 # --------------------------------------------------------------------------- GC pauses
@@ -488,7 +483,7 @@ async def _pipecat_trial(kind: str, n: int, files: dict[str, Path], settings: di
         frames += call_frames
         worst = max(worst, call_worst)
     sample = np.frombuffer(b"".join(calls[0].audio or []), dtype=np.int16)
-    level = _dbfs(sample)
+    level = rms_dbfs(sample)
     # With reminders, call 0's last 1.6 s may hold one over the music: louder is fine.
     too_far = level - LEVEL_DBFS < -LEVEL_TOLERANCE_DB or (
         not reminders and level - LEVEL_DBFS > LEVEL_TOLERANCE_DB

@@ -47,7 +47,8 @@ from pipecat.audio.mixers.soundfile_mixer import SoundfileMixer
 from pipecat.frames.frames import MixerEnableFrame, OutputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.filters.identity_filter import IdentityFilter
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.livekit.transport import LiveKitParams
 from pipecat.workers.runner import WorkerRunner
 
@@ -63,9 +64,10 @@ from benchmarks.common import (
     save_figure,
     write_json,
 )
-from benchmarks.density_bench import DensitySearch, run_searches
+from benchmarks.density_bench import BenchmarkSanityError, DensitySearch, run_searches
 from benchmarks.mixer_bench import BASELINE_VOLUME, LEVEL_DBFS, _write_music_files
 from pipecat_warm_transfer import HoldMusicLink, HoldMusicMixer, SharedHoldEngine
+from pipecat_warm_transfer.audio.metrics import rms_dbfs
 from pipecat_warm_transfer.audio.music_source import load_music_loop
 from pipecat_warm_transfer.testing.livekit_media import (
     FAILED,
@@ -136,24 +138,7 @@ JSON_PATH = RESULTS_DIR / "livekit_path.json"
 PNG_PATH = RESULTS_DIR / "livekit_path.png"
 
 
-class BenchmarkSanityError(RuntimeError):
-    """A call did not do what the benchmark means to measure."""
-
-
-def _dbfs(samples: np.ndarray) -> float:
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
-    return 20.0 * math.log10(max(rms, 1e-12) / 32768.0)
-
-
 # --------------------------------------------------------------------------- one call
-
-
-class _Source(FrameProcessor):
-    """The pipeline's first processor: passes everything on; markers are pushed from it."""
-
-    async def process_frame(self, frame, direction: FrameDirection):
-        await super().process_frame(frame, direction)
-        await self.push_frame(frame, direction)
 
 
 def _make_mixer(kind: str, files: dict[str, Path]) -> Any:
@@ -191,7 +176,7 @@ class _Call:
             record_heard=record_heard,
             keep_captured=False,
         )
-        self.source = _Source()
+        self.source = IdentityFilter()  # markers are pushed from it
         processors: list[FrameProcessor] = [self.source]
         if isinstance(self.mixer, HoldMusicMixer):
             processors.append(HoldMusicLink(self.mixer))
@@ -332,7 +317,7 @@ async def _latency(files: dict[str, Path], settings: dict[str, Any]) -> dict[str
         # Sanity: music where it should be, and never loud enough to pass for a marker.
         first = media.heard_index(log.pushes[0] - LOOKBACK_SECS) if log.pushes else len(heard)
         before = heard[max(0, first - 8 * RATE // 10) : first]
-        level = _dbfs(before)
+        level = rms_dbfs(before)
         if call.kind in ("ours_on", "ours_parked", "soundfile_on") and level < MIN_MUSIC_DBFS:
             raise BenchmarkSanityError(f"{call.kind}: music at {level:.1f} dBFS before a marker")
         if before.size and int(np.abs(before.astype(np.int32)).max()) > MARKER_THRESHOLD:

@@ -25,7 +25,7 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.runner import WorkerRunner
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.filters.identity_filter import IdentityFilter
 from pipecat.transports.livekit.transport import LiveKitParams
 
 import pipecat_warm_transfer.audio.hold_music_mixer as hold_music_mixer
@@ -33,6 +33,7 @@ from pipecat_warm_transfer.audio.hold_engine import SharedHoldEngine
 from pipecat_warm_transfer.audio.hold_music_link import HoldMusicLink
 from pipecat_warm_transfer.audio.hold_music_mixer import HoldMusicMixer
 from pipecat_warm_transfer.audio.metrics import max_step, windowed_rms_dbfs
+from pipecat_warm_transfer.testing.harness import watch_loop_stalls
 from pipecat_warm_transfer.testing.livekit_media import REFUSED, OfflineLiveKitTransport
 from pipecat_warm_transfer.testing.music_finder import music_positions
 
@@ -40,14 +41,6 @@ RATE = 16000
 MARKER_LEVEL = 30000  # far above any music sample, so its first heard sample is exact
 #: The issue's bound: audio plays at most this much later than without a mixer (p99).
 ADDED_LATENCY_BOUND_MS = 40.0
-
-
-class Source(FrameProcessor):
-    """Passes everything on; tests push frames from it as a bot's TTS would."""
-
-    async def process_frame(self, frame, direction: FrameDirection):
-        await super().process_frame(frame, direction)
-        await self.push_frame(frame, direction)
 
 
 class LiveKitCall:
@@ -63,7 +56,7 @@ class LiveKitCall:
                 **(params or {}),
             )
         )
-        self.source = Source()
+        self.source = IdentityFilter()  # tests push frames from it as a bot's TTS would
         processors = [self.source]
         if mixer is not None and link:
             processors.append(HoldMusicLink(mixer))
@@ -252,16 +245,6 @@ def continuity(positions, length: int, step: int = 160) -> dict:
     return {"music_blocks": len(music), "jumps": jumps, "gaps": gaps}
 
 
-async def watch_stalls(stalls: list, step: float = 0.005, late: float = 0.010):
-    """Record event-loop stalls: a source that runs dry then is the machine's doing."""
-    loop = asyncio.get_running_loop()
-    while True:
-        before = loop.time()
-        await asyncio.sleep(step)
-        if loop.time() - before - step > late:
-            stalls.append((before, loop.time()))
-
-
 async def test_a_thousand_park_and_wake_cycles_on_livekit(monkeypatch):
     """Zero refused captures, the music sample-continuous through every hand-over, and
     every reminder heard whole."""
@@ -270,7 +253,7 @@ async def test_a_thousand_park_and_wake_cycles_on_livekit(monkeypatch):
     reminder = constant(28000, 0.1)
     mixer = HoldMusicMixer(fade_ms=100, shared_engine=SharedHoldEngine())
     stalls: list[tuple[float, float]] = []
-    watcher = asyncio.create_task(watch_stalls(stalls))
+    watcher = asyncio.create_task(watch_loop_stalls(stalls, step=0.005, late=0.010))
     async with running(LiveKitCall(mixer)) as call:
         await call.push(MixerEnableFrame(True))
         await asyncio.sleep(0.3)

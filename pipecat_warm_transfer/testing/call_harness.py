@@ -29,6 +29,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from pipecat_warm_transfer.backends.base import TransferBackend, TransferTarget
 from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
+from pipecat_warm_transfer.testing.harness import watch_loop_stalls
 from pipecat_warm_transfer.testing.memory_backend import InMemoryBackend
 from pipecat_warm_transfer.testing.memory_room import MemoryRoomServer
 from pipecat_warm_transfer.testing.memory_transport import MemoryTransport
@@ -261,7 +262,10 @@ class CallHarness:
         output = self.caller_transport.output()
         if livekit_output:
             output = self._livekit_caller_output()
-        self._stall_probe = asyncio.create_task(self._probe_loop(), name="call-harness-stalls")
+        self._stall_probe = asyncio.create_task(
+            watch_loop_stalls(self._stalls, step=0.01, late=LOOP_STALL_SECS, origin=self.t0),
+            name="call-harness-stalls",
+        )
         self.transfer.watch_caller_transport(self.caller_transport, CALLER_IDENTITY)
         self.bot_tts = None
         if self._bot_processors:
@@ -343,17 +347,6 @@ class CallHarness:
             keep_captured=False,
         )
         return self.caller_livekit.output()
-
-    async def _probe_loop(self):
-        """Record event-loop stalls: silence then is the scheduler's, not the plugin's."""
-        loop = asyncio.get_running_loop()
-        step = 0.01
-        while True:
-            before = loop.time()
-            await asyncio.sleep(step)
-            late = loop.time() - before - step
-            if late > LOOP_STALL_SECS:
-                self._stalls.append((before - self.t0, loop.time() - self.t0))
 
     async def _livekit_backend(self):
         from pipecat_warm_transfer.backends.livekit import LiveKitSipBackend

@@ -187,3 +187,20 @@ class PipelineRun:
             await self.end()
         else:
             await self.cancel()
+
+
+async def watch_loop_stalls(
+    stalls: list[tuple[float, float]], *, step: float, late: float, origin: float = 0.0
+) -> None:
+    """Record event-loop stalls until cancelled.
+
+    Appends (start, end), in event-loop seconds from `origin`, of every sleep of `step`
+    that woke more than `late` late. Silence while the loop itself stalled is the
+    machine's doing, not the code under test's.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(step)
+        if loop.time() - before - step > late:
+            stalls.append((before - origin, loop.time() - origin))
