@@ -26,6 +26,7 @@ from pipecat_warm_transfer.testing import (
     ScriptedParty,
     tone,
 )
+from pipecat_warm_transfer.testing.leak_check import NO_LEAKS, LeakWatch
 from pipecat_warm_transfer.types import (
     ConnectMode,
     FailureReason,
@@ -37,7 +38,6 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NUMBER = "+15550100"
 RATE = 16000
 ROOM = "caller-room"
-NO_LEAKS = {"rooms": 0, "participants": 0, "connections": 0, "tasks": 0}
 REASONS = [r.value for r in FailureReason]
 
 
@@ -204,9 +204,18 @@ class OfflineCall:
             caller_room=ROOM,
         )
 
+        self.leak_watch = LeakWatch(
+            self.server,
+            caller_room=ROOM,
+            caller_identity="caller",
+            bot_identity="transfer-bot",
+            own_tasks=(f"{self.call.worker}::",),
+        )
+
         @self.call.transfer.event_handler("on_transfer_event")
         async def _on_event(_transfer, event):
             self.events.append(event)
+            self.leak_watch.on_event(event)
             self._changed.set()
 
         @self.call.transfer.event_handler("on_state_changed")
@@ -252,6 +261,9 @@ class OfflineCall:
         if not self.task.done():
             self.caller.hang_up()
         await asyncio.wait_for(self.task, 15)
+        for _ in range(3):  # the event handlers run in tasks: let them look first
+            await asyncio.sleep(0)
+        self.leak_watch.at_end()  # what the call left, before any clean-up here
         # Nobody is left on a call when the bot's call ends (before the backend's own close).
         self.humans_on_call = [p.identity for p in self.backend.parties.values() if p.connected]
         await self.backend.close()
@@ -263,7 +275,9 @@ class OfflineCall:
         current = asyncio.current_task()
         alive = [t for t in asyncio.all_tasks() if t not in self._baseline and t is not current]
         leftovers["tasks"] = len([t for t in alive if not t.done()])
-        self.leaks = leftovers
+        watched = self.leak_watch.counts()
+        self.leaks = {kind: leftovers.get(kind, 0) + n for kind, n in watched.items()}
+        self.leak_findings = self.leak_watch.describe()
 
 
 def scenario(reason: str):
@@ -329,7 +343,7 @@ async def test_a_flow_transfers_and_branches_on_each_outcome(tmp_path, reason):
     assert call.call.flow_manager.state["warm_transfer"]["status"] == reason
     assert [e["event"] for e in call.events].count("teardown_done") == 1
     assert call.humans_on_call == []
-    assert call.leaks == NO_LEAKS
+    assert call.leaks == NO_LEAKS, call.leak_findings
 
 
 async def test_the_flow_state_fills_a_later_prompt(tmp_path):
@@ -388,7 +402,7 @@ async def test_the_warm_transfer_action_branches_on_the_outcome(tmp_path, accept
     assert outcome["outcome"] == ("connected" if accept else "failed")
     requested = next(e for e in call.events if e["event"] == "transfer_requested")
     assert requested["reason"] == "Asked for billing."
-    assert call.leaks == NO_LEAKS
+    assert call.leaks == NO_LEAKS, call.leak_findings
 
 
 async def test_a_plain_bot_greets_and_transfers_with_its_llm_tool(tmp_path):
@@ -417,7 +431,7 @@ async def test_a_plain_bot_greets_and_transfers_with_its_llm_tool(tmp_path):
         "LLMAssistantAggregator",
     ]
     assert call.call.llm.calls == ["transfer_to_human"]
-    assert call.leaks == NO_LEAKS
+    assert call.leaks == NO_LEAKS, call.leak_findings
 
 
 #

@@ -18,6 +18,7 @@ from pipecat_warm_transfer.testing import (
     PipelineRun,
     tone,
 )
+from pipecat_warm_transfer.testing.leak_check import NO_LEAKS
 
 RATE = 16000
 FRAME = 640  # 40 ms, Pipecat's default output chunk
@@ -378,7 +379,7 @@ async def test_a_long_hold_parks_between_reminders_without_dead_air(engine_on):
         await asyncio.gather(watcher, return_exceptions=True)
         assert not mixer.parked  # taken back for the fade-out and the failure sentence
     report = call.report
-    assert report.leaks == {"rooms": 0, "participants": 0, "connections": 0, "tasks": 0}
+    assert report.leaks == NO_LEAKS, report.leak_findings
     assert report.spoken_to_caller.count("Still trying.") >= 2  # reminders woke it up
     hold = report.first("hold_started")["t"]
     failed = report.first("transfer_failed")["t"]

@@ -31,6 +31,7 @@ from pipecat_warm_transfer.testing import (
     tone,
 )
 from pipecat_warm_transfer.testing.call_harness import CallHarness, fast_params
+from pipecat_warm_transfer.testing.leak_check import NO_LEAKS
 from pipecat_warm_transfer.testing.livekit_emulator import LiveKitEmulator
 from pipecat_warm_transfer.types import (
     ConnectMode,
@@ -703,7 +704,7 @@ async def test_teardown_retries_a_transient_delete_room_failure():
         await call.wait_for("teardown_done")
         assert [r for r in call.server.list_rooms() if r.startswith("consult-")] == []
         assert call.emulator.methods_called().count("DeleteRoom") == 3
-    assert call.report.leaks == {"rooms": 0, "participants": 0, "connections": 0, "tasks": 0}
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 async def test_hanging_up_a_moved_human_retries_a_transient_failure():
@@ -722,7 +723,7 @@ async def test_hanging_up_a_moved_human_retries_a_transient_failure():
         await call.wait_for("teardown_done")
         await asyncio.sleep(1.0)
         assert call.server.get_room("caller-room").participants == ["transfer-bot"]
-    assert call.report.leaks == {"rooms": 0, "participants": 0, "connections": 0, "tasks": 0}
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 # LiveKit as it really answers

@@ -17,12 +17,12 @@ from pipecat_warm_transfer.testing.call_harness import (
     CallHarness,
     fast_params,
 )
+from pipecat_warm_transfer.testing.leak_check import NO_LEAKS
 from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
 from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferOutcome
 
 NUMBER = "+15550100"
 RATE = 16000
-NO_LEAKS = {"rooms": 0, "participants": 0, "connections": 0, "tasks": 0}
 HUMAN_VOICE_HZ = 700.0
 CALLER_VOICE_HZ = 900.0
 
@@ -87,7 +87,7 @@ async def test_success_by_move_with_music_and_no_dead_air(caller_output):
     ]:
         assert name in names, names
     assert names.index("hold_started") < names.index("human_answered")
-    assert report.leaks == NO_LEAKS, call.leftover_tasks
+    assert report.leaks == NO_LEAKS, report.leak_findings
 
     audio = report.caller_audio
     hold = report.first("hold_started")["t"]
@@ -124,7 +124,7 @@ async def test_bridge_relays_both_ways_when_move_is_unsupported(caller_output):
     report = call.report
     result = only_result(report)
     assert result.connect_mode == ConnectMode.BRIDGE
-    assert report.leaks == NO_LEAKS
+    assert report.leaks == NO_LEAKS, report.leak_findings
     answered = report.first("human_answered")["t"]
     heard = window(report.caller_audio, answered + 4.6, answered + 5.4)
     assert abs(dominant_frequency(heard, RATE) - HUMAN_VOICE_HZ) < 5
@@ -158,7 +158,7 @@ async def test_dial_failures_return_the_caller_with_the_reason(
     assert result.sip_status == status
     failed = report.first("transfer_failed")
     assert failed["reason"] == str(reason)
-    assert report.leaks == NO_LEAKS
+    assert report.leaks == NO_LEAKS, report.leak_findings
     # Review defect: the consult room is gone as soon as the dial failed.
     assert report.first("teardown_done")["t"] <= report.first("returned_to_caller")["t"]
     # The caller is told, in the bot's voice, after the music faded out.
@@ -177,7 +177,7 @@ async def test_dial_failure_after_the_room_exists_leaks_nothing():
         await call.wait_for("teardown_done")
         assert [r for r in call.server.list_rooms() if r.startswith("consult-")] == []
         assert call.server.leftovers()["connections"] == 2  # caller and bot only
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 async def test_consult_room_is_closed_after_a_completed_transfer():
@@ -191,14 +191,14 @@ async def test_consult_room_is_closed_after_a_completed_transfer():
         assert sorted(room.participants) == sorted(
             ["caller", "transfer-bot", "human-" + call.transfer._attempt.id]
         )
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 async def test_decline_by_keypad():
     script = HumanScript(answer_after=0.5, greeting=tone(500, 0.4)).dtmf(1.5, "2")
     call = await run_call({NUMBER: script}, until=["returned_to_caller"])
     assert only_result(call.report).reason == FailureReason.DECLINED
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 async def test_human_hangs_up_during_briefing():
@@ -206,7 +206,7 @@ async def test_human_hangs_up_during_briefing():
     call = await run_call({NUMBER: script}, until=["returned_to_caller"])
     assert only_result(call.report).reason == FailureReason.HUMAN_HUNG_UP
     assert "human_hung_up" in call.report.event_names()
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 async def test_briefing_timeout():
@@ -215,7 +215,7 @@ async def test_briefing_timeout():
         {NUMBER: script}, until=["returned_to_caller"], params=fast_params(briefing_timeout=2.0)
     )
     assert only_result(call.report).reason == FailureReason.BRIEFING_TIMEOUT
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 async def test_caller_hangs_up_while_ringing_cancels_the_dial():
@@ -230,7 +230,7 @@ async def test_caller_hangs_up_while_ringing_cancels_the_dial():
     report = call.report
     assert only_result(report).reason == FailureReason.CALLER_HUNG_UP
     assert "human_answered" not in report.event_names()
-    assert report.leaks == NO_LEAKS
+    assert report.leaks == NO_LEAKS, report.leak_findings
 
 
 async def test_caller_hangs_up_during_briefing_the_human_is_told():
@@ -243,7 +243,7 @@ async def test_caller_hangs_up_during_briefing_the_human_is_told():
         await call.wait_idle()
     report = call.report
     assert only_result(report).reason == FailureReason.CALLER_HUNG_UP
-    assert report.leaks == NO_LEAKS
+    assert report.leaks == NO_LEAKS, report.leak_findings
     hung = report.first("caller_hung_up")["t"]
     done = report.first("teardown_done")["t"]
     told = window(report.human_audio, hung, done)
@@ -264,7 +264,7 @@ async def test_caller_hangs_up_after_move_hangs_up_the_human(caller_output):
         await asyncio.sleep(0.3)
         assert call.server.get_room("caller-room").participants == ["transfer-bot"]
     assert only_result(call.report).outcome == TransferOutcome.CONNECTED
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 @BOTH_OUTPUTS
@@ -282,7 +282,7 @@ async def test_human_hangs_up_after_bridge_the_bot_takes_the_caller_back(caller_
     assert "human_hung_up" in report.event_names()
     told = window(report.caller_audio, back["t"] + 0.2, back["t"] + 1.5)
     assert abs(dominant_frequency(told, RATE) - BOT_PITCH_HZ) < 5
-    assert report.leaks == NO_LEAKS
+    assert report.leaks == NO_LEAKS, report.leak_findings
 
 
 async def test_pipeline_end_mid_transfer_cancels_and_tears_down():
@@ -292,7 +292,7 @@ async def test_pipeline_end_mid_transfer_cancels_and_tears_down():
     report = call.report
     assert only_result(report).reason == FailureReason.CANCELLED
     assert "teardown_done" in report.event_names()
-    assert report.leaks == NO_LEAKS
+    assert report.leaks == NO_LEAKS, report.leak_findings
 
 
 async def test_a_second_transfer_after_a_failure_connects():
@@ -307,7 +307,7 @@ async def test_a_second_transfer_after_a_failure_connects():
         assert not await call.transfer.start_transfer("third while connected")
     outcomes = [r.outcome for r in call.report.results]
     assert outcomes == [TransferOutcome.FAILED, TransferOutcome.CONNECTED]
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 async def test_transfers_are_limited_per_call():
@@ -436,7 +436,7 @@ async def test_summary_is_ready_when_the_human_answers(delay, expect_llm):
     else:
         assert "I was charged twice" in intro  # the deterministic fallback
     assert llm.calls == 1
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 @pytest.mark.parametrize(
@@ -470,7 +470,7 @@ async def test_a_briefing_that_cannot_start_returns_the_caller():
     result = only_result(call.report)
     assert result.reason == FailureReason.CONNECT_FAILED
     assert result.detail == "RuntimeError"
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 @pytest.mark.parametrize(
@@ -509,7 +509,7 @@ async def test_move_only_on_a_server_without_move_fails_to_connect():
     result = only_result(call.report)
     assert result.reason == FailureReason.CONNECT_FAILED
     assert result.detail == "move unavailable"
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 async def test_auto_falls_back_to_bridge_when_the_move_is_refused():
@@ -532,7 +532,7 @@ async def test_auto_falls_back_to_bridge_when_the_move_is_refused():
         assert await call.transfer.start_transfer("x")
         await call.wait_for("connected")
     assert only_result(call.report).connect_mode == ConnectMode.BRIDGE
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 @pytest.mark.parametrize("supports_move", [True, False])
@@ -548,7 +548,7 @@ async def test_human_hangs_up_between_accepting_and_being_joined(supports_move):
         assert str(call.transfer.state) == "idle"
     assert "human_hung_up" in call.report.event_names()
     assert "returned_to_caller" in call.report.event_names()
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 @BOTH_OUTPUTS

@@ -23,6 +23,7 @@ from pipecat_warm_transfer.testing.call_harness import (
     CallHarness,
     fast_params,
 )
+from pipecat_warm_transfer.testing.leak_check import NO_LEAKS
 from pipecat_warm_transfer.testing.scripted_services import (
     ScriptedLLMService,
     ScriptedReply,
@@ -32,7 +33,6 @@ from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
 from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferOutcome
 
 NUMBER = "+15550100"
-NO_LEAKS = {"rooms": 0, "participants": 0, "connections": 0, "tasks": 0}
 
 
 def voice_briefing(lines, replies, *, detect_voicemail=False, llms=None):
@@ -99,7 +99,7 @@ async def test_human_accepts_by_voice():
     assert result.outcome == TransferOutcome.CONNECTED
     assert result.connect_mode == ConnectMode.MOVE
     assert llms[0].calls == ["connect_to_caller"]
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 async def test_human_declines_by_voice_with_a_reason():
@@ -116,7 +116,7 @@ async def test_human_declines_by_voice_with_a_reason():
     result = call.report.results[-1]
     assert result.reason == FailureReason.DECLINED
     assert result.detail == "in a meeting"
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 async def test_voicemail_detected_by_pipecats_detector():
@@ -133,7 +133,7 @@ async def test_voicemail_detected_by_pipecats_detector():
         assert await call.transfer.start_transfer("billing")
         await call.wait_for("returned_to_caller", timeout=25)
     assert call.report.results[-1].reason == FailureReason.VOICEMAIL
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 async def test_voicemail_reported_by_the_briefing_llm_tool():
@@ -146,7 +146,7 @@ async def test_voicemail_reported_by_the_briefing_llm_tool():
         assert await call.transfer.start_transfer("billing")
         await call.wait_for("returned_to_caller")
     assert call.report.results[-1].reason == FailureReason.VOICEMAIL
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 async def test_the_callers_llm_starts_the_transfer_with_its_tool():
@@ -174,7 +174,7 @@ async def test_the_callers_llm_starts_the_transfer_with_its_tool():
     requested = call.report.first("transfer_requested")
     assert requested["reason"] == "wants a person about billing"
     assert call.report.results[-1].outcome == TransferOutcome.CONNECTED
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
 def test_caller_words_reach_the_briefing_only_as_quoted_data():
@@ -217,4 +217,4 @@ async def test_a_prompt_injection_from_the_caller_cannot_connect_the_call():
     assert llms[0].calls == ["connect_to_caller"]  # the model tried
     assert call.report.results == []  # nothing happened: no transfer, no connect
     assert call.report.event_names() == []
-    assert call.report.leaks == NO_LEAKS
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings

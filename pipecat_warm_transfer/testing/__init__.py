@@ -16,6 +16,7 @@
 
 from pipecat_warm_transfer.testing.call_harness import CallHarness, CallReport, fast_params
 from pipecat_warm_transfer.testing.harness import FrameCapture, PipelineRun
+from pipecat_warm_transfer.testing.leak_check import NO_LEAKS, LeakWatch
 from pipecat_warm_transfer.testing.livekit_emulator import (
     LiveKitEmulator,
     default_humans,
@@ -59,6 +60,8 @@ from pipecat_warm_transfer.testing.scripted_services import (
 from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
 
 __all__ = [
+    "NO_LEAKS",
+    "LeakWatch",
     "LiveKitEmulator",
     "default_humans",
     "serve_forever",

@@ -30,6 +30,7 @@ from pipecat.workers.runner import WorkerRunner
 from pipecat_warm_transfer.backends.base import TransferBackend, TransferTarget
 from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
 from pipecat_warm_transfer.testing.harness import watch_loop_stalls
+from pipecat_warm_transfer.testing.leak_check import LeakWatch
 from pipecat_warm_transfer.testing.memory_backend import InMemoryBackend
 from pipecat_warm_transfer.testing.memory_room import MemoryRoomServer
 from pipecat_warm_transfer.testing.memory_transport import MemoryTransport
@@ -64,7 +65,9 @@ class CallReport:
         results: Transfer results, oldest first.
         caller_audio: What the caller heard (int16 mono at `sample_rate`).
         human_audio: What the (last) human heard.
-        leaks: Rooms, participants, connections and asyncio tasks left after teardown.
+        leaks: Rooms, participants (ringing dials too), connections, asyncio tasks and
+            missing teardowns: what each transfer left at its `teardown_done`, what was
+            left when the pipeline ended, and what the harness's clean-up left, summed.
         sample_rate: Recording rate.
     """
 
@@ -93,6 +96,8 @@ class CallReport:
     dials: list[dict] = field(default_factory=list)
     #: Dials the emulator still had ringing after teardown (a phone nobody hung up).
     ringing_dials: int = 0
+    #: Each leftover counted in `leaks`, with where it was seen.
+    leak_findings: list[str] = field(default_factory=list)
 
     def event_names(self) -> list[str]:
         """Event names in order."""
@@ -146,6 +151,7 @@ class CallHarness:
         record_limit_secs: float = 600.0,
         backend_kwargs: dict | None = None,
         caller_output: str = "memory",
+        check_leaks: bool = True,
     ):
         """Describe the call (nothing runs until `async with`).
 
@@ -171,6 +177,9 @@ class CallHarness:
                 Pipecat's real `LiveKitTransport` output and a real livekit-rtc
                 `AudioSource` (`OfflineLiveKitTransport`); what the source plays out is
                 what the caller hears.
+            check_leaks: Leaving the `async with` block raises `AssertionError` naming
+                every leftover (see `CallReport.leaks`), so no whole-call test can
+                forget to look. Off where the caller judges leaks itself (the fault suite).
         """
         if caller_output not in CALLER_OUTPUTS:
             raise ValueError(f"caller_output: expected one of {CALLER_OUTPUTS}")
@@ -190,6 +199,7 @@ class CallHarness:
         self._record_limit_secs = record_limit_secs
         self._backend_kwargs = dict(backend_kwargs or {})
         self._caller_output = caller_output
+        self._check_leaks = check_leaks
         self.caller_livekit = None
         self._stalls: list[tuple[float, float]] = []
         self.emulator = None
@@ -225,10 +235,19 @@ class CallHarness:
             **self._transfer_kwargs,
         )
 
+        self.leak_watch = LeakWatch(
+            self.server,
+            caller_room=CALLER_ROOM,
+            caller_identity=CALLER_IDENTITY,
+            bot_identity=BOT_IDENTITY,
+            emulator=self.emulator,
+        )
+
         @self.transfer.event_handler("on_transfer_event")
         async def _on_event(_transfer, event: dict):
             stamped = {"t": round(loop.time() - self.t0, 3), **event}
             self.events.append(stamped)
+            self.leak_watch.on_event(stamped)
             self.event_lags.append(round(self._queued_secs(), 3))
             for name, future in list(self._event_waiters):
                 if name == event["event"] and not future.done():
@@ -296,6 +315,7 @@ class CallHarness:
         async def _on_started(_worker, _frame):
             started.set()
 
+        self.leak_watch.own_tasks = (f"{self.worker}::",)
         self.runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
         await self.runner.add_workers(self.worker)
         self._run_task = asyncio.create_task(self.runner.run(), name="call-harness-runner")
@@ -314,8 +334,10 @@ class CallHarness:
         await self.caller.start()
         return self
 
-    async def __aexit__(self, *exc):
-        await self.finish()
+    async def __aexit__(self, exc_type, exc, tb):
+        report = await self.finish()
+        if self._check_leaks and exc_type is None and any(report.leaks.values()):
+            raise AssertionError(f"the call leaked {report.leaks}: {report.leak_findings}")
 
     def _livekit_caller_output(self):
         """Pipecat's LiveKit output on an offline room; what it plays goes to the caller."""
@@ -448,6 +470,9 @@ class CallHarness:
         except TimeoutError:
             await self.worker.cancel(reason="harness timeout")
             await asyncio.wait_for(self._run_task, 10.0)
+        for _ in range(3):  # event handlers run in tasks of their own: let them look first
+            await asyncio.sleep(0)
+        self.leak_watch.at_end()  # before anything of the harness's is closed
         await self.backend.close()
         self._stall_probe.cancel()
         await asyncio.gather(self._stall_probe, return_exceptions=True)
@@ -481,13 +506,18 @@ class CallHarness:
         ]
         leftover["tasks"] = len(tasks)
         self.leftover_tasks = tasks
+        watched = self.leak_watch.counts()
+        leaks = {kind: leftover.get(kind, 0) + n for kind, n in watched.items()}
+        findings = self.leak_watch.describe()
+        findings += [f"after clean-up: {k} {n}" for k, n in leftover.items() if n]
         self.report = CallReport(
             events=list(self.events),
             event_lags=list(self.event_lags),
             results=self.transfer.results,
             caller_audio=caller_audio,
             human_audio=human_audio,
-            leaks=leftover,
+            leaks=leaks,
+            leak_findings=findings,
             sample_rate=self._rate,
             spoken_to_caller=list(getattr(self.bot_tts, "spoken", [])),
             caller_stream_gaps=stream_gaps,

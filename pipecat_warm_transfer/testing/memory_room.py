@@ -722,6 +722,10 @@ class MemoryRoomServer:
             raise MemoryRoomError(f"participant {identity!r} not found in room {room!r}")
         self._drop(connection, own_reason="removed", peer_reason="removed")
 
+    def open_connections(self) -> list[MemoryConnection]:
+        """The connections still open, in any room (leak checks name each)."""
+        return list(self._connections)
+
     def leftovers(self) -> dict[str, int]:
         """What is still open: `{"rooms": n, "participants": n, "connections": n}`."""
         return {
