@@ -21,8 +21,10 @@ every frame it passes on.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
+from loguru import logger
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -56,6 +58,9 @@ from pipecat_warm_transfer.types import TransferState
 
 if TYPE_CHECKING:
     from pipecat_warm_transfer.warm_transfer import WarmTransfer
+
+#: Audio still queued in the transport below which the caller has heard a sentence.
+PLAYED_OUT_SECS = 0.05
 
 #: Caller input that must not reach STT/LLM while the caller is held or connected.
 HELD_INPUT_FRAMES = (
@@ -159,6 +164,8 @@ class CallerOutput(FrameProcessor):
         self._music_on = False
         self._start_sent = False  # the mixer was told to start the music after the speech
         self._bot_speaking = False
+        self._awaited: tuple[str, asyncio.Event] | None = None  # a sentence to be heard
+        self._awaited_spoken = ""
 
     @property
     def music_on(self) -> bool:
@@ -189,6 +196,7 @@ class CallerOutput(FrameProcessor):
             self._bot_speaking = True
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._bot_speaking = False
+            self._check_awaited()
             if (
                 direction == FrameDirection.UPSTREAM
                 and self._music_armed
@@ -198,8 +206,13 @@ class CallerOutput(FrameProcessor):
         elif (
             isinstance(frame, TTSTextFrame)
             and direction == FrameDirection.DOWNSTREAM
-            and self._music_armed
+            and (self._music_armed or self._awaited is not None)
         ):
+            if self._awaited is not None:
+                self._awaited_spoken = f"{self._awaited_spoken} {frame.text}"[-2000:]
+            if not self._music_armed:
+                await self.push_frame(frame, direction)
+                return
             self._heard_text = True
             self._spoken_since_armed = f"{self._spoken_since_armed} {frame.text}"[-2000:]
         elif (
@@ -243,6 +256,42 @@ class CallerOutput(FrameProcessor):
         return _words(self._transfer.hold_message)[-3:] == _tail_words(
             self._spoken_since_armed, 3
         ) or _contains_words(self._spoken_since_armed, self._transfer.hold_message)
+
+    def expect_speech(self, text: str):
+        """Start listening for `text` (before it is said): see `wait_heard`."""
+        self._awaited = (text, asyncio.Event())
+        self._awaited_spoken = ""
+
+    async def wait_heard(self, timeout: float):
+        """Wait until the caller has heard the sentence given to `expect_speech` (bounded).
+
+        Its words passed to the transport and the bot stopped speaking; then what the
+        transport still queues (LiveKit's source) plays out too. A join that does not wait
+        cuts the sentence off: the bot is silenced once the caller is with the human.
+        """
+        awaited = self._awaited
+        if awaited is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            await asyncio.wait_for(awaited[1].wait(), timeout)
+        except TimeoutError:
+            logger.warning(f"{self}: `{awaited[0]}` was not heard in {timeout:.1f} s")
+        finally:
+            self._awaited = None
+        mixer = self._transfer.hold_mixer
+        # LiveKit's source plays out on its own thread and signals nothing: poll it.
+        while mixer.unplayed_secs() > PLAYED_OUT_SECS and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+    def _check_awaited(self):
+        awaited = self._awaited
+        if awaited is None:
+            return
+        text, event = awaited
+        if not self._awaited_spoken or _contains_words(self._awaited_spoken, text):
+            event.set()  # a TTS without text frames: its first stop
 
     async def start_music(self):
         """Fade the hold music in (idempotent)."""

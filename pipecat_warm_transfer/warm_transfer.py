@@ -60,6 +60,8 @@ from pipecat_warm_transfer.types import (
 HOLD_LINE_TIMEOUT_SECS = 8.0
 #: Bound on the "caller has disconnected" sentence to a briefed human.
 CALLER_LEFT_SPEECH_SECS = 8.0
+#: Longest the join waits for the caller to hear the connected sentence.
+CONNECTED_SPEECH_SECS = 8.0
 
 _DECISION_FAILURES = {
     "decline": FailureReason.DECLINED,
@@ -96,6 +98,7 @@ class _Attempt:
         self.answered_at: float | None = None
         self.result: TransferResult | None = None
         self.torn_down = False
+        self.teardown_task: asyncio.Task | None = None
         self.summary_task: asyncio.Task | None = None
         self.turns: list = []
         self.human_left: str | None = None  # the human hung up before being joined
@@ -440,6 +443,11 @@ class WarmTransfer(BaseObject):
             attempt.timings.briefing = time.monotonic() - briefing.briefing_started_at
         logger.info(f"{self}: briefing decision {decision.kind} via {decision.via}")
         if decision.kind == "accept":
+            # Both sentences at once: the caller hears they are being connected while
+            # the human is thanked, so neither waits in silence for the other.
+            if self._params.connected_message:
+                self._output.expect_speech(self._params.connected_message)
+                await self._gate.announce(self._params.connected_message)
             await briefing.say(self._briefing_params.connecting_message)
         return decision
 
@@ -454,7 +462,8 @@ class WarmTransfer(BaseObject):
         accepted_at = time.monotonic()
         mode = self._params.connect_mode
         if self._params.connected_message:
-            await self._gate.announce(self._params.connected_message)
+            # Joined, the bot is silent to the caller: the sentence must be heard first.
+            await self._output.wait_heard(CONNECTED_SPEECH_SECS)
         if mode != ConnectMode.BRIDGE and self._backend.supports_move and self._caller_room:
             try:
                 await leg.move_to(self._caller_room)
@@ -617,19 +626,30 @@ class WarmTransfer(BaseObject):
     #
 
     async def _teardown(self, attempt: _Attempt, *, hang_up_moved: bool = False):
-        """Close the consult leg on every path (idempotent per attempt)."""
-        if attempt.torn_down:
-            if hang_up_moved and attempt.moved and attempt.leg is not None:
-                await _quietly(attempt.leg.hang_up(), "hang up the moved human")
-            return
-        attempt.torn_down = True
+        """Close the consult leg on every path: once per attempt, and every caller waits.
+
+        The teardown runs in a task of its own, so a caller cancelled meanwhile (the run
+        task, when the caller hangs up during a slow teardown) neither stops it halfway
+        nor loses its `teardown_done`; whoever comes next waits for the same teardown.
+        """
+        first = attempt.teardown_task is None
+        if first:
+            attempt.torn_down = True
+            attempt.teardown_task = asyncio.create_task(
+                self._close_attempt(attempt, hang_up_moved), name=f"{self}::teardown"
+            )
+        await asyncio.shield(attempt.teardown_task)
+        if not first and hang_up_moved and attempt.moved and attempt.leg is not None:
+            await _quietly(attempt.leg.hang_up(), "hang up the moved human")
+
+    async def _close_attempt(self, attempt: _Attempt, hang_up_moved: bool):
         if attempt.briefing is not None:
             await _quietly(attempt.briefing.close(), "close the briefing")
         if attempt.leg is not None:
             if hang_up_moved and attempt.moved:
                 await _quietly(attempt.leg.hang_up(), "hang up the moved human")
             await _quietly(attempt.leg.close(), "close the consult leg")
-        summary_task = getattr(attempt, "summary_task", None)
+        summary_task = attempt.summary_task
         if summary_task is not None and not summary_task.done():
             summary_task.cancel()
             await asyncio.gather(summary_task, return_exceptions=True)

@@ -13,16 +13,30 @@ from pipecat_warm_transfer.testing.fault_injection import (
     fuzz_settings,
     run_plan,
 )
+from pipecat_warm_transfer.types import ConnectMode
 
 SEED, RUNS = fuzz_settings()
 
 
 @pytest.mark.parametrize("seed", [SEED + i for i in range(RUNS)])
-async def test_random_call_keeps_every_invariant(seed):
+async def test_random_call_keeps_every_invariant(seed, record_property):
     run = await run_plan(draw_plan(seed))
+    record_property("fault_run", run.summary())
     assert not run.violations, (
         f"{run.violations}\nreproduce with WT_FUZZ_SEED={seed} WT_FUZZ_RUNS=1\n{run.trace()}"
     )
+
+
+def test_a_third_of_the_calls_are_meant_to_connect_through_the_emulator_in_each_mode():
+    """The hard paths are drawn often enough to be reached (the runs' totals, printed at
+    the end of the suite, say how many did)."""
+    plans = [draw_plan(seed) for seed in range(2000)]
+    accepting = [p for p in plans if p.livekit and any(a[2:] == ("1",) for a in p.human.actions)]
+    assert len(accepting) / len(plans) >= 0.45
+    for mode in ConnectMode:
+        share = sum(p.connect_mode == mode for p in accepting) / len(plans)
+        assert share >= 0.1, (mode, share)
+    assert sum(not p.supports_move for p in accepting) / len(plans) >= 0.2  # bridge by auto
 
 
 def test_the_same_seed_draws_the_same_call():

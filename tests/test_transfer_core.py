@@ -18,7 +18,9 @@ from pipecat_warm_transfer.testing.call_harness import (
     fast_params,
 )
 from pipecat_warm_transfer.testing.leak_check import NO_LEAKS
+from pipecat_warm_transfer.testing.music_finder import hold_loops, music_times
 from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
+from pipecat_warm_transfer.testing.speech_finder import sentence_heard, sentence_secs
 from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferOutcome
 
 NUMBER = "+15550100"
@@ -48,14 +50,32 @@ def assert_no_dead_air(audio, t0, t1):
     assert np.sum(levels < -60.0) <= 1, levels.round(1)
 
 
-async def run_call(humans, *, until, start_after=0.0, reason="billing dispute", **kwargs):
+async def run_call(
+    humans, *, until, start_after=0.0, reason="billing dispute", linger=0.0, **kwargs
+):
+    """One transfer; the call goes on `linger` s after the bot last spoke."""
     async with CallHarness(humans=humans, **kwargs) as call:
         await asyncio.sleep(start_after)
         assert await call.transfer.start_transfer(reason)
         for event in until:
             await call.wait_for(event)
         await call.wait_idle()
+        if linger:
+            await call.wait_quiet(quiet_secs=linger)
     return call
+
+
+def assert_told_then_quiet(report, text):
+    """The caller heard `text` whole in the bot's voice, then silence: no hold music."""
+    heard = sentence_heard(report.caller_audio, text, RATE, BOT_PITCH_HZ)
+    assert heard is not None and heard.whole(), (text, heard)
+    back = report.first("returned_to_caller")
+    assert heard.start >= report.first("transfer_requested")["t"]
+    after = heard.start + sentence_secs(text, RATE, BOT_PITCH_HZ) + 0.3
+    rest = report.caller_audio[int(after * RATE) :]
+    assert len(rest) >= RATE // 2, "the call ended right after the sentence"
+    assert music_times(rest, hold_loops(RATE), RATE) == [], back
+    assert rms_dbfs(rest) < -60.0
 
 
 def only_result(report):
@@ -149,12 +169,13 @@ async def test_dial_failures_return_the_caller_with_the_reason(
     script, reason, status, caller_output
 ):
     call = await run_call(
-        {NUMBER: script}, until=["returned_to_caller"], caller_output=caller_output
+        {NUMBER: script}, until=["returned_to_caller"], caller_output=caller_output, linger=0.8
     )
     report = call.report
     result = only_result(report)
     assert result.outcome == TransferOutcome.FAILED
     assert result.reason == reason
+    assert_told_then_quiet(report, call.transfer._params.failure_message(reason))
     assert result.sip_status == status
     failed = report.first("transfer_failed")
     assert failed["reason"] == str(reason)
@@ -246,9 +267,11 @@ async def test_caller_hangs_up_during_briefing_the_human_is_told():
     assert report.leaks == NO_LEAKS, report.leak_findings
     hung = report.first("caller_hung_up")["t"]
     done = report.first("teardown_done")["t"]
-    told = window(report.human_audio, hung, done)
-    assert abs(dominant_frequency(told, RATE) - BRIEFING_PITCH_HZ) < 5
-    assert rms_dbfs(told) > -35
+    told = sentence_heard(
+        report.human_audio, call.transfer._params.caller_left_message, RATE, BRIEFING_PITCH_HZ
+    )
+    assert told is not None and told.whole(), told
+    assert hung <= told.start <= done
 
 
 @BOTH_OUTPUTS

@@ -368,6 +368,15 @@ class HoldMusicMixer(BaseAudioMixer):
             return True
         return False
 
+    def unplayed_secs(self) -> float:
+        """Seconds of audio handed to the transport that the caller has not heard yet.
+
+        Pipecat reports speech stopped when its last frame is written; on LiveKit that is
+        up to the source's queue before it is heard. Read from the transport's queue when
+        it has one, else from what this mixer handed out.
+        """
+        return self._lead()
+
     def _lead(self) -> float:
         """Seconds of audio the transport still has to play."""
         queued = getattr(self._sink, "queued", None)

@@ -48,6 +48,8 @@ CALLER_OUTPUTS = ("memory", "livekit")
 #: Audio still queued in LiveKit's source below which the caller has heard it all (the
 #: mixer keeps up to 35 ms of music queued while it plays).
 PLAYED_OUT_SECS = 0.05
+#: Longest the harness waits, after the pipeline ended, for a teardown under way.
+TEARDOWN_WAIT_SECS = 10.0
 #: An event-loop stall longer than this is recorded (`CallReport.loop_stalls`).
 LOOP_STALL_SECS = 0.06
 
@@ -96,6 +98,8 @@ class CallReport:
     dials: list[dict] = field(default_factory=list)
     #: Dials the emulator still had ringing after teardown (a phone nobody hung up).
     ringing_dials: int = 0
+    #: The emulator's scripted faults that took effect: (kind, method), oldest first.
+    faults_fired: list[tuple[str, str]] = field(default_factory=list)
     #: Each leftover counted in `leaks`, with where it was seen.
     leak_findings: list[str] = field(default_factory=list)
 
@@ -472,6 +476,12 @@ class CallHarness:
             await asyncio.wait_for(self._run_task, 10.0)
         for _ in range(3):  # event handlers run in tasks of their own: let them look first
             await asyncio.sleep(0)
+        # A teardown still under way (a dial LiveKit may still connect is being hung up)
+        # is waited for, bounded: what counts is what it leaves when it says it is done.
+        for _ in range(int(TEARDOWN_WAIT_SECS / 0.01)):
+            if not self.leak_watch.teardowns_pending:
+                break
+            await asyncio.sleep(0.01)
         self.leak_watch.at_end()  # before anything of the harness's is closed
         await self.backend.close()
         self._stall_probe.cancel()
@@ -493,9 +503,11 @@ class CallHarness:
             leftover["rooms"] -= 1
             self.server.delete_room(CALLER_ROOM)
         dials: list[dict] = []
+        faults_fired: list[tuple[str, str]] = []
         ringing_dials = 0
         if self.emulator is not None:
             dials = [_dial_summary(c) for c in self.emulator.calls]
+            faults_fired = list(self.emulator.faults_fired)
             ringing_dials = len(self.emulator.ringing())
             await self.emulator.stop()  # the server's own tasks are not the plugin's
         await asyncio.sleep(0)
@@ -523,6 +535,7 @@ class CallHarness:
             caller_stream_gaps=stream_gaps,
             dials=dials,
             ringing_dials=ringing_dials,
+            faults_fired=faults_fired,
             loop_stalls=list(self._stalls),
             caller_output=self._caller_output,
             refused_captures=(

@@ -30,9 +30,14 @@ import numpy as np
 from loguru import logger
 from pipecat.frames.frames import CancelFrame
 
-from pipecat_warm_transfer.audio.metrics import windowed_rms_dbfs
 from pipecat_warm_transfer.params import BriefingParams
-from pipecat_warm_transfer.testing.call_harness import BRIEFING_PITCH_HZ, CallHarness, fast_params
+from pipecat_warm_transfer.testing.call_harness import (
+    BOT_PITCH_HZ,
+    BRIEFING_PITCH_HZ,
+    CallHarness,
+    fast_params,
+)
+from pipecat_warm_transfer.testing.listening import HOLD_ENDS, Listening, Voices, dead_air, listen
 from pipecat_warm_transfer.testing.music_finder import hold_loops, music_times
 from pipecat_warm_transfer.testing.scripted_party import HumanScript, tone
 from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
@@ -61,6 +66,10 @@ API_FAULTS = (
     ("fail", "DeleteRoom", "unavailable"),
     ("latency", "DeleteRoom", None),
 )
+#: What the human says every `HUMAN_SAYS_EVERY` s once answered, so the caller can be
+#: checked to hear them once joined (a pitch no other party uses).
+HUMAN_CLIP = tone(700, 0.4)
+HUMAN_SAYS_EVERY = 1.5
 #: A JWT in a log line is a leaked credential.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.")
 
@@ -109,9 +118,19 @@ class FaultPlan:
         )
 
 
+#: Share of runs drawn as a call the human means to take: the hard paths (briefing,
+#: accept, move or bridge, the human hanging up after the join, the caller leaving a
+#: joined call) are only reached when someone answers and accepts in time.
+CONNECT_SHARE = 0.6
+#: Share of those that reach the human through the LiveKit emulator.
+CONNECT_LIVEKIT_SHARE = 0.85
+
+
 def draw_plan(seed: int) -> FaultPlan:
     """Draw one call's faults from `seed` (same seed, same call)."""
     rng = random.Random(seed)
+    if rng.random() < CONNECT_SHARE:
+        return _draw_accepting(seed, rng)
     outcome = rng.choice(["answer", "answer", "answer", "busy", "no_answer", "decline", "fail"])
     human = HumanScript(
         outcome=outcome,
@@ -138,6 +157,8 @@ def draw_plan(seed: int) -> FaultPlan:
         human.sip_status = rng.choice([480, 408])
         human.answer_after = rng.uniform(0.3, 2.0)
     if outcome == "answer":
+        for k in range(1, 7):
+            human.say(k * HUMAN_SAYS_EVERY, HUMAN_CLIP)
         for _ in range(rng.randint(0, 2)):
             human.dtmf(rng.uniform(0.2, 3.0), rng.choice(["1", "1", "2", "5", "#"]))
         if rng.random() < 0.25:
@@ -171,6 +192,49 @@ def draw_plan(seed: int) -> FaultPlan:
     )
 
 
+def _draw_accepting(seed: int, rng: random.Random) -> FaultPlan:
+    """A human who answers and accepts by keypad; what can still go wrong around it."""
+    human = HumanScript(
+        outcome="answer",
+        answer_after=rng.uniform(0.0, 1.5),
+        greeting=tone(500, rng.uniform(0.2, 0.5)),
+        ringing_after=rng.uniform(0.0, 0.8),
+    )
+    if rng.random() < 0.2:
+        human.join_delay = rng.uniform(0.05, 0.8)
+    for k in range(1, 7):
+        human.say(k * HUMAN_SAYS_EVERY, HUMAN_CLIP)
+    accept_at = rng.uniform(1.2, 2.6)  # the briefing starts about 0.85 s after the answer
+    human.dtmf(accept_at, "1")
+    if rng.random() < 0.3:
+        human.dtmf(accept_at + rng.uniform(0.1, 1.0), rng.choice(["1", "2", "#"]))
+    if rng.random() < 0.2:  # leaves once joined, or while being joined
+        human.hang_up_after = accept_at + rng.uniform(0.0, 3.0)
+    call_secs = rng.uniform(6.0, 9.0)
+    livekit = rng.random() < CONNECT_LIVEKIT_SHARE
+    faults: list[tuple] = []
+    if livekit:
+        for fault in API_FAULTS:
+            if rng.random() < 0.08:
+                kind, method, value = fault
+                faults.append((kind, method, rng.uniform(0.1, 1.0) if kind == "latency" else value))
+    return FaultPlan(
+        seed=seed,
+        human=human,
+        supports_move=rng.random() < 0.5,
+        connect_mode=rng.choice([ConnectMode.AUTO, ConnectMode.MOVE, ConnectMode.BRIDGE]),
+        caller_hangs_up_at=rng.uniform(1.0, call_secs) if rng.random() < 0.15 else None,
+        pipeline_end_at=rng.uniform(2.0, call_secs) if rng.random() < 0.1 else None,
+        pipeline_cancel=rng.random() < 0.5,
+        second_request_at=rng.uniform(0.0, 3.0) if rng.random() < 0.2 else None,
+        briefing_fails=rng.random() < 0.05,
+        call_secs=call_secs,
+        livekit=livekit,
+        faults=faults,
+        caller_output="livekit" if random.Random(seed ^ 0x5EED).random() < 1 / 3 else "memory",
+    )
+
+
 @dataclass
 class FaultRun:
     """What one run did and which invariants it broke."""
@@ -181,6 +245,24 @@ class FaultRun:
     accepted: int
     leaks: dict[str, int]
     violations: list[str]
+    #: What was listened for: checks made and checks skipped (with why).
+    listening: Listening = field(default_factory=Listening)
+    #: The emulator's scripted faults that took effect (kind, method).
+    faults_fired: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """What this run reached, for the suite's totals (`summarize`)."""
+        connected = [r for r in self.results if r.outcome == TransferOutcome.CONNECTED]
+        return {
+            "livekit": self.plan.livekit,
+            "caller_output": self.plan.caller_output,
+            "connected": [str(r.connect_mode) for r in connected],
+            "faults_armed": len(self.plan.faults),
+            "faults_fired": [f"{kind} {method}" for kind, method in self.faults_fired],
+            "measured": dict(self.listening.measured),
+            "skipped": [s.split(":")[0] for s in self.listening.skipped],
+            "violations": len(self.violations),
+        }
 
     def trace(self) -> str:
         """The plan and the event trace, to reproduce a failure."""
@@ -188,6 +270,7 @@ class FaultRun:
         lines += [f"  {e['t']:6.2f} {e['event']} {_extra(e)}" for e in self.events]
         lines += [f"  results: {[r.as_dict() for r in self.results]}"]
         lines += [f"  leaks: {self.leaks}"]
+        lines += [f"  skipped: {self.listening.skipped}"]
         return "\n".join(lines)
 
 
@@ -195,11 +278,15 @@ def _extra(event: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in event.items() if k not in ("t", "event", "transfer"))
 
 
-def _briefing(plan: FaultPlan) -> BriefingParams:
+def _briefing(plan: FaultPlan, voices: list) -> BriefingParams:
+    """The briefing's services; each briefing's TTS is kept in `voices` to listen for."""
+
     def tts():
         if plan.briefing_fails:
             raise RuntimeError("briefing TTS failed to start")
-        return ScriptedToneTTSService(pitch_hz=BRIEFING_PITCH_HZ)
+        service = ScriptedToneTTSService(pitch_hz=BRIEFING_PITCH_HZ)
+        voices.append(service)
+        return service
 
     return BriefingParams(tts=tts, greeting_timeout=0.8)
 
@@ -219,11 +306,14 @@ async def run_plan(
         ring_timeout=RING_TIMEOUT,
         briefing_timeout=3.5,
         max_transfers=3,
+        connected_message="Connecting you now.",
     )
+    briefing_voices: list[ScriptedToneTTSService] = []
+    briefing = _briefing(plan, briefing_voices)
     harness = CallHarness(
         humans={NUMBER: plan.human},
         params=params,
-        briefing=_briefing(plan),
+        briefing=briefing,
         supports_move=plan.supports_move,
         backend_factory=backend_factory,
         livekit=plan.livekit,
@@ -272,7 +362,54 @@ async def run_plan(
         logger.remove(sink)
     report = harness.report
     violations = _check(plan, report, accepted, log, secrets, stuck_state)
-    return FaultRun(plan, report.events, report.results, accepted, report.leaks, violations)
+    voices = Voices(
+        bot_pitch_hz=BOT_PITCH_HZ,
+        briefing_pitch_hz=BRIEFING_PITCH_HZ,
+        params=params,
+        connecting_message=briefing.connecting_message,
+        briefing_lines=briefing_voices[-1].spoken if briefing_voices else [],
+        human_clip=np.frombuffer(HUMAN_CLIP, dtype=np.int16),
+        human_clip_every=HUMAN_SAYS_EVERY,
+    )
+    heard = listen(report, voices, cutoff=plan.pipeline_end_at)
+    dead_air(report, voices, plan.pipeline_end_at, heard)
+    violations += heard.problems
+    return FaultRun(
+        plan,
+        report.events,
+        report.results,
+        accepted,
+        report.leaks,
+        violations,
+        heard,
+        report.faults_fired,
+    )
+
+
+def summarize(summaries: list[dict]) -> dict:
+    """Totals over runs: how many reached each hard path, checks made and skipped."""
+    runs = len(summaries)
+    total: dict[str, Any] = {"runs": runs, "violations": sum(s["violations"] for s in summaries)}
+    through = [s for s in summaries if s["livekit"] and s["connected"]]
+    total["connected"] = sum(bool(s["connected"]) for s in summaries)
+    total["connected_through_emulator"] = len(through)
+    for mode in ("move", "bridge"):
+        total[f"connected_through_emulator_{mode}"] = sum(mode in s["connected"] for s in through)
+    total["faults_armed"] = sum(s["faults_armed"] for s in summaries)
+    fired: dict[str, int] = {}
+    measured: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    for s in summaries:
+        for f in s["faults_fired"]:
+            fired[f] = fired.get(f, 0) + 1
+        for k, n in s["measured"].items():
+            measured[k] = measured.get(k, 0) + n
+        for k in s["skipped"]:
+            skipped[k] = skipped.get(k, 0) + 1
+    total["faults_fired"] = dict(sorted(fired.items()))
+    total["checks_made"] = dict(sorted(measured.items()))
+    total["checks_skipped"] = dict(sorted(skipped.items()))
+    return total
 
 
 def _inject(emulator, faults: list[tuple]):
@@ -300,7 +437,6 @@ def _check(plan, report, accepted, log, secrets, final_state) -> list[str]:
         problems.append(f"caller stuck in state {final_state}")
     if any(report.leaks.values()):
         problems.append(f"leaks {report.leaks}: {report.leak_findings}")
-    problems += _dead_air(report, plan.pipeline_end_at)
     problems += _stray_music(report)
     if report.refused_captures:
         problems.append(f"LiveKit refused {report.refused_captures} captures (frames lost)")
@@ -347,35 +483,6 @@ def _line_problems(report) -> list[str]:
     return problems
 
 
-def _dead_air(report, cutoff: float | None) -> list[str]:
-    """While held (music on), no more than one silent 20 ms frame at a time.
-
-    Silence while the event loop itself stalled (an overloaded machine: the harness
-    records every stall over 60 ms) is the scheduler's, not the plugin's: such a run is
-    not judged, and only such a run.
-    """
-    rate = report.sample_rate
-    audio = report.caller_audio
-    problems = []
-    for start, end in _hold_windows(report):
-        if cutoff is not None:
-            end = min(end, cutoff)  # the bot's pipeline ended: nobody is sending audio
-        window = audio[int(start * rate) : int(end * rate)]
-        if len(window) < rate // 10:
-            continue
-        silent = windowed_rms_dbfs(window, rate, 20) < -60.0
-        for run_start, run_length in _runs(silent):
-            if run_length <= 1:
-                continue
-            at = start + 0.02 * run_start
-            if _during_stall(report, at, at + 0.02 * run_length):
-                continue
-            problems.append(f"dead air of {run_length} frames while held at {at:.2f}s")
-    return problems
-
-
-#: Events that end a hold (the music fades out from there).
-_HOLD_ENDS = ("connected", "transfer_failed", "caller_hung_up", "teardown_done", "cancelled")
 #: Time after a hold ends for the fade-out (250 ms) and what the transport still holds.
 _MUSIC_TAIL_SECS = 0.6
 
@@ -384,7 +491,7 @@ _MUSIC_TAIL_SECS = 0.6
 _CALLER_BACK = ("connected", "returned_to_caller", "caller_hung_up", "cancelled")
 
 
-def _hold_windows(report, ends=_HOLD_ENDS) -> list[tuple[float, float]]:
+def _hold_windows(report, ends=HOLD_ENDS) -> list[tuple[float, float]]:
     """Say when each hold began and ended, in seconds, as the caller heard it.
 
     (hold_started, the first of `ends` of the same transfer after it, or of the call);
@@ -430,21 +537,3 @@ def _stray_music(report) -> list[str]:
     if len(stray) >= 5:  # 50 ms and more
         return [f"hold music at {stray[0]:.2f}s outside any hold ({len(stray) * 10} ms)"]
     return []
-
-
-def _during_stall(report, start: float, end: float) -> bool:
-    return any(a - 0.2 <= end and start <= b + 0.2 for a, b in report.loop_stalls)
-
-
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
-    """(start, length) of each run of True in `flags`."""
-    runs, start = [], None
-    for i, flag in enumerate(flags):
-        if flag and start is None:
-            start = i
-        elif not flag and start is not None:
-            runs.append((start, i - start))
-            start = None
-    if start is not None:
-        runs.append((start, len(flags) - start))
-    return runs

@@ -108,6 +108,11 @@ class LeakWatch:
             self._torn_down += 1
             self.checks.append(self._look(f"teardown_done of transfer {number}", final=False))
 
+    @property
+    def teardowns_pending(self) -> int:
+        """Transfers requested that have not said `teardown_done` yet."""
+        return self._requested - self._torn_down
+
     def at_end(self) -> LeakCheck:
         """Look once more: the pipeline has ended, nothing else has been closed."""
         check = self._look("end of call", final=True)
@@ -132,7 +137,9 @@ class LeakWatch:
         allowed = set() if self._caller_left else {self._caller}
         if not final:
             allowed.add(self._bot)
-        if self._joined_human is not None and not self._caller_left:
+        # Once the caller leaves, the plugin hangs the joined human up after the
+        # teardown it may be in: by the end of the call, not by that `teardown_done`.
+        if self._joined_human is not None and (not final or not self._caller_left):
             allowed.add(self._joined_human)
         return allowed
 
@@ -169,7 +176,7 @@ class LeakWatch:
             if name.startswith("ScriptedParty("):
                 continue  # a scripted phone: counted as a participant while connected
             joined = self._joined_room is not None and self._joined_room in name
-            leg = "consult-" in name and not (joined and not self._caller_left)
+            leg = "consult-" in name and not (joined and (not final or not self._caller_left))
             briefing = name.startswith("briefing-") or (
                 name.startswith("PipelineWorker#") and not name.startswith(self.own_tasks)
             )

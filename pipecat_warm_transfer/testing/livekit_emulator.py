@@ -496,6 +496,9 @@ class LiveKitEmulator:
         self._faults: dict[str, list[_Fault]] = {}
         self._drops: dict[str, int] = {}
         self._latency: dict[str, float] = {}
+        #: Scripted faults that took effect, oldest first: (kind, method) with kind
+        #: `fail`, `drop` or `latency` (armed faults a run never reached are not here).
+        self.faults_fired: list[tuple[str, str]] = []
         self._server: web.Server | None = None
         self._runner: web.ServerRunner | None = None
         self._url: str | None = None
@@ -862,6 +865,7 @@ class LiveKitEmulator:
 
         if self._drops.get(name):
             self._drops[name] -= 1
+            self.faults_fired.append(("drop", name))
             logger.debug(f"{self}: {name}: dropping the connection (scripted)")
             transport = request.transport
             request.protocol.force_close()
@@ -870,10 +874,12 @@ class LiveKitEmulator:
             return web.Response(status=204)
         delay = self._latency.get(name, 0.0)
         if delay > 0:
+            self.faults_fired.append(("latency", name))
             await asyncio.sleep(delay)
         faults = self._faults.get(name)
         if faults:
             fault = faults.pop(0)
+            self.faults_fired.append(("fail", name))
             raise TwirpError(fault.code, fault.msg, fault.meta, fault.http_status)
         answer = await method.handler(message, claims, request)
         return _answer(answer, content_type)
