@@ -164,6 +164,7 @@ class CallerOutput(FrameProcessor):
         self._music_on = False
         self._start_sent = False  # the mixer was told to start the music after the speech
         self._bot_speaking = False
+        self._speaking_event = asyncio.Event()  # set while the bot speaks
         self._awaited: tuple[str, asyncio.Event] | None = None  # a sentence to be heard
         self._awaited_spoken = ""
 
@@ -194,8 +195,10 @@ class CallerOutput(FrameProcessor):
             return
         if isinstance(frame, BotStartedSpeakingFrame):
             self._bot_speaking = True
+            self._speaking_event.set()
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._bot_speaking = False
+            self._speaking_event.clear()
             self._check_awaited()
             if (
                 direction == FrameDirection.UPSTREAM
@@ -256,6 +259,17 @@ class CallerOutput(FrameProcessor):
         return _words(self._transfer.hold_message)[-3:] == _tail_words(
             self._spoken_since_armed, 3
         ) or _contains_words(self._spoken_since_armed, self._transfer.hold_message)
+
+    async def hold_line_started(self, timeout: float) -> bool:
+        """Whether the bot started speaking within `timeout` s of the hold being armed.
+
+        The hold line counts, or a sentence the bot was saying before it.
+        """
+        try:
+            await asyncio.wait_for(self._speaking_event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
 
     def expect_speech(self, text: str):
         """Start listening for `text` (before it is said): see `wait_heard`."""

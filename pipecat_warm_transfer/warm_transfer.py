@@ -56,7 +56,10 @@ from pipecat_warm_transfer.types import (
     TransferTimings,
 )
 
-#: Bound on the wait for the hold line to start playing before the music starts anyway.
+#: Bound on the wait for the hold line to start playing before the music starts anyway
+#: (a TTS that fails or says nothing must not leave the caller in silence).
+HOLD_LINE_START_SECS = 1.5
+#: Bound on the wait for a hold line that is playing to end.
 HOLD_LINE_TIMEOUT_SECS = 8.0
 #: Bound on the "caller has disconnected" sentence to a briefed human.
 CALLER_LEFT_SPEECH_SECS = 8.0
@@ -369,10 +372,14 @@ class WarmTransfer(BaseObject):
 
     async def _hold_watchdog(self, attempt: _Attempt):
         """No dead air: music even if the hold line never plays; reminders while held."""
-        try:
-            await asyncio.wait_for(self._hold_line_event.wait(), HOLD_LINE_TIMEOUT_SECS)
-        except TimeoutError:
-            if self._attempt is attempt and self._state in _HELD:
+        heard = await self._output.hold_line_started(HOLD_LINE_START_SECS)
+        if heard:
+            try:
+                await asyncio.wait_for(self._hold_line_event.wait(), HOLD_LINE_TIMEOUT_SECS)
+            except TimeoutError:
+                heard = False
+        if not heard:
+            if self._attempt is attempt and self._state in _HELD and not self._output.music_on:
                 logger.warning(f"{self}: hold line not heard, starting the music")
                 await self._output.start_music()
         every = self._params.hold_reminder_every

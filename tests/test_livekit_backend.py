@@ -942,3 +942,29 @@ async def test_a_dial_abandoned_before_livekit_joined_is_hung_up_once_it_joins(l
     assert lk.calls[-1].statuses[0][1] == "dialing" and lk.calls[-1].outcome == "cancelled"
     assert not lk.ringing() and lk.rooms.get_room(CONSULT) is None
     await backend.close()
+
+
+async def test_a_token_in_a_server_error_never_reaches_the_logs():
+    """A proxy in front of LiveKit may echo the request's bearer token in its error: the
+    backend logs the error with anything token-like redacted."""
+    from livekit.api import AccessToken
+
+    from pipecat_warm_transfer.testing import CallHarness, HumanScript
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="DEBUG")
+    try:
+        script = HumanScript(outcome="busy", answer_after=0.2)
+        async with CallHarness(humans={"+15550100": script}, livekit=True) as call:
+            token = AccessToken(call.emulator.api_key, call.emulator.api_secret)
+            token = token.with_identity("x").to_jwt()
+            call.emulator.fail_next(
+                "DeleteRoom", "unavailable", msg=f"proxy: bad Authorization: Bearer {token}"
+            )
+            assert await call.transfer.start_transfer("x")
+            await call.wait_for("teardown_done")
+    finally:
+        logger.remove(sink)
+    failed = [line for line in lines if "DeleteRoom failed" in line]
+    assert failed and all("[redacted]" in line for line in failed), failed
+    assert not any(token in line for line in lines)

@@ -18,10 +18,12 @@ from pipecat_warm_transfer.testing.call_harness import (
     fast_params,
 )
 from pipecat_warm_transfer.testing.leak_check import NO_LEAKS
+from pipecat_warm_transfer.testing.listening import Listening, Voices, dead_air
 from pipecat_warm_transfer.testing.music_finder import hold_loops, music_times
 from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
 from pipecat_warm_transfer.testing.speech_finder import sentence_heard, sentence_secs
 from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferOutcome
+from pipecat_warm_transfer.warm_transfer import HOLD_LINE_START_SECS
 
 NUMBER = "+15550100"
 RATE = 16000
@@ -239,15 +241,26 @@ async def test_briefing_timeout():
     assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
-async def test_caller_hangs_up_while_ringing_cancels_the_dial():
+@pytest.mark.parametrize("livekit", [False, True], ids=["memory", "emulator"])
+async def test_caller_hangs_up_while_ringing_cancels_the_dial(livekit):
+    """The human would answer at 3.5 s; the caller leaves at 1.5 s. The phone stops
+    ringing then, and nobody is left to pick up at 3.5 s."""
     async with CallHarness(
-        humans={NUMBER: HumanScript(answer_after=5.0)},
-        caller_script=lambda p: p.hang_up(2.0),
+        humans={NUMBER: HumanScript(answer_after=3.5, greeting=tone(500, 0.3))},
+        params=fast_params(ring_timeout=8.0),
+        caller_script=lambda p: p.hang_up(1.5),
+        livekit=livekit,
     ) as call:
         assert await call.transfer.start_transfer("x")
         await call.wait_for("caller_hung_up")
         await call.wait_for("teardown_done")
-        await call.wait_idle()
+        await asyncio.sleep(max(0.0, 4.5 - (asyncio.get_running_loop().time() - call.t0)))
+        answered = [p.identity for p in call.human_parties() if p.connected]
+        assert answered == [], "the human could still answer after the caller left"
+        if call.emulator is not None:
+            assert call.emulator.ringing() == []
+            (dial,) = call.emulator.calls
+            assert dial.outcome != "answered", dial.outcome
     report = call.report
     assert only_result(report).reason == FailureReason.CALLER_HUNG_UP
     assert "human_answered" not in report.event_names()
@@ -401,6 +414,8 @@ async def test_interruptions_do_not_drop_the_hold_line_or_the_music(caller_outpu
 
 @BOTH_OUTPUTS
 async def test_hold_reminders_play_over_the_music(caller_output):
+    """Each reminder is heard whole, under it the music plays on (ducked), and the music
+    is back at its level before and after."""
     params = fast_params(hold_reminder="Still trying.", hold_reminder_every=1.5, ring_timeout=5.0)
     async with CallHarness(
         caller_output=caller_output,
@@ -409,7 +424,15 @@ async def test_hold_reminders_play_over_the_music(caller_output):
     ) as call:
         assert await call.transfer.start_transfer("x")
         await call.wait_for("returned_to_caller")
-    assert call.report.spoken_to_caller.count("Still trying.") >= 2
+    report = call.report
+    assert report.spoken_to_caller.count("Still trying.") >= 2
+    heard = sentence_heard(report.caller_audio, "Still trying.", RATE, BOT_PITCH_HZ)
+    assert heard is not None and heard.similarity >= 0.9, heard  # whole, over the music
+    assert heard.fraction < 0.5  # not alone: mixed with the music under it
+    secs = sentence_secs("Still trying.", RATE, BOT_PITCH_HZ)
+    music = music_times(report.caller_audio, hold_loops(RATE), RATE)
+    assert any(heard.start - 1.0 < t < heard.start for t in music), "no music before"
+    assert any(heard.start + secs < t < heard.start + secs + 1.0 for t in music), "no music after"
 
 
 class SlowSummaryLLM:
@@ -593,3 +616,30 @@ async def test_no_hold_music_after_a_failure_that_beats_the_hold_line(caller_out
     tail = audio[int(tail_from * RATE) : int((tail_from + 1.4) * RATE)]
     assert back["t"] < tail_from
     assert rms_dbfs(tail) < -60  # silence, not music, once the bot is quiet
+
+
+@BOTH_OUTPUTS
+async def test_a_hold_line_that_never_plays_still_gets_music_within_1_5_s(caller_output):
+    """No dead air even when the hold line is lost: the music takes over 1.5 s after the
+    request (it used to be 8 s of silence, the watchdog's bound for a playing line)."""
+    harness = CallHarness(
+        humans={NUMBER: human(answer_after=2.5, accept_at=None)},
+        bot_processors=lambda t: [
+            ScriptedToneTTSService(pitch_hz=BOT_PITCH_HZ, silent_on=(t.hold_message,))
+        ],
+        caller_output=caller_output,
+    )
+    async with harness as call:
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("hold_started")
+        await call.wait_for("human_answered")
+        await asyncio.sleep(1.0)
+    report = call.report
+    requested = report.first("transfer_requested")["t"]
+    music = music_times(report.caller_audio, hold_loops(RATE), RATE)
+    assert music and requested < music[0] < requested + HOLD_LINE_START_SECS + 0.4, music[:3]
+    params = fast_params()
+    listening = Listening()
+    voices = Voices(bot_pitch_hz=BOT_PITCH_HZ, briefing_pitch_hz=BRIEFING_PITCH_HZ, params=params)
+    dead_air(report, voices, None, listening)
+    assert listening.measured["dead air"] == 1 and listening.problems == [], listening

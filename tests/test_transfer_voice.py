@@ -56,7 +56,7 @@ def talking_human(answer_after=0.5, reply_at=4.0, **kwargs):
     return script.say(reply_at, tone(520, 0.8))
 
 
-def caller_bot(llm, caller_lines, llms):
+def caller_bot(llm, caller_lines, llms, contexts=None):
     """Builds the bot's processors: scripted caller STT, user aggregator, `llm`, tone TTS."""
 
     def build(transfer):
@@ -64,6 +64,8 @@ def caller_bot(llm, caller_lines, llms):
             messages=[{"role": "system", "content": "You are a helpful assistant."}],
             tools=[transfer.tool_schema],
         )
+        if contexts is not None:
+            contexts.append(context)
         aggregators = LLMContextAggregatorPair(
             context,
             user_params=LLMUserAggregatorParams(
@@ -218,3 +220,28 @@ async def test_a_prompt_injection_from_the_caller_cannot_connect_the_call():
     assert call.report.results == []  # nothing happened: no transfer, no connect
     assert call.report.event_names() == []
     assert call.report.leaks == NO_LEAKS, call.report.leak_findings
+
+
+async def test_after_a_failure_the_callers_llm_is_told_what_happened():
+    """The caller's LLM learns the transfer failed and why, before it speaks again, so it
+    does not go on as if the human were coming."""
+    llms, contexts = [], []
+    llm = ScriptedLLMService(
+        [ScriptedReply(when="person", call=("transfer_to_human", {"reason": "billing"}))]
+    )
+    build = caller_bot(llm, ["I want to talk to a person, please."], llms, contexts)
+    async with CallHarness(
+        humans={NUMBER: HumanScript(outcome="busy", answer_after=0.3)},
+        bot_processors=build,
+        caller_script=lambda p: p.say(0.3, tone(900, 1.0)),
+    ) as call:
+        await call.wait_for("returned_to_caller", timeout=25)
+        await call.wait_idle()
+        await asyncio.sleep(0.2)
+    notes = [
+        m["content"]
+        for m in contexts[0].get_messages()
+        if m.get("role") == "system" and "[warm transfer]" in str(m.get("content"))
+    ]
+    assert len(notes) == 1 and "failed (busy)" in notes[0], contexts[0].get_messages()
+    assert call.report.results[-1].reason == FailureReason.BUSY

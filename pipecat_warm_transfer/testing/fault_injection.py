@@ -98,6 +98,8 @@ class FaultPlan:
     livekit: bool = False
     faults: list[tuple] = field(default_factory=list)
     caller_output: str = "memory"
+    #: The bot's TTS drops the hold line (no audio): the music must take over anyway.
+    hold_line_lost: bool = False
 
     def describe(self) -> str:
         """One line saying what this run does."""
@@ -115,6 +117,7 @@ class FaultPlan:
             f"{'(cancel)' if self.pipeline_cancel else ''} second_request_at="
             f"{self.second_request_at} briefing_fails={self.briefing_fails} "
             f"livekit={self.livekit} faults={self.faults} caller_output={self.caller_output}"
+            f"{' hold_line_lost' if self.hold_line_lost else ''}"
         )
 
 
@@ -189,6 +192,7 @@ def draw_plan(seed: int) -> FaultPlan:
         # A draw of its own, so every other draw of a seed stays what it was: a third
         # of the calls speak to the caller through Pipecat's real LiveKit output.
         caller_output="livekit" if random.Random(seed ^ 0x5EED).random() < 1 / 3 else "memory",
+        hold_line_lost=_hold_line_lost(seed),
     )
 
 
@@ -232,7 +236,13 @@ def _draw_accepting(seed: int, rng: random.Random) -> FaultPlan:
         livekit=livekit,
         faults=faults,
         caller_output="livekit" if random.Random(seed ^ 0x5EED).random() < 1 / 3 else "memory",
+        hold_line_lost=_hold_line_lost(seed),
     )
+
+
+def _hold_line_lost(seed: int) -> bool:
+    """One call in ten loses its hold line (a draw of its own, like `caller_output`)."""
+    return random.Random(seed ^ 0x401D).random() < 0.1
 
 
 @dataclass
@@ -319,6 +329,11 @@ async def run_plan(
         livekit=plan.livekit,
         backend_kwargs={"dial_grace": DIAL_GRACE, "status_poll_interval": STATUS_POLL},
         caller_output=plan.caller_output,
+        bot_processors=(
+            (lambda t: [ScriptedToneTTSService(pitch_hz=BOT_PITCH_HZ, silent_on=(t.hold_message,))])
+            if plan.hold_line_lost
+            else None
+        ),
         check_leaks=False,  # judged with the other invariants, with the run's trace
         caller_script=(
             (lambda p: p.hang_up(plan.caller_hangs_up_at)) if plan.caller_hangs_up_at else None

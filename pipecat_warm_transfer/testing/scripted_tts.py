@@ -13,6 +13,7 @@ a test tell from the audio alone who was speaking (dominant frequency).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncGenerator
 
 import numpy as np
@@ -29,10 +30,21 @@ MAX_SECS = 8.0
 def synthesize_tone_speech(
     text: str, sample_rate: int, pitch_hz: float, level_dbfs: float = -20.0
 ) -> bytes:
-    """Speech-shaped audio for `text`: a harmonic tone with 4 Hz syllable envelopes."""
+    """Speech-shaped audio for `text`: a harmonic tone with 4 Hz syllable envelopes.
+
+    Each syllable's tone starts at a phase drawn from the text, where the envelope is
+    lowest: the pitch stays the voice's, but two sentences differ sample for sample and
+    hardly correlate, so a test can tell *which* sentence a party heard (`speech_finder`).
+    """
     secs = min(MAX_SECS, max(MIN_SECS, SECS_PER_CHAR * len(text)))
     t = np.arange(int(secs * sample_rate)) / sample_rate
-    voice = np.sin(2 * np.pi * pitch_hz * t) + 0.3 * np.sin(4 * np.pi * pitch_hz * t)
+    syllable = np.floor(t * 4.0).astype(int)
+    phases = np.random.default_rng(zlib.crc32(text.encode())).uniform(
+        0, 2 * np.pi, syllable[-1] + 1 if len(t) else 1
+    )[syllable]
+    voice = np.sin(2 * np.pi * pitch_hz * t + phases) + 0.3 * np.sin(
+        4 * np.pi * pitch_hz * t + 2 * phases
+    )
     syllables = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t - np.pi / 2)
     edge = np.minimum(1.0, np.minimum(t, secs - t) / 0.02)
     x = voice * syllables * edge
@@ -44,12 +56,21 @@ def synthesize_tone_speech(
 class ScriptedToneTTSService(TTSService):
     """Scripted TTS: speech-shaped tones at a voice's pitch (tests only, not speech)."""
 
-    def __init__(self, *, pitch_hz: float = 220.0, sample_rate: int = 16000, **kwargs):
+    def __init__(
+        self,
+        *,
+        pitch_hz: float = 220.0,
+        sample_rate: int = 16000,
+        silent_on: tuple[str, ...] = (),
+        **kwargs,
+    ):
         """Initialize the service.
 
         Args:
             pitch_hz: The voice's pitch; tests identify speakers by it.
             sample_rate: Output sample rate.
+            silent_on: Sentences it fails on silently (no audio, no error), as a cloud
+                TTS that drops a request would.
             **kwargs: Passed to `TTSService`.
         """
         kwargs.setdefault(
@@ -59,6 +80,7 @@ class ScriptedToneTTSService(TTSService):
             push_start_frame=True, push_stop_frames=True, sample_rate=sample_rate, **kwargs
         )
         self._pitch_hz = pitch_hz
+        self._silent_on = silent_on
         self.spoken: list[str] = []
 
     def can_generate_metrics(self) -> bool:
@@ -68,6 +90,8 @@ class ScriptedToneTTSService(TTSService):
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Yield the tone speech for `text` in 20 ms frames."""
         self.spoken.append(text)
+        if text in self._silent_on:
+            return
         audio = synthesize_tone_speech(text, self.sample_rate, self._pitch_hz)
         chunk = 2 * self.sample_rate // 50
         for i in range(0, len(audio), chunk):

@@ -28,6 +28,8 @@ BLOCK = 160
 #: the first words of a return), or this correlation under quieter sound.
 WHOLE_FRACTION = 0.8
 WHOLE_SIMILARITY = 0.9
+#: Below this correlation, and with no block heard exactly, the clip was not heard.
+MIN_SIMILARITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ def clip_heard(
     reference = speech[max(0, -start) : max(0, -start) + len(heard)].astype(np.float64)
     norm = float(np.linalg.norm(heard) * np.linalg.norm(speech))
     similarity = float(np.dot(heard, reference)) / norm if norm else 0.0
+    if not count and similarity < MIN_SIMILARITY:
+        return None  # the best lag of something else
     return Heard((start + offset) / sample_rate, count / max(1, blocks), similarity)
 
 
