@@ -6,6 +6,7 @@ from pipecat.frames.frames import (
     InputAudioRawFrame,
     InputDTMFFrame,
     MixerEnableFrame,
+    OutputAudioRawFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
     TTSStoppedFrame,
@@ -58,7 +59,14 @@ async def test_gate_drops_caller_input_while_held_but_sees_dtmf():
         TranscriptionFrame("connect me now", "caller", "now"),
         InputDTMFFrame(button=KeypadEntry.ONE),
     ]
+    seen = []
+
+    async def on_dtmf(digit):
+        seen.append(digit)
+
+    transfer._on_caller_dtmf = on_dtmf
     await run_test(gate, frames_to_send=frames, expected_down_frames=[])
+    assert seen == ["1"]  # the transfer is told (the keypad is not held back)
 
 
 async def test_output_arms_the_music_after_the_hold_line():
@@ -102,11 +110,13 @@ async def test_output_silences_the_bot_once_connected_but_plays_the_human():
     output = transfer.caller_output()
     connected = TransferStateFrame(state=TransferState.CONNECTED, previous=TransferState.CONNECTING)
     bot = TTSAudioRawFrame(audio=b"\x01\x00" * 320, sample_rate=16000, num_channels=1)
-    await run_test(
+    human = OutputAudioRawFrame(audio=b"\x02\x00" * 320, sample_rate=16000, num_channels=1)
+    down, _ = await run_test(
         output,
-        frames_to_send=[connected, bot],
-        expected_down_frames=[TransferStateFrame],
+        frames_to_send=[connected, bot, human],
+        expected_down_frames=[TransferStateFrame, OutputAudioRawFrame],
     )
+    assert down[1].audio == human.audio  # the human's audio, not the bot's
 
 
 async def test_output_waits_for_the_hold_line_not_the_sentence_before_it():
