@@ -98,6 +98,8 @@ class CallReport:
     dials: list[dict] = field(default_factory=list)
     #: Dials the emulator still had ringing after teardown (a phone nobody hung up).
     ringing_dials: int = 0
+    #: Whether the (last) human hung up by themselves (their recording ends there).
+    human_hung_up_first: bool = False
     #: The emulator's scripted faults that took effect: (kind, method), oldest first.
     faults_fired: list[tuple[str, str]] = field(default_factory=list)
     #: Each leftover counted in `leaks`, with where it was seen.
@@ -491,6 +493,7 @@ class CallHarness:
         await self.caller.close()
         human = self.human_parties()
         human_audio = human[-1].recording() if human else None
+        human_hung_up_first = bool(human) and human[-1].end_reason == "hung_up"
         await asyncio.sleep(0)
         if self.emulator is not None:
             # Rooms, participants, and HTTP plus media connections, as the server sees them.
@@ -536,6 +539,7 @@ class CallHarness:
             dials=dials,
             ringing_dials=ringing_dials,
             faults_fired=faults_fired,
+            human_hung_up_first=human_hung_up_first,
             loop_stalls=list(self._stalls),
             caller_output=self._caller_output,
             refused_captures=(

@@ -124,9 +124,9 @@ class FaultPlan:
 #: Share of runs drawn as a call the human means to take: the hard paths (briefing,
 #: accept, move or bridge, the human hanging up after the join, the caller leaving a
 #: joined call) are only reached when someone answers and accepts in time.
-CONNECT_SHARE = 0.6
+CONNECT_SHARE = 0.75
 #: Share of those that reach the human through the LiveKit emulator.
-CONNECT_LIVEKIT_SHARE = 0.85
+CONNECT_LIVEKIT_SHARE = 0.9
 
 
 def draw_plan(seed: int) -> FaultPlan:
@@ -215,11 +215,19 @@ def _draw_accepting(seed: int, rng: random.Random) -> FaultPlan:
     if rng.random() < 0.2:  # leaves once joined, or while being joined
         human.hang_up_after = accept_at + rng.uniform(0.0, 3.0)
     call_secs = rng.uniform(6.0, 9.0)
+    # The caller leaves during the briefing (the human must be told), or once joined.
+    leaves = rng.random()
+    briefed = human.answer_after + 1.0  # the briefing is under way by then
+    caller_leaves = None
+    if leaves < 0.12:
+        caller_leaves = rng.uniform(briefed, briefed + 1.5)
+    elif leaves < 0.22:
+        caller_leaves = rng.uniform(min(call_secs, human.answer_after + accept_at + 2.0), call_secs)
     livekit = rng.random() < CONNECT_LIVEKIT_SHARE
     faults: list[tuple] = []
     if livekit:
         for fault in API_FAULTS:
-            if rng.random() < 0.08:
+            if rng.random() < 0.05:
                 kind, method, value = fault
                 faults.append((kind, method, rng.uniform(0.1, 1.0) if kind == "latency" else value))
     return FaultPlan(
@@ -227,7 +235,7 @@ def _draw_accepting(seed: int, rng: random.Random) -> FaultPlan:
         human=human,
         supports_move=rng.random() < 0.5,
         connect_mode=rng.choice([ConnectMode.AUTO, ConnectMode.MOVE, ConnectMode.BRIDGE]),
-        caller_hangs_up_at=rng.uniform(1.0, call_secs) if rng.random() < 0.15 else None,
+        caller_hangs_up_at=caller_leaves,
         pipeline_end_at=rng.uniform(2.0, call_secs) if rng.random() < 0.1 else None,
         pipeline_cancel=rng.random() < 0.5,
         second_request_at=rng.uniform(0.0, 3.0) if rng.random() < 0.2 else None,

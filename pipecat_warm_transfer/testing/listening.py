@@ -85,6 +85,7 @@ def listen(report, voices: Voices, *, cutoff: float | None = None) -> Listening:
     """
     result = Listening()
     heard = _heard_events(report)
+    ended = cutoff  # the bot's pipeline (the caller's recording stops when they hang up)
     end = len(report.caller_audio) / report.sample_rate
     cutoff = end if cutoff is None else min(cutoff, end)
     caller_left = next((t for t, e in heard if e["event"] == "caller_hung_up"), None)
@@ -92,7 +93,7 @@ def listen(report, voices: Voices, *, cutoff: float | None = None) -> Listening:
     last = min(ends) if ends else end
     _returns(report, voices, heard, last, result)
     _connects(report, voices, heard, last, result)
-    _caller_left(report, voices, heard, caller_left, cutoff, result)
+    _caller_left(report, voices, heard, caller_left, ended, result)
     _briefing(report, voices, heard, result)
     return result
 
@@ -157,9 +158,11 @@ def _connects(report, voices, heard, last, result: Listening) -> None:
         clip = voices.human_clip
         if clip is None:
             continue
-        left = [
-            u for u, x in heard if x["event"] in ("human_hung_up", "returned_to_caller") and u > t
-        ]
+        # Joined by a bridge, the human is heard until the bot's teardown ends it.
+        ends = ("human_hung_up", "returned_to_caller", "caller_hung_up")
+        if e.get("mode") == "bridge":
+            ends += ("teardown_done",)
+        left = [u for u, x in heard if x["event"] in ends and u > t]
         until = min([last, *left])
         found = clip_heard(report.caller_audio, clip, rate, (t, until))
         heard_whole = (
@@ -202,7 +205,15 @@ def _caller_left(report, voices, heard, caller_left, cutoff, result: Listening) 
         for t, e in heard
         if e["event"] == "human_hung_up" and e.get("transfer") == number and t <= caller_left + secs
     ]
-    if gone or report.human_audio is None or cutoff < caller_left + 0.3:
+    # The human's recording stops when they hang up (after the caller, no event says so).
+    human_end = len(report.human_audio) / rate if report.human_audio is not None else 0.0
+    hung_up = report.human_hung_up_first and human_end < caller_left + secs
+    if (
+        gone
+        or hung_up
+        or report.human_audio is None
+        or (cutoff is not None and cutoff < caller_left + 0.3)
+    ):
         result.skip("caller-left sentence", "the human or the bot was gone first")
         return
     found = sentence_heard(
