@@ -125,7 +125,7 @@ async def test_success_by_move_with_music_and_no_dead_air(caller_output):
     assert abs(dominant_frequency(heard, RATE) - HUMAN_VOICE_HZ) < 5
     assert rms_dbfs(heard) > -30
     t = result.timings
-    assert t.request_to_hold > 0 and t.ring > 1.0 and t.answer_to_briefing > 0
+    assert 0 < t.request_to_hold < 2.0 and 1.0 < t.ring < 3.0 and 0 < t.answer_to_briefing < 3.0
     assert t.accept_to_connected is not None and t.accept_to_connected < 0.5
 
 
