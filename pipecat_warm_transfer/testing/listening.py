@@ -328,7 +328,7 @@ def dead_air(report, voices: Voices, cutoff: float | None, result: Listening) ->
             continue
         window = audio[int(start * rate) : int(end * rate)]
         silent = windowed_rms_dbfs(window, rate, 20) < SILENT_DBFS
-        runs = [(i, n) for i, n in _runs(silent) if n > DEAD_AIR_FRAMES]
+        runs = [(i, n) for i, n in true_runs(silent) if n > DEAD_AIR_FRAMES]
         excused = [r for r in runs if _during(stalls, start + 0.02 * r[0], 0.02 * r[1])]
         if excused:
             result.skip("dead air", f"{len(excused)} silence(s) during event-loop stalls")
@@ -351,7 +351,7 @@ def _during(stalls, at: float, secs: float) -> bool:
     return any(a - 0.2 <= at + secs and at <= b + 0.2 for a, b in stalls)
 
 
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+def true_runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """(start, length) of each run of True in `flags`."""
     runs, start = [], None
     for i, flag in enumerate(flags):
