@@ -168,12 +168,7 @@ def draw_plan(seed: int) -> FaultPlan:
             human.hang_up_after = rng.uniform(0.1, 4.0)
     call_secs = rng.uniform(4.0, 8.0)
     livekit = rng.random() < 0.5
-    faults: list[tuple] = []
-    if livekit:
-        for fault in API_FAULTS:
-            if rng.random() < 0.15:
-                kind, method, value = fault
-                faults.append((kind, method, rng.uniform(0.1, 1.5) if kind == "latency" else value))
+    faults = _draw_faults(rng, share=0.15, max_latency=1.5) if livekit else []
     return FaultPlan(
         seed=seed,
         human=human,
@@ -189,9 +184,7 @@ def draw_plan(seed: int) -> FaultPlan:
         call_secs=call_secs,
         livekit=livekit,
         faults=faults,
-        # A draw of its own, so every other draw of a seed stays what it was: a third
-        # of the calls speak to the caller through Pipecat's real LiveKit output.
-        caller_output="livekit" if random.Random(seed ^ 0x5EED).random() < 1 / 3 else "memory",
+        caller_output=_caller_output(seed),
         hold_line_lost=_hold_line_lost(seed),
     )
 
@@ -224,12 +217,7 @@ def _draw_accepting(seed: int, rng: random.Random) -> FaultPlan:
     elif leaves < 0.22:
         caller_leaves = rng.uniform(min(call_secs, human.answer_after + accept_at + 2.0), call_secs)
     livekit = rng.random() < CONNECT_LIVEKIT_SHARE
-    faults: list[tuple] = []
-    if livekit:
-        for fault in API_FAULTS:
-            if rng.random() < 0.05:
-                kind, method, value = fault
-                faults.append((kind, method, rng.uniform(0.1, 1.0) if kind == "latency" else value))
+    faults = _draw_faults(rng, share=0.05, max_latency=1.0) if livekit else []
     return FaultPlan(
         seed=seed,
         human=human,
@@ -243,9 +231,28 @@ def _draw_accepting(seed: int, rng: random.Random) -> FaultPlan:
         call_secs=call_secs,
         livekit=livekit,
         faults=faults,
-        caller_output="livekit" if random.Random(seed ^ 0x5EED).random() < 1 / 3 else "memory",
+        caller_output=_caller_output(seed),
         hold_line_lost=_hold_line_lost(seed),
     )
+
+
+def _draw_faults(rng: random.Random, *, share: float, max_latency: float) -> list[tuple]:
+    """Each of `API_FAULTS` with probability `share`; a latency of up to `max_latency` s."""
+    faults = []
+    for kind, method, value in API_FAULTS:
+        if rng.random() < share:
+            faults.append(
+                (kind, method, rng.uniform(0.1, max_latency) if kind == "latency" else value)
+            )
+    return faults
+
+
+def _caller_output(seed: int) -> str:
+    """A third of the calls speak through Pipecat's real LiveKit output.
+
+    A draw of its own, so every other draw of a seed stays what it was.
+    """
+    return "livekit" if random.Random(seed ^ 0x5EED).random() < 1 / 3 else "memory"
 
 
 def _hold_line_lost(seed: int) -> bool:
