@@ -50,6 +50,19 @@ FAST_TESTS = (
     "tests/test_transfer_core.py::test_caller_hangs_up_during_briefing_the_human_is_told",
     "tests/test_transfer_core.py::test_human_hangs_up_during_briefing",
     "tests/test_transfer_core.py::test_consult_room_is_closed_after_a_completed_transfer",
+    # Keys that are neither accept nor decline; `connect_mode="move"`; a dial the core
+    # gives up on; a teardown step that raises.
+    "tests/test_transfer_core.py::test_keys_other_than_accept_and_decline_are_ignored",
+    "tests/test_transfer_core.py::test_move_mode_moves_the_human_on_a_server_with_move",
+    "tests/test_transfer_core.py::test_a_dial_that_outlives_its_own_bound_is_given_up_as_no_answer",
+    "tests/test_transfer_core.py::test_a_teardown_step_that_raises_does_not_stop_the_rest",
+    # A briefing by LLM, with and without Pipecat's voicemail detector.
+    "tests/test_transfer_voice.py::test_human_accepts_by_voice",
+    "tests/test_transfer_voice.py::test_voicemail_detected_by_pipecats_detector",
+    # The shared engine: a sink that breaks; a parked call on LiveKit keeps no run-ahead.
+    "tests/test_hold_engine.py::test_a_parked_call_whose_sink_breaks_plays_on_through_its_transport",
+    "tests/test_livekit_media.py::test_speech_plays_at_most_40ms_later_than_without_a_mixer"
+    "[music on, parked in the shared engine]",
     # The caller's LLM: its tool starts a transfer that fails (busy), and it is told.
     "tests/test_transfer_voice.py::test_after_a_failure_the_callers_llm_is_told_what_happened",
     # Randomized whole calls with faults (FUZZ_RUNS seeds).

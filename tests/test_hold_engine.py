@@ -499,3 +499,40 @@ async def test_a_wake_during_the_lead_write_keeps_the_call_out_of_the_engine(mus
     assert out != silence and not mixer.parked  # played on, not parked
     engine.leave(other)
     await mixer.stop()
+
+
+async def test_a_parked_call_whose_sink_breaks_plays_on_through_its_transport(music, no_leaks):
+    """The engine drops a sink that raises; the mixer must take its call back at once."""
+    loop = asyncio.get_running_loop()
+    server = MemoryRoomServer(auto_delete_empty=True)
+    engine = SharedHoldEngine()
+    mixer = HoldMusicMixer(level_dbfs=-24.0, fade_ms=100, shared_engine=engine)
+    transport = MemoryTransport(server, "call", "bot", params=out_params(mixer))
+    output = transport.output()
+    publish = output.write_audio_nowait
+    broken = False
+
+    def write_audio_nowait(audio):
+        if broken:
+            raise ConnectionError("the room connection went away")
+        return publish(audio)
+
+    output.write_audio_nowait = write_audio_nowait  # what the engine's sink will call
+    listener = Listener(server, "call")
+    run = PipelineRun([HoldMusicLink(mixer), output])
+    await run.start()
+    await run.worker.queue_frame(MixerEnableFrame(True))
+    await wait_for(lambda: mixer.parked, 2.0)
+    broken = True
+    broke_at = loop.time()
+    await wait_for(lambda: not mixer.parked, 0.3)
+    assert engine.channels == 0
+    await asyncio.sleep(PARK_AFTER_SECS + 0.5)
+    assert not mixer.parked  # no usable sink any more: it never parks again
+    await run.end()
+    await listener.close()
+    after = listener.samples(since=broke_at + 0.1)
+    assert len(after) / RATE >= PARK_AFTER_SECS + 0.3
+    assert abs(rms_dbfs(after) + 24) < 1.0
+    assert listener.max_send_gap(since=broke_at) < 0.15
+    assert server.leftovers() == ZERO

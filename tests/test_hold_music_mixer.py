@@ -133,16 +133,21 @@ async def test_disabled_output_is_the_input_object(tone_file):
         assert mixer.mix_now(audio) is audio
 
 
-@pytest.mark.parametrize("duck_db", [6.0, 12.0, 20.0])
-async def test_ducking_depth_under_speech(tone_file, duck_db):
-    rate = 16000
-    mixer = await enabled_steady(tone_file, rate, duck_db=duck_db)
+async def ducking_depth(mixer, rate=16000):
+    """How many dB the music drops under 1 s of steady speech (past the attack)."""
     t = np.arange(320) / rate
     speech = (3000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
     silent = await run_frames(mixer, 25, frame_bytes(rate))
     outs = [np.frombuffer(mixer.mix_now(speech.tobytes()), np.int16) for _ in range(50)]
     music_under_speech = np.concatenate(outs[10:]).astype(np.int32) - np.tile(speech, 40)
-    depth = rms_dbfs(silent) - rms_dbfs(music_under_speech)
+    return rms_dbfs(silent) - rms_dbfs(music_under_speech)
+
+
+@pytest.mark.parametrize("duck_db", [6.0, 12.0, 20.0])
+async def test_ducking_depth_under_speech(tone_file, duck_db):
+    rate = 16000
+    mixer = await enabled_steady(tone_file, rate, duck_db=duck_db)
+    depth = await ducking_depth(mixer, rate)
     assert abs(depth - duck_db) <= 1.5
     # The music comes back after the speech stops.
     back = await run_frames(mixer, 40, frame_bytes(rate))
@@ -258,6 +263,31 @@ async def test_level_change_ramps_to_the_new_level(tone_file):
     after = await run_frames(mixer, 50, frame_bytes(rate))
     assert abs(rms_dbfs(after[-2 * 8000 :]) - (-30.0)) < 1.0
     assert max_step(before + after) <= 1.1 * tone_step_bound(-24.0, 440.0, rate)
+
+
+@pytest.mark.parametrize("before,after", [(12.0, 6.0), (6.0, 20.0)])
+async def test_a_duck_depth_changed_mid_call_ducks_by_the_new_depth(tone_file, before, after):
+    """A settings update must still duck (attenuate) the music, by exactly the new depth."""
+    rate = 16000
+    mixer = await enabled_steady(tone_file, rate, duck_db=before)
+    assert abs(await ducking_depth(mixer, rate) - before) <= 1.5
+    await run_frames(mixer, 40, frame_bytes(rate))  # the music is back at level
+    await mixer.process_frame(MixerUpdateSettingsFrame(settings={"duck_db": after}))
+    assert abs(await ducking_depth(mixer, rate) - after) <= 1.5
+
+
+async def test_an_odd_byte_count_mixes_the_samples_and_passes_the_last_byte(tone_file):
+    """A frame with half a sample at its end: the whole samples are mixed as usual."""
+    rate = 16000
+    a = await enabled_steady(tone_file, rate)
+    b = await enabled_steady(tone_file, rate)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        body = rng.integers(-3000, 3000, 320, dtype=np.int16).tobytes()
+        out = b.mix_now(body + b"\x7f")
+        assert len(out) == len(body) + 1 and out[-1:] == b"\x7f"
+        assert out[:-1] == a.mix_now(body)
+        assert out[:-1] != body  # music is in it
 
 
 async def test_source_change_crossfades(tone_file, tmp_path):

@@ -133,6 +133,15 @@ def test_bad_settings_are_refused():
         LiveKitSipBackend("wss://x", "k", "s", outbound_trunk=SIPOutboundConfig())
     with pytest.raises(TransferConfigError, match="^dial_grace:"):
         LiveKitSipBackend("wss://x", "k", "s", dial_grace=0)
+    with pytest.raises(TransferConfigError, match="^status_poll_interval:"):
+        LiveKitSipBackend("wss://x", "k", "s", status_poll_interval=-0.5)
+
+
+def test_a_status_poll_interval_of_zero_turns_polling_off():
+    """0 is the documented "never poll" value, not a bad interval."""
+    assert LiveKitSipBackend("wss://x", "k", "s", status_poll_interval=0).status_poll_interval == 0
+    backend = LiveKitSipBackend("wss://x", "k", "s", status_poll_interval=0.25)
+    assert backend.status_poll_interval == 0.25
 
 
 async def test_a_trunk_is_required_before_any_call(lk, monkeypatch):

@@ -224,12 +224,28 @@ async def test_decline_by_keypad():
     assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
-async def test_human_hangs_up_during_briefing():
-    script = HumanScript(answer_after=0.5, greeting=tone(500, 0.4), hang_up_after=1.5)
-    call = await run_call({NUMBER: script}, until=["returned_to_caller"])
-    assert only_result(call.report).reason == FailureReason.HUMAN_HUNG_UP
-    assert "human_hung_up" in call.report.event_names()
+async def test_keys_other_than_accept_and_decline_are_ignored():
+    """The human presses 5 and 9 (neither accept nor decline), then 1: connected."""
+    script = HumanScript(answer_after=0.5, greeting=tone(500, 0.4))
+    script.dtmf(1.0, "5").dtmf(1.3, "9").dtmf(2.0, "1")
+    call = await run_call({NUMBER: script}, until=["connected", "teardown_done"])
+    assert only_result(call.report).outcome == TransferOutcome.CONNECTED
     assert call.report.leaks == NO_LEAKS, call.report.leak_findings
+
+
+async def test_human_hangs_up_during_briefing():
+    """A failure before the join: the caller hears the failure sentence, not the sentence
+    for a human who leaves after being joined, and the transfer ends `human_hung_up`."""
+    script = HumanScript(answer_after=0.5, greeting=tone(500, 0.4), hang_up_after=1.5)
+    call = await run_call({NUMBER: script}, until=["returned_to_caller"], linger=0.8)
+    report = call.report
+    assert only_result(report).reason == FailureReason.HUMAN_HUNG_UP
+    assert "human_hung_up" in report.event_names() and "connected" not in report.event_names()
+    assert report.first("returned_to_caller")["reason"] == str(FailureReason.HUMAN_HUNG_UP)
+    params = call.transfer._params
+    assert_told_then_quiet(report, params.failure_message(FailureReason.HUMAN_HUNG_UP))
+    assert params.human_left_message not in report.spoken_to_caller
+    assert report.leaks == NO_LEAKS, report.leak_findings
 
 
 async def test_briefing_timeout():
@@ -643,3 +659,78 @@ async def test_a_hold_line_that_never_plays_still_gets_music_within_1_5_s(caller
     voices = Voices(bot_pitch_hz=BOT_PITCH_HZ, briefing_pitch_hz=BRIEFING_PITCH_HZ, params=params)
     dead_air(report, voices, None, listening)
     assert listening.measured["dead air"] == 1 and listening.problems == [], listening
+
+
+async def test_move_mode_moves_the_human_on_a_server_with_move():
+    """`connect_mode="move"` joins by MoveParticipant; it never falls back to a bridge."""
+    call = await run_call(
+        {NUMBER: human(answer_after=0.5)},
+        until=["connected", "teardown_done"],
+        params=fast_params(connect_mode="move"),
+    )
+    result = only_result(call.report)
+    assert result.outcome == TransferOutcome.CONNECTED
+    assert result.connect_mode == ConnectMode.MOVE
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
+
+
+async def test_a_dial_that_outlives_its_own_bound_is_given_up_as_no_answer():
+    """A leg whose server never ends the ringing: the core stops waiting at the leg's
+    `dial_timeout` and reports `no_answer` (408), then closes the leg."""
+    async with CallHarness(humans={NUMBER: human(answer_after=0.5)}) as call:
+        original_open = call.backend.open_leg
+
+        async def ring_forever():
+            await asyncio.Event().wait()
+
+        async def open_leg(request):
+            leg = await original_open(request)
+            leg.__class__ = type("BoundedLeg", (type(leg),), {"dial_timeout": 1.0})
+            leg.dial = ring_forever
+            return leg
+
+        call.backend.open_leg = open_leg
+        assert await call.transfer.start_transfer("x")
+        dialing = await call.wait_for("dialing")
+        failed = await call.wait_for("transfer_failed")
+        await call.wait_for("returned_to_caller")
+        assert 0.9 < failed["t"] - dialing["t"] < 1.5
+    result = only_result(call.report)
+    assert (result.reason, result.sip_status) == (FailureReason.NO_ANSWER, 408)
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
+
+
+async def test_a_teardown_step_that_raises_does_not_stop_the_rest():
+    """The consult leg's close raises after doing its work: teardown still finishes,
+    the caller is told, and the error is logged, not raised into the call."""
+    from loguru import logger
+
+    warnings = []
+    sink = logger.add(lambda m: warnings.append(str(m)), level="WARNING")
+    try:
+        async with CallHarness(
+            humans={NUMBER: HumanScript(outcome="busy", answer_after=0.5)}
+        ) as call:
+            original_open = call.backend.open_leg
+
+            async def open_leg(request):
+                leg = await original_open(request)
+                original_close = leg.close
+
+                async def close():
+                    await original_close()
+                    raise RuntimeError("the server went away")
+
+                leg.close = close
+                return leg
+
+            call.backend.open_leg = open_leg
+            assert await call.transfer.start_transfer("x")
+            await call.wait_for("teardown_done")
+            await call.wait_for("returned_to_caller")
+            await call.wait_idle()
+    finally:
+        logger.remove(sink)
+    assert only_result(call.report).reason == FailureReason.BUSY
+    assert any("could not close the consult leg" in w for w in warnings), warnings
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings

@@ -16,6 +16,8 @@ jump. No threshold or spectral guess is involved: a block matches or it does not
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from pipecat_warm_transfer.audio.music_source import MusicLoop, load_music_loop
@@ -41,10 +43,15 @@ def _index(loop: MusicLoop) -> dict[bytes, list[int]]:
     return index
 
 
+@functools.lru_cache(maxsize=8)
 def hold_loops(
     sample_rate: int, level_dbfs: float = -24.0, duck_db: float = 12.0
 ) -> tuple[MusicLoop, MusicLoop]:
-    """The bundled music as the default mixer plays it: at level, and ducked."""
+    """The bundled music as the default mixer plays it: at level, and ducked.
+
+    The same loops for the same arguments, so their index (1.5 s to build) is built once
+    per process rather than once per call checked.
+    """
     loop = load_music_loop(None, sample_rate, level_dbfs)
     ducked = load_music_loop(None, sample_rate, level_dbfs, gain=10.0 ** (-duck_db / 20.0))
     return loop, ducked
