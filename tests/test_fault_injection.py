@@ -62,3 +62,37 @@ async def test_hold_music_with_the_caller_back_is_a_violation(caller_output, def
         assert len(problems) == 1 and "outside any hold" in problems[0], problems
     else:
         assert problems == []
+
+
+def test_the_totals_count_paths_faults_checks_and_name_each_failing_seed():
+    from pipecat_warm_transfer.testing.fault_injection import summarize
+
+    def run(seed, connected=(), livekit=True, fired=(), problems=()):
+        return {
+            "livekit": livekit,
+            "caller_output": "memory",
+            "connected": list(connected),
+            "faults_armed": len(fired) + 1,
+            "faults_fired": list(fired),
+            "measured": {"dead air": 1},
+            "skipped": ["human heard"] if not connected else [],
+            "violations": len(problems),
+            "seed": seed,
+            "problems": list(problems),
+        }
+
+    totals = summarize(
+        [
+            run(1, ["move"], fired=["fail MoveParticipant"]),
+            run(2, ["bridge"], livekit=False),
+            run(3, problems=["dead air: 0.14 s of silence"]),
+        ]
+    )
+    assert totals["runs"] == 3 and totals["violations"] == 1
+    assert totals["connected"] == 2 and totals["connected_through_emulator"] == 1
+    assert totals["connected_through_emulator_move"] == 1
+    assert totals["connected_through_emulator_bridge"] == 0
+    assert totals["faults_armed"] == 4 and totals["faults_fired"] == {"fail MoveParticipant": 1}
+    assert totals["checks_made"] == {"dead air": 3}
+    assert totals["checks_skipped"] == {"human heard": 1}
+    assert totals["failing"] == [{"seed": 3, "problems": ["dead air: 0.14 s of silence"]}]

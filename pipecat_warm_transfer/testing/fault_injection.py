@@ -287,6 +287,8 @@ class FaultRun:
             "measured": dict(self.listening.measured),
             "skipped": [s.split(":")[0] for s in self.listening.skipped],
             "violations": len(self.violations),
+            "seed": self.plan.seed,
+            "problems": [v[:300] for v in self.violations],
         }
 
     def trace(self) -> str:
@@ -439,6 +441,10 @@ def summarize(summaries: list[dict]) -> dict:
     total["faults_fired"] = dict(sorted(fired.items()))
     total["checks_made"] = dict(sorted(measured.items()))
     total["checks_skipped"] = dict(sorted(skipped.items()))
+    # Each failing run's seed and what it broke: `WT_FUZZ_SEED=<seed> WT_FUZZ_RUNS=1`.
+    total["failing"] = [
+        {"seed": s["seed"], "problems": s["problems"]} for s in summaries if s.get("problems")
+    ]
     return total
 
 
