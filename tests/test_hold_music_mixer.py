@@ -133,14 +133,23 @@ async def test_disabled_output_is_the_input_object(tone_file):
         assert mixer.mix_now(audio) is audio
 
 
-async def ducking_depth(mixer, rate=16000):
-    """How many dB the music drops under 1 s of steady speech (past the attack)."""
+async def ducking_depth(mixer, rate=16000, attack=None):
+    """How many dB the music drops under 1 s of steady speech (past the attack).
+
+    `attack`, a list, receives the music's level (dB below its level before the speech)
+    in each 20 ms of the first 200 ms of speech, then the music itself from 20 ms before
+    the speech to the end of those 200 ms (an array).
+    """
     t = np.arange(320) / rate
     speech = (3000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
     silent = await run_frames(mixer, 25, frame_bytes(rate))
     outs = [np.frombuffer(mixer.mix_now(speech.tobytes()), np.int16) for _ in range(50)]
-    music_under_speech = np.concatenate(outs[10:]).astype(np.int32) - np.tile(speech, 40)
-    return rms_dbfs(silent) - rms_dbfs(music_under_speech)
+    under = [out.astype(np.int32) - speech for out in outs]
+    if attack is not None:
+        attack += [rms_dbfs(silent) - rms_dbfs(u) for u in under[:10]]
+        lead_in = np.frombuffer(silent, np.int16)[-320:].astype(np.int32)
+        attack.append(np.concatenate([lead_in, *under[:10]]))
+    return rms_dbfs(silent) - rms_dbfs(np.concatenate(under[10:]))
 
 
 @pytest.mark.parametrize("duck_db", [6.0, 12.0, 20.0])
@@ -266,14 +275,24 @@ async def test_level_change_ramps_to_the_new_level(tone_file):
 
 
 @pytest.mark.parametrize("before,after", [(12.0, 6.0), (6.0, 20.0)])
-async def test_a_duck_depth_changed_mid_call_ducks_by_the_new_depth(tone_file, before, after):
+async def test_a_duck_depth_changed_mid_call_ducks_by_the_new_depth(tmp_path, before, after):
     """A settings update must still duck (attenuate) the music, by exactly the new depth."""
     rate = 16000
-    mixer = await enabled_steady(tone_file, rate, duck_db=before)
+    # 440 whole periods: a loop with an even level across its seam, so each 20 ms of the
+    # attack can be compared with the level before the speech.
+    seamless = write_tone(tmp_path / "seamless.wav", seconds=1.0)
+    mixer = await enabled_steady(seamless, rate, duck_db=before)
     assert abs(await ducking_depth(mixer, rate) - before) <= 1.5
     await run_frames(mixer, 40, frame_bytes(rate))  # the music is back at level
     await mixer.process_frame(MixerUpdateSettingsFrame(settings={"duck_db": after}))
-    assert abs(await ducking_depth(mixer, rate) - after) <= 1.5
+    attack = []
+    assert abs(await ducking_depth(mixer, rate, attack) - after) <= 1.5
+    *levels, music = attack
+    # On the way down the music only gets quieter, never louder than it was, and it
+    # ramps (20 ms) rather than jumps: no step larger than the tone's own.
+    assert all(-0.5 <= depth <= after + 1.5 for depth in levels), np.round(levels, 1)
+    assert np.all(np.diff(levels) > -0.5), np.round(levels, 1)
+    assert max_step(music) <= 1.1 * tone_step_bound(-24.0, 440.0, rate)
 
 
 async def test_an_odd_byte_count_mixes_the_samples_and_passes_the_last_byte(tone_file):
