@@ -519,18 +519,19 @@ async def test_a_parked_call_whose_sink_breaks_plays_on_through_its_transport(mu
 
     output.write_audio_nowait = write_audio_nowait  # what the engine's sink will call
     listener = Listener(server, "call")
-    run = PipelineRun([HoldMusicLink(mixer), output])
-    await run.start()
-    await run.worker.queue_frame(MixerEnableFrame(True))
-    await wait_for(lambda: mixer.parked, 2.0)
-    broken = True
-    broke_at = loop.time()
-    await wait_for(lambda: not mixer.parked, 0.3)
-    assert engine.channels == 0
-    await asyncio.sleep(PARK_AFTER_SECS + 0.5)
-    assert not mixer.parked  # no usable sink any more: it never parks again
-    await run.end()
-    await listener.close()
+    try:
+        # A failing check cancels the pipeline (and the engine's task) on the way out.
+        async with PipelineRun([HoldMusicLink(mixer), output]) as run:
+            await run.worker.queue_frame(MixerEnableFrame(True))
+            await wait_for(lambda: mixer.parked, 2.0)
+            broken = True
+            broke_at = loop.time()
+            await wait_for(lambda: not mixer.parked, 0.3)
+            assert engine.channels == 0
+            await asyncio.sleep(PARK_AFTER_SECS + 0.5)
+            assert not mixer.parked  # no usable sink any more: it never parks again
+    finally:
+        await listener.close()
     after = listener.samples(since=broke_at + 0.1)
     assert len(after) / RATE >= PARK_AFTER_SECS + 0.3
     assert abs(rms_dbfs(after) + 24) < 1.0
