@@ -233,11 +233,14 @@ async def test_keys_other_than_accept_and_decline_are_ignored():
     assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
-async def test_human_hangs_up_during_briefing():
+@pytest.mark.parametrize("livekit", [False, True], ids=["memory", "emulator"])
+async def test_human_hangs_up_during_briefing(livekit):
     """A failure before the join: the caller hears the failure sentence, not the sentence
     for a human who leaves after being joined, and the transfer ends `human_hung_up`."""
     script = HumanScript(answer_after=0.5, greeting=tone(500, 0.4), hang_up_after=1.5)
-    call = await run_call({NUMBER: script}, until=["returned_to_caller"], linger=0.8)
+    call = await run_call(
+        {NUMBER: script}, until=["returned_to_caller"], linger=0.8, livekit=livekit
+    )
     report = call.report
     assert only_result(report).reason == FailureReason.HUMAN_HUNG_UP
     assert "human_hung_up" in report.event_names() and "connected" not in report.event_names()
