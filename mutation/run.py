@@ -471,18 +471,29 @@ def run(n: int, seed: int, factor: float, keep: bool) -> tuple[list[Outcome], st
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def reproduce(spec: str) -> int:
-    """Apply one mutant (`module:operator:occurrence`) in a new scratch copy, and say how to test it."""
+def apply_spec(scratch: Path, spec: str) -> tuple[str, str]:
+    """Apply one mutant (`module:operator:occurrence`) to a scratch copy.
+
+    Returns:
+        The module's text before and after.
+    """
     try:
         module, operator, occurrence = spec.rsplit(":", 2)
         op = get_operator(operator)()
         occurrence_n = int(occurrence)
     except (ValueError, KeyError) as e:
-        raise ToolError(f"--reproduce {spec}: expected module:operator:occurrence ({e})") from e
-    scratch = make_scratch("wt-mutant-")
+        raise ToolError(f"{spec}: expected module:operator:occurrence ({e})") from e
     original, mutated = apply_mutation(scratch / module, op, occurrence_n)
     if mutated is None:
         raise ToolError(f"{spec}: no such mutation (the code has changed since the report?)")
+    return original, mutated
+
+
+def reproduce(spec: str) -> int:
+    """Apply one mutant (`module:operator:occurrence`) in a new scratch copy, and say how to test it."""
+    scratch = make_scratch("wt-mutant-")
+    original, mutated = apply_spec(scratch, spec)
+    module = spec.rsplit(":", 2)[0]
     diff = difflib.unified_diff(
         original.splitlines(), mutated.splitlines(), f"a/{module}", f"b/{module}", lineterm=""
     )
