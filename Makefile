@@ -32,17 +32,21 @@ test: $(VENV)/.test-installed
 
 # The long reliability profile: FUZZ_RUNS randomized calls from seed FUZZ_SEED, their
 # totals and each failing seed in benchmarks/results/fuzz.json, then the soak (about
-# 22 min). Each call runs in real time (about 10 s) on about 1.2 CPU-seconds, so 2 cores
+# 22 min). Each call runs in real time (about 10 s) on about 1.3 CPU-seconds, so 2 cores
 # keep SOAK_WORKERS=6 calls going without starving them (16 starved them: a third of the
 # calls stuttered); 10,000 calls take about 5 hours. Run it in parts with FUZZ_SEED.
 FUZZ_RUNS ?= 10000
 FUZZ_SEED ?= 20261124
 SOAK_WORKERS ?= 6
+# Both parts run even when a randomized call fails; the target fails if either did.
 soak: $(VENV)/.test-installed
+	status=0; \
 	WT_FUZZ_RUNS=$(FUZZ_RUNS) WT_FUZZ_SEED=$(FUZZ_SEED) \
 		WT_FUZZ_SUMMARY=benchmarks/results/fuzz.json $(BIN)/python -m pytest -q -rf \
-		-n $(SOAK_WORKERS) -p no:cacheprovider tests/test_fault_injection.py
-	$(BIN)/python -m pipecat_warm_transfer.testing.soak --sequential 1000 --concurrent 100
+		-n $(SOAK_WORKERS) -p no:cacheprovider tests/test_fault_injection.py || status=$$?; \
+	$(BIN)/python -m pipecat_warm_transfer.testing.soak --sequential 1000 --concurrent 100 \
+		|| status=$$?; \
+	exit $$status
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
