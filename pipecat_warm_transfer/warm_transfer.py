@@ -327,8 +327,9 @@ class WarmTransfer(BaseObject):
         attempt = self._attempt
         if attempt is None:
             return
-        if self._state == TransferState.CONNECTED:
-            # Joined already: hang the human up as well, then tear down what is left.
+        if self._state == TransferState.CONNECTED or attempt.moved:
+            # Joined already (or moved, and the bot's pipeline is ending): hang the human
+            # up as well, then tear down what is left. Nobody else will.
             await self._teardown(attempt, hang_up_moved=True)
             return
         await self._stop_run_task()
@@ -624,7 +625,10 @@ class WarmTransfer(BaseObject):
                 self._finish(attempt, _TransferFailed(reason or FailureReason.CANCELLED))
                 await self._publish_result(attempt)
         if attempt is not None:
-            await self._teardown(attempt, hang_up_moved=False)
+            # A moved human stays with the caller when only the bot leaves; with the
+            # caller gone too, nobody may be left in the room (the hang-up that the
+            # caller's leaving started is cancelled just below, with the other tasks).
+            await self._teardown(attempt, hang_up_moved=self._caller_gone)
         await self._stop_aux_tasks()
         await self._set_state(TransferState.IDLE, push=False)
 

@@ -737,3 +737,21 @@ async def test_a_teardown_step_that_raises_does_not_stop_the_rest():
     assert only_result(call.report).reason == FailureReason.BUSY
     assert any("could not close the consult leg" in w for w in warnings), warnings
     assert call.report.leaks == NO_LEAKS, call.report.leak_findings
+
+
+async def test_the_bot_ending_right_after_the_caller_left_still_hangs_up_the_moved_human():
+    """Found by the soak (seeds 101115, 101293): the caller leaves after the move and the
+    bot's pipeline ends while LiveKit is still removing the human; the end must not cut
+    that hang-up short, nor tear down without it."""
+    async with CallHarness(
+        humans={NUMBER: human(answer_after=0.5)},
+        caller_script=lambda p: p.hang_up(5.0),
+        livekit=True,
+    ) as call:
+        call.emulator.latency("RemoveParticipant", 0.5)
+        assert await call.transfer.start_transfer("x")
+        await call.wait_for("connected")
+        await call.wait_for("caller_hung_up")
+        # Leaving the block ends the bot's pipeline at once; leaks are counted at its end.
+    assert only_result(call.report).connect_mode == ConnectMode.MOVE
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
