@@ -101,7 +101,9 @@ async def sequential(count: int, connect_every: int, progress) -> dict:
             connect = connect_every and (i + 1) % connect_every == 0
             human = _connecting_human() if connect else HumanScript(outcome="busy")
             if connect:
-                human.hang_up_after = 0.9
+                # After the second key: the bot joins the consult room a while after the
+                # answer, so the first key can be lost (0.9 s, as before, was too early).
+                human.hang_up_after = 3.6
             call.emulator.humans[NUMBER] = human
             if not await call.transfer.start_transfer(f"soak {i}"):
                 raise RuntimeError(f"transfer {i} was refused")
