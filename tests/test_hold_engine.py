@@ -201,6 +201,16 @@ async def held_call(server, engine, **mixer_kwargs):
     return mixer, transport, listener, run
 
 
+def unstarted_call():
+    """A held call's room server, engine, mixer and output, before anything runs (so a
+    test can patch the output first)."""
+    server = MemoryRoomServer(auto_delete_empty=True)
+    engine = SharedHoldEngine()
+    mixer = HoldMusicMixer(level_dbfs=-24.0, fade_ms=100, shared_engine=engine)
+    output = MemoryTransport(server, "call", "bot", params=out_params(mixer)).output()
+    return server, engine, mixer, output
+
+
 async def parked_call():
     """A held call whose music is on and parked in its own engine."""
     server = MemoryRoomServer(auto_delete_empty=True)
@@ -432,11 +442,7 @@ async def test_a_transport_running_late_is_caught_up_when_it_parks(music, no_lea
     kept that deficit as a gap for the whole hold (found by the density benchmark's
     reminder run: streams ~95 ms behind until the next reminder)."""
     loop = asyncio.get_running_loop()
-    server = MemoryRoomServer(auto_delete_empty=True)
-    engine = SharedHoldEngine()
-    mixer = HoldMusicMixer(level_dbfs=-24.0, fade_ms=100, shared_engine=engine)
-    transport = MemoryTransport(server, "call", "bot", params=out_params(mixer))
-    output = transport.output()
+    server, engine, mixer, output = unstarted_call()
     behind = 0.12
     output.write_audio_lag = lambda: behind  # as if the loop had just been busy
     listener = Listener(server, "call")
@@ -504,11 +510,7 @@ async def test_a_wake_during_the_lead_write_keeps_the_call_out_of_the_engine(mus
 async def test_a_parked_call_whose_sink_breaks_plays_on_through_its_transport(music, no_leaks):
     """The engine drops a sink that raises; the mixer must take its call back at once."""
     loop = asyncio.get_running_loop()
-    server = MemoryRoomServer(auto_delete_empty=True)
-    engine = SharedHoldEngine()
-    mixer = HoldMusicMixer(level_dbfs=-24.0, fade_ms=100, shared_engine=engine)
-    transport = MemoryTransport(server, "call", "bot", params=out_params(mixer))
-    output = transport.output()
+    server, engine, mixer, output = unstarted_call()
     publish = output.write_audio_nowait
     broken = False
 
