@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 
 #: Audio still queued in the transport below which the caller has heard a sentence.
 PLAYED_OUT_SECS = 0.05
+#: Bound on the wait for the queued hold line to play out before the music is reported.
+MUSIC_HEARD_TIMEOUT_SECS = 2.0
 
 #: Caller input that must not reach STT/LLM while the caller is held or connected.
 HELD_INPUT_FRAMES = (
@@ -167,6 +169,7 @@ class CallerOutput(FrameProcessor):
         self._speaking_event = asyncio.Event()  # set while the bot speaks
         self._awaited: tuple[str, asyncio.Event] | None = None  # a sentence to be heard
         self._awaited_spoken = ""
+        self._music_task: asyncio.Task | None = None
 
     @property
     def music_on(self) -> bool:
@@ -182,6 +185,13 @@ class CallerOutput(FrameProcessor):
         """Pass a frame on, first taking a parked call back from the shared hold engine."""
         wake_for(self._transfer.hold_mixer, frame, direction)
         await super().push_frame(frame, direction)
+
+    async def cleanup(self):
+        """Stop a pending `hold_started` report with the pipeline."""
+        await super().cleanup()
+        task, self._music_task = self._music_task, None
+        if task is not None and not task.done():
+            await self.cancel_task(task)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Switch routing on transfer states; start music after the hold line."""
@@ -294,6 +304,11 @@ class CallerOutput(FrameProcessor):
             logger.warning(f"{self}: `{awaited[0]}` was not heard in {timeout:.1f} s")
         finally:
             self._awaited = None
+        await self._played_out(deadline)
+
+    async def _played_out(self, deadline: float):
+        """Wait until what the transport still queues has been heard (bounded)."""
+        loop = asyncio.get_running_loop()
         mixer = self._transfer.hold_mixer
         # LiveKit's source plays out on its own thread and signals nothing: poll it.
         while mixer.unplayed_secs() > PLAYED_OUT_SECS and loop.time() < deadline:  # noqa: ASYNC110
@@ -315,7 +330,15 @@ class CallerOutput(FrameProcessor):
         self._music_on = True
         self._start_sent = False
         await self.push_frame(MixerEnableFrame(True))
-        await self._transfer._on_music_started()
+        # The music starts at the hold line's last sample; on LiveKit that is still queued
+        # in the source when the bot is reported stopped. `hold_started` is when it is heard.
+        self._music_task = self.create_task(self._report_music_heard(), "music-heard")
+
+    async def _report_music_heard(self):
+        loop = asyncio.get_running_loop()
+        await self._played_out(loop.time() + MUSIC_HEARD_TIMEOUT_SECS)
+        if self._music_on:
+            await self._transfer._on_music_started()
 
     async def stop_music(self):
         """Fade the hold music out, or disarm a start the mixer was told of (idempotent).
