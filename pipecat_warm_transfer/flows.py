@@ -62,7 +62,8 @@ from pipecat.flows import (
 from pipecat.flows.config import case_key
 from pydantic import ValidationError
 
-from pipecat_warm_transfer.types import TransferResult, TransferState
+from pipecat_warm_transfer.transfer_handle import TransferHandle
+from pipecat_warm_transfer.types import TransferResult
 from pipecat_warm_transfer.warm_transfer import WarmTransfer
 
 #: The Flows tool name (the same name as the caller LLM's tool without Flows).
@@ -126,12 +127,8 @@ class WarmTransferFlow:
         self._flow_manager = flow_manager
         self._transfer = transfer
         self._flow = flow
-        self._waiter: asyncio.Future | None = None
-        self._action: dict[str, Any] | None = None
-        self._result: TransferResult | None = None
+        self._followers: set[asyncio.Task] = set()
         self.outcomes: list[dict[str, Any]] = []
-        transfer.add_event_handler("on_transfer_result", self._on_result)
-        transfer.add_event_handler("on_state_changed", self._on_state)
         flow_manager.register_action(WARM_TRANSFER_ACTION, self._run_action)
 
     @property
@@ -141,52 +138,33 @@ class WarmTransferFlow:
 
     async def transfer_and_wait(self, reason: str) -> dict[str, Any]:
         """Start a transfer and return its outcome once it has settled."""
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
-        self._result = None
-        if not await self._transfer.start_transfer(reason or DEFAULT_REASON):
-            self._waiter = None
-            return self._record(refused_outcome(self._refusal()))
-        try:
-            return await waiter
-        finally:
-            if self._waiter is waiter:
-                self._waiter = None
+        handle = await self._transfer.start_transfer(reason or DEFAULT_REASON)
+        if not handle:
+            return self._record(refused_outcome(handle.refusal))
+        return self._settled(await handle)
 
     async def _run_action(self, action: dict, flow_manager: FlowManager) -> None:
         """The `warm_transfer` action: start a transfer; follow `transition_to` when settled."""
-        self._action = action
-        self._result = None
-        if not await self._transfer.start_transfer(str(action.get("reason") or DEFAULT_REASON)):
-            self._action = None
-            outcome = self._record(refused_outcome(self._refusal()))
+        handle = await self._transfer.start_transfer(str(action.get("reason") or DEFAULT_REASON))
+        if not handle:
+            outcome = self._record(refused_outcome(handle.refusal))
             logger.warning(f"{self}: warm_transfer action refused: {outcome['reason']}")
-
-    def _refusal(self) -> str:
-        if self._transfer.busy:
-            return f"a transfer is already {self._transfer.state}"
-        return "no transfer can start now (the call ended, or the transfer limit was reached)"
-
-    async def _on_result(self, _transfer: WarmTransfer, result: TransferResult) -> None:
-        self._result = result
-        if result.connected or self._transfer.state == TransferState.IDLE:
-            await self._settle()
-
-    async def _on_state(self, _transfer: WarmTransfer, state: TransferState) -> None:
-        if state == TransferState.IDLE and self._result is not None:
-            await self._settle()
-
-    async def _settle(self) -> None:
-        result, self._result = self._result, None
-        if result is None:
             return
-        outcome = self._record(transfer_outcome(result))
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(outcome)
-        action, self._action = self._action, None
-        if action is not None:
-            await self._follow(action, outcome)
+        # The action returns at once (the flow goes on while the caller holds); the
+        # transition follows the settled result.
+        task = asyncio.create_task(self._follow_when_settled(handle, action), name=f"{self}")
+        self._followers.add(task)
+        task.add_done_callback(self._followers.discard)
+
+    async def _follow_when_settled(self, handle: TransferHandle, action: dict) -> None:
+        result = await handle
+        if result is not None:
+            await self._follow(action, self._settled(result))
+
+    def _settled(self, result: TransferResult | None) -> dict[str, Any]:
+        if result is None:
+            return self._record(refused_outcome("the call ended before the transfer settled"))
+        return self._record(transfer_outcome(result))
 
     def _record(self, outcome: dict[str, Any]) -> dict[str, Any]:
         self.outcomes.append(outcome)

@@ -22,7 +22,8 @@ every frame it passes on.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -51,13 +52,10 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from pipecat_warm_transfer.audio import MixerStartAfterSpeechFrame
+from pipecat_warm_transfer.audio import HoldMusicMixer, MixerStartAfterSpeechFrame
 from pipecat_warm_transfer.audio.hold_music_link import bind_next_output, wake_for
 from pipecat_warm_transfer.frames import TransferRequestFrame, TransferStateFrame
 from pipecat_warm_transfer.types import TransferState
-
-if TYPE_CHECKING:
-    from pipecat_warm_transfer.warm_transfer import WarmTransfer
 
 #: Audio still queued in the transport below which the caller has heard a sentence.
 PLAYED_OUT_SECS = 0.05
@@ -81,19 +79,50 @@ RELAY_METADATA_KEY = "warm_transfer_relay"
 
 
 class CallerGate(FrameProcessor):
-    """Drops the caller's input while held; the entry point of transfer announcements."""
+    """Drops the caller's input while held; the entry point of transfer announcements.
 
-    def __init__(self, transfer: WarmTransfer, **kwargs):
+    It knows nothing of its owner: what it sees is handed to the callbacks it was given,
+    as Pipecat's `VoicemailDetector` hands its gate two notifiers.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_start: Callable[[], None],
+        on_end: Callable[[bool], Awaitable[None]],
+        on_request: Callable[[str], Awaitable[Any]],
+        on_dtmf: Callable[[str], Awaitable[None]],
+        on_caller_audio: Callable[[InputAudioRawFrame], Awaitable[None]],
+        on_cleanup: Callable[[], Awaitable[None]] | None = None,
+        **kwargs,
+    ):
         """Initialize the gate.
 
         Args:
-            transfer: The controller this gate belongs to.
+            on_start: The pipeline started (the gate can push frames from now on).
+            on_end: The pipeline is ending; True when cancelled. Awaited before the
+                `EndFrame`/`CancelFrame` goes on, so teardown happens first.
+            on_request: A `TransferRequestFrame` came down the pipeline (its reason).
+            on_dtmf: The caller pressed a key.
+            on_caller_audio: The caller's audio while bridged to the human.
+            on_cleanup: The gate is being cleaned up (release what is left).
             **kwargs: Passed to `FrameProcessor`.
         """
         super().__init__(**kwargs)
-        self._transfer = transfer
+        self._on_start = on_start
+        self._on_end = on_end
+        self._on_request = on_request
+        self._on_dtmf = on_dtmf
+        self._on_caller_audio = on_caller_audio
+        self._on_cleanup = on_cleanup
         self._holding = False
         self._bridged = False
+
+    async def cleanup(self):
+        """Release what the owner still holds for this pipeline."""
+        await super().cleanup()
+        if self._on_cleanup is not None:
+            await self._on_cleanup()
 
     @property
     def holding(self) -> bool:
@@ -111,26 +140,29 @@ class CallerGate(FrameProcessor):
 
         if isinstance(frame, StartFrame):
             await self.push_frame(frame, direction)
-            self._transfer._attach_gate(self)
+            self._on_start()
             return
         if isinstance(frame, (EndFrame, CancelFrame)):
-            await self._transfer._on_pipeline_end(cancelled=isinstance(frame, CancelFrame))
-            await self.push_frame(frame, direction)
+            try:
+                await self._on_end(isinstance(frame, CancelFrame))
+            finally:
+                # Whatever the teardown met, the pipeline must still end.
+                await self.push_frame(frame, direction)
             return
         if direction != FrameDirection.DOWNSTREAM:
             await self.push_frame(frame, direction)
             return
         if isinstance(frame, TransferRequestFrame):
-            await self._transfer.start_transfer(frame.reason)
+            await self._on_request(frame.reason)
             return
         if isinstance(frame, InputDTMFFrame):
-            await self._transfer._on_caller_dtmf(frame.button.value)
+            await self._on_dtmf(frame.button.value)
             if not self._holding:
                 await self.push_frame(frame, direction)
             return
         if self._holding and isinstance(frame, HELD_INPUT_FRAMES):
             if self._bridged and isinstance(frame, InputAudioRawFrame):
-                await self._transfer._relay_to_human(frame)
+                await self._on_caller_audio(frame)
             return
         await self.push_frame(frame, direction)
 
@@ -150,15 +182,26 @@ class CallerGate(FrameProcessor):
 class CallerOutput(FrameProcessor):
     """Drives the hold mixer and plays the human to the caller; silences the bot once joined."""
 
-    def __init__(self, transfer: WarmTransfer, **kwargs):
+    def __init__(
+        self,
+        *,
+        mixer: HoldMusicMixer,
+        hold_message: str,
+        on_music_heard: Callable[[], Awaitable[None]],
+        **kwargs,
+    ):
         """Initialize the caller output.
 
         Args:
-            transfer: The controller this processor belongs to.
+            mixer: The hold mixer installed as the transport's `audio_out_mixer`.
+            hold_message: The hold line, after which the music starts.
+            on_music_heard: The caller hears the hold music (the hold has started).
             **kwargs: Passed to `FrameProcessor`.
         """
         super().__init__(**kwargs)
-        self._transfer = transfer
+        self._mixer = mixer
+        self._hold_message = hold_message
+        self._on_music_heard = on_music_heard
         self._state = TransferState.IDLE
         self._music_armed = False  # start the music when the bot stops speaking
         self._spoken_since_armed = ""  # what the bot said since (to find the hold line)
@@ -183,7 +226,7 @@ class CallerOutput(FrameProcessor):
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
         """Pass a frame on, first taking a parked call back from the shared hold engine."""
-        wake_for(self._transfer.hold_mixer, frame, direction)
+        wake_for(self._mixer, frame, direction)
         await super().push_frame(frame, direction)
 
     async def cleanup(self):
@@ -198,7 +241,7 @@ class CallerOutput(FrameProcessor):
         await super().process_frame(frame, direction)
 
         if isinstance(frame, StartFrame):
-            bind_next_output(self, self._transfer.hold_mixer)
+            bind_next_output(self, self._mixer)
         elif isinstance(frame, TransferStateFrame):
             await self._on_state(frame)
             await self.push_frame(frame, direction)
@@ -266,9 +309,9 @@ class CallerOutput(FrameProcessor):
         """
         if not self._heard_text:
             return True
-        return _words(self._transfer.hold_message)[-3:] == _tail_words(
+        return _words(self._hold_message)[-3:] == _tail_words(
             self._spoken_since_armed, 3
-        ) or _contains_words(self._spoken_since_armed, self._transfer.hold_message)
+        ) or _contains_words(self._spoken_since_armed, self._hold_message)
 
     async def hold_line_started(self, timeout: float) -> bool:
         """Whether the bot started speaking within `timeout` s of the hold being armed.
@@ -309,7 +352,7 @@ class CallerOutput(FrameProcessor):
     async def _played_out(self, deadline: float):
         """Wait until what the transport still queues has been heard (bounded)."""
         loop = asyncio.get_running_loop()
-        mixer = self._transfer.hold_mixer
+        mixer = self._mixer
         # LiveKit's source plays out on its own thread and signals nothing: poll it.
         while mixer.unplayed_secs() > PLAYED_OUT_SECS and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
@@ -338,7 +381,7 @@ class CallerOutput(FrameProcessor):
         loop = asyncio.get_running_loop()
         await self._played_out(loop.time() + MUSIC_HEARD_TIMEOUT_SECS)
         if self._music_on:
-            await self._transfer._on_music_started()
+            await self._on_music_heard()
 
     async def stop_music(self):
         """Fade the hold music out, or disarm a start the mixer was told of (idempotent).

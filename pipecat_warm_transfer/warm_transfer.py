@@ -28,17 +28,18 @@ from pipecat.services.llm_service import FunctionCallParams, FunctionCallResultP
 from pipecat.utils.base_object import BaseObject
 
 from pipecat_warm_transfer.audio import HoldMusicMixer
-from pipecat_warm_transfer.backends.base import (
+from pipecat_warm_transfer.bridge import AudioBridge
+from pipecat_warm_transfer.briefing import BriefingDecision, BriefingSession
+from pipecat_warm_transfer.connect_modes import Join, ModeUnavailableError, strategy_for
+from pipecat_warm_transfer.consult_leg import (
     ConnectError,
     ConsultLeg,
     DialError,
     DialRequest,
-    MoveUnsupportedError,
     TransferBackend,
     TransferConfigError,
     TransferTarget,
 )
-from pipecat_warm_transfer.briefing import BriefingDecision, BriefingSession
 from pipecat_warm_transfer.frames import (
     TransferEventFrame,
     TransferResultFrame,
@@ -47,6 +48,7 @@ from pipecat_warm_transfer.frames import (
 from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
 from pipecat_warm_transfer.processors import CallerGate, CallerOutput
 from pipecat_warm_transfer.summary import summarize_conversation, transcript_from_context
+from pipecat_warm_transfer.transfer_handle import TransferHandle
 from pipecat_warm_transfer.types import (
     ConnectMode,
     FailureReason,
@@ -65,6 +67,8 @@ HOLD_LINE_TIMEOUT_SECS = 8.0
 CALLER_LEFT_SPEECH_SECS = 8.0
 #: Longest the join waits for the caller to hear the connected sentence.
 CONNECTED_SPEECH_SECS = 8.0
+#: Bound on the wait for the transfer's run task to stop when the call ends under it.
+STOP_RUN_SECS = 5.0
 
 _DECISION_FAILURES = {
     "decline": FailureReason.DECLINED,
@@ -91,10 +95,10 @@ class _Attempt:
         self.number = number
         self.id = uuid.uuid4().hex[:8]
         self.requested_at = time.monotonic()
+        self.handle = TransferHandle()
         self.leg: ConsultLeg | None = None
         self.briefing: BriefingSession | None = None
         self.answered = False
-        self.moved = False
         self.mode: ConnectMode | None = None
         self.timings = TransferTimings()
         self.dial_started_at: float | None = None
@@ -105,6 +109,11 @@ class _Attempt:
         self.summary_task: asyncio.Task | None = None
         self.turns: list = []
         self.human_left: str | None = None  # the human hung up before being joined
+
+    @property
+    def moved(self) -> bool:
+        """Whether the human is in the caller's room (the leg is the one source)."""
+        return self.leg is not None and self.leg.moved
 
 
 class WarmTransfer(BaseObject):
@@ -182,13 +191,29 @@ class WarmTransfer(BaseObject):
         self._caller_room = caller_room
         self._bot_identity = bot_identity
 
-        self._gate = CallerGate(self, name=f"{self.name}::CallerGate")
-        self._output = CallerOutput(self, name=f"{self.name}::CallerOutput")
+        self._gate = CallerGate(
+            on_start=self._on_pipeline_start,
+            on_end=self._on_pipeline_end,
+            on_request=self.start_transfer,
+            on_dtmf=self._on_caller_dtmf,
+            on_caller_audio=self._on_caller_audio,
+            on_cleanup=self._stop_tasks,
+            name=f"{self.name}::CallerGate",
+        )
+        self._output = CallerOutput(
+            mixer=self._hold_mixer,
+            hold_message=self._params.hold_message,
+            on_music_heard=self._on_music_started,
+            name=f"{self.name}::CallerOutput",
+        )
+        self._bridge = AudioBridge(
+            play_to_caller=self._output.relay_from_human, play_to_human=self._play_to_human
+        )
         self._running = False
         self._state = TransferState.IDLE
         self._attempt: _Attempt | None = None
         self._task: asyncio.Task | None = None
-        self._aux_tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()
         self._attempts = 0
         self._results: list[TransferResult] = []
         self._caller_gone = False
@@ -262,22 +287,34 @@ class WarmTransfer(BaseObject):
     def watch_caller_transport(self, transport, caller_identity: str | None = None):
         """Watch the caller's transport for hang-ups (and the human leaving after a move).
 
+        Part of the wiring: without it a caller who hangs up is only noticed when the
+        pipeline ends, the dial is not cancelled and a briefed human is not told.
+
         Args:
-            transport: The caller's Pipecat transport (LiveKit or in-memory), with an
-                `on_participant_left(transport, participant_id, reason)` event.
-            caller_identity: The caller's identity; None means any participant that is
-                not the human or the bot.
+            transport: The caller's Pipecat transport (LiveKit or in-memory), with
+                `on_first_participant_joined(transport, participant_id)` and
+                `on_participant_left(transport, participant_id, reason)` events.
+            caller_identity: The caller's identity; None means the first participant
+                to join the caller's room (a SIP caller, typically).
         """
+        caller = {"identity": caller_identity}
+
+        @transport.event_handler("on_first_participant_joined")
+        async def _on_first(_transport, participant_id):
+            if caller["identity"] is None and participant_id != self._bot_identity:
+                caller["identity"] = participant_id
 
         @transport.event_handler("on_participant_left")
         async def _on_left(_transport, participant_id, reason=None):
             attempt = self._attempt
             human = attempt.leg.human_identity if attempt and attempt.leg else None
             if attempt is not None and attempt.moved and participant_id == human:
-                await self._on_human_left(f"left the caller room ({reason})")
-            elif participant_id != self._bot_identity and participant_id != human:
-                if caller_identity is None or participant_id == caller_identity:
-                    self._spawn(self.caller_hung_up(), "caller-hung-up")
+                await self._on_human_left(attempt, f"left the caller room ({reason})")
+            elif participant_id in (self._bot_identity, human):
+                return
+            elif caller["identity"] in (None, participant_id):
+                # Nobody joined after the watch began: anyone but the bot and the human.
+                self._spawn(self.caller_hung_up(), "caller-hung-up")
 
     async def handle_function_call(self, params: FunctionCallParams):
         """Handler of the `transfer_to_human` tool (register it on the caller's LLM)."""
@@ -296,16 +333,21 @@ class WarmTransfer(BaseObject):
         )
         await self.start_transfer(reason)
 
-    async def start_transfer(self, reason: str = "") -> bool:
-        """Start a transfer (from code); False when one cannot start now."""
+    async def start_transfer(self, reason: str = "") -> TransferHandle:
+        """Start a transfer (from code).
+
+        Returns:
+            A handle: falsy (with its `refusal`) when no transfer can start now; else
+            awaiting it yields the settled `TransferResult`.
+        """
         accepted, why = self._can_start()
         if not accepted:
             logger.warning(f"{self}: transfer refused: {why}")
-            return False
+            return TransferHandle(refusal=why)
         self._attempts += 1
         self._attempt = attempt = _Attempt(reason.strip()[:500], self._attempts)
-        self._task = self._gate.create_task(self._run(attempt), f"{self}::transfer")
-        return True
+        self._task = self._spawn(self._run(attempt), "transfer")
+        return attempt.handle
 
     def _can_start(self) -> tuple[bool, str]:
         if self._ended or self._caller_gone:
@@ -324,24 +366,32 @@ class WarmTransfer(BaseObject):
             return
         self._caller_gone = True
         await self._emit("caller_hung_up")
+        await self._end_under_transfer(FailureReason.CALLER_HUNG_UP)
+
+    async def _end_under_transfer(self, reason: FailureReason):
+        """The call ends with a transfer under way or joined: the one path for both ends.
+
+        Not joined yet: the transfer stops, a briefed human is told the caller left, the
+        result is `reason`. Then the attempt is torn down, which decides the hang-up.
+        """
         attempt = self._attempt
         if attempt is None:
             return
-        if self._state == TransferState.CONNECTED or attempt.moved:
-            # Joined already (or moved, and the bot's pipeline is ending): hang the human
-            # up as well, then tear down what is left. Nobody else will.
-            await self._teardown(attempt, hang_up_moved=True)
-            return
-        await self._stop_run_task()
-        briefing = attempt.briefing
-        if briefing is not None and attempt.answered and not attempt.torn_down:
-            await briefing.interrupt()
-            await briefing.say(self._params.caller_left_message, timeout=CALLER_LEFT_SPEECH_SECS)
-        if attempt.result is None:
-            self._finish(attempt, _TransferFailed(FailureReason.CALLER_HUNG_UP))
+        joined = self._state == TransferState.CONNECTED or attempt.moved
+        if not joined:
+            await self._stop_run_task()
+            briefing = attempt.briefing
+            if self._caller_gone and briefing and attempt.answered and not attempt.torn_down:
+                await briefing.interrupt()
+                await briefing.say(
+                    self._params.caller_left_message, timeout=CALLER_LEFT_SPEECH_SECS
+                )
+            self._finish(attempt, _TransferFailed(reason))
             await self._publish_result(attempt)
+            attempt.handle.settle(attempt.result)
         await self._teardown(attempt)
-        await self._set_state(TransferState.IDLE)
+        if not joined and not self._ended:
+            await self._set_state(TransferState.IDLE)
 
     #
     # The transfer
@@ -359,7 +409,7 @@ class WarmTransfer(BaseObject):
         except _TransferFailed as failure:
             await self._return_to_caller(attempt, failure)
         except asyncio.CancelledError:
-            raise
+            raise  # the call is ending under the transfer: that path settles the handle
         except Exception as e:
             logger.exception(f"{self}: transfer error")
             reason = FailureReason.CONNECT_FAILED if attempt.answered else FailureReason.DIAL_FAILED
@@ -402,7 +452,7 @@ class WarmTransfer(BaseObject):
             caller_room=self._caller_room,
         )
         attempt.leg = leg = await self._backend.open_leg(request)
-        leg.on_human_left(self._on_human_left)
+        leg.on_human_left(lambda reason: self._on_human_left(attempt, reason))
         leg.on_ringing(self._on_ringing)
         attempt.dial_started_at = time.monotonic()
         await self._emit("dialing", number=_mask(self._target.number), room=leg.room_name)
@@ -443,7 +493,7 @@ class WarmTransfer(BaseObject):
             turns=attempt.turns,
             human_name=self._target.display_name,
             on_event=self._on_briefing_event,
-            relay_to_caller=self._relay_to_caller,
+            relay_to_caller=self._bridge.from_human,
         )
         await briefing.start()
         decision = await briefing.decision(self._params.briefing_timeout)
@@ -468,29 +518,21 @@ class WarmTransfer(BaseObject):
     async def _connect(self, attempt: _Attempt, leg: ConsultLeg):
         await self._set_state(TransferState.CONNECTING)
         accepted_at = time.monotonic()
-        mode = self._params.connect_mode
         if self._params.connected_message:
             # Joined, the bot is silent to the caller: the sentence must be heard first.
             await self._output.wait_heard(CONNECTED_SPEECH_SECS)
-        if mode != ConnectMode.BRIDGE and self._backend.supports_move and self._caller_room:
-            try:
-                await leg.move_to(self._caller_room)
-                attempt.moved = True
-                attempt.briefing.mark_moved()
-                attempt.mode = ConnectMode.MOVE
-            except MoveUnsupportedError:
-                if mode == ConnectMode.MOVE:
-                    raise _TransferFailed(
-                        FailureReason.CONNECT_FAILED, detail="move unsupported"
-                    ) from None
-                logger.info(f"{self}: move unsupported, bridging instead")
-            except ConnectError as e:
-                raise _TransferFailed(FailureReason.CONNECT_FAILED, detail=str(e)) from None
-        elif mode == ConnectMode.MOVE:
-            raise _TransferFailed(FailureReason.CONNECT_FAILED, detail="move unavailable")
-        if attempt.mode is None:
-            attempt.briefing.enter_bridge()
-            attempt.mode = ConnectMode.BRIDGE
+        join = Join(
+            leg=leg,
+            caller_room=self._caller_room,
+            can_move=self._backend.supports_move,
+            open_bridge=lambda: self._open_bridge(attempt),
+        )
+        try:
+            attempt.mode = await strategy_for(self._params.connect_mode).join(join)
+        except (ModeUnavailableError, ConnectError) as e:
+            raise _TransferFailed(FailureReason.CONNECT_FAILED, detail=str(e)) from None
+        if attempt.moved:
+            attempt.briefing.mark_moved()
         if attempt.human_left is not None:
             # They hung up after accepting, before being joined: the caller comes back.
             raise _TransferFailed(FailureReason.HUMAN_HUNG_UP, detail=attempt.human_left)
@@ -505,6 +547,7 @@ class WarmTransfer(BaseObject):
         attempt.timings.total = time.monotonic() - attempt.requested_at
         await self._emit("connected", mode=str(attempt.mode))
         await self._publish_result(attempt)
+        attempt.handle.settle(attempt.result)
         if attempt.moved:
             # The human is in the caller's room: the consult room is no longer needed.
             await self._teardown(attempt)
@@ -512,7 +555,12 @@ class WarmTransfer(BaseObject):
             # They left while being joined: as a hang-up right after the connect.
             await self._take_caller_back(attempt)
 
+    def _open_bridge(self, attempt: _Attempt):
+        attempt.briefing.enter_bridge()
+        self._bridge.start()
+
     async def _return_to_caller(self, attempt: _Attempt, failure: _TransferFailed):
+        """Tell the caller first; the teardown follows (it may take seconds of retries)."""
         self._finish(attempt, failure)
         await self._emit(
             "transfer_failed",
@@ -520,17 +568,16 @@ class WarmTransfer(BaseObject):
             sip_status=failure.sip_status,
         )
         await self._publish_result(attempt)
+        if not (self._caller_gone or self._ended):
+            await self._set_state(TransferState.RETURNING)
+            await self._gate.announce(self._params.failure_message(failure.reason))
+            await self._gate.note_to_context(
+                f"[warm transfer] The transfer to a human failed ({failure.reason}). "
+                "The caller is back with you; they were told why. Continue helping them."
+            )
+            await self._emit("returned_to_caller", reason=str(failure.reason))
+        attempt.handle.settle(attempt.result)
         await self._teardown(attempt)
-        if self._caller_gone or self._ended:
-            await self._set_state(TransferState.IDLE)
-            return
-        await self._set_state(TransferState.RETURNING)
-        await self._gate.announce(self._params.failure_message(failure.reason))
-        await self._gate.note_to_context(
-            f"[warm transfer] The transfer to a human failed ({failure.reason}). "
-            "The caller is back with you; they were told why. Continue helping them."
-        )
-        await self._emit("returned_to_caller", reason=str(failure.reason))
         await self._set_state(TransferState.IDLE)
 
     def _finish(self, attempt: _Attempt, failure: _TransferFailed):
@@ -562,15 +609,16 @@ class WarmTransfer(BaseObject):
     async def _on_ringing(self):
         await self._emit("ringing")
 
-    async def _on_human_left(self, reason: str):
+    async def _on_human_left(self, attempt: _Attempt, reason: str):
         # Handled in a task of its own: the leg may call this from inside the briefing
         # pipeline, which the handling tears down.
-        self._spawn(self._handle_human_left(reason), "human-left")
+        self._spawn(self._handle_human_left(attempt, reason), "human-left")
 
-    async def _handle_human_left(self, reason: str):
-        attempt = self._attempt
-        if attempt is None or (attempt.torn_down and not attempt.moved) or self._caller_gone:
-            return  # already torn down, or our own hang-up after the caller left
+    async def _handle_human_left(self, attempt: _Attempt, reason: str):
+        if attempt is not self._attempt or self._caller_gone:
+            return  # an earlier attempt's leg, or our own hang-up after the caller left
+        if attempt.torn_down and not attempt.moved:
+            return  # already torn down
         await self._emit("human_hung_up", reason=reason)
         if self._state == TransferState.CONNECTED:
             await self._take_caller_back(attempt)
@@ -580,12 +628,14 @@ class WarmTransfer(BaseObject):
                 attempt.briefing.decide(BriefingDecision("human_left", reason=reason, via="hangup"))
 
     async def _take_caller_back(self, attempt: _Attempt):
-        """The human left after being joined: tear down and the bot takes the caller back."""
-        await self._teardown(attempt)
+        """The human left after being joined: the bot takes the caller back, then tears down."""
+        self._bridge.stop()
         if not self._caller_gone and not self._ended:
             await self._set_state(TransferState.RETURNING)
             await self._gate.announce(self._params.human_left_message)
             await self._emit("returned_to_caller", reason="human_left_after_connect")
+        await self._teardown(attempt)
+        if not self._caller_gone and not self._ended:
             await self._set_state(TransferState.IDLE)
 
     async def _on_music_started(self):
@@ -600,16 +650,15 @@ class WarmTransfer(BaseObject):
         if self._state != TransferState.IDLE:
             await self._emit("caller_dtmf", digit=digit)
 
-    async def _relay_to_human(self, frame: InputAudioRawFrame):
+    async def _on_caller_audio(self, frame: InputAudioRawFrame):
+        await self._bridge.from_caller(frame)
+
+    async def _play_to_human(self, frame: InputAudioRawFrame):
         attempt = self._attempt
-        if attempt and attempt.briefing and self._state == TransferState.CONNECTED:
+        if attempt is not None and attempt.briefing is not None:
             await attempt.briefing.relay_to_human(frame)
 
-    async def _relay_to_caller(self, frame: InputAudioRawFrame):
-        if self._state == TransferState.CONNECTED:
-            await self._output.relay_from_human(frame)
-
-    def _attach_gate(self, gate: CallerGate):
+    def _on_pipeline_start(self):
         self._running = True
 
     async def _on_pipeline_end(self, cancelled: bool):
@@ -617,71 +666,77 @@ class WarmTransfer(BaseObject):
         if self._ended:
             return
         self._ended = True
-        attempt = self._attempt
-        if attempt is not None and self._state != TransferState.CONNECTED:
-            await self._stop_run_task()
-            if attempt.result is None:
-                reason = FailureReason.CALLER_HUNG_UP if self._caller_gone else None
-                self._finish(attempt, _TransferFailed(reason or FailureReason.CANCELLED))
-                await self._publish_result(attempt)
-        if attempt is not None:
-            # A moved human stays with the caller when only the bot leaves; with the
-            # caller gone too, nobody may be left in the room (the hang-up that the
-            # caller's leaving started is cancelled just below, with the other tasks).
-            await self._teardown(attempt, hang_up_moved=self._caller_gone)
-        await self._stop_aux_tasks()
-        await self._set_state(TransferState.IDLE, push=False)
+        # A moved human stays with the caller when only the bot leaves; with the caller
+        # gone too, the teardown hangs them up.
+        reason = FailureReason.CALLER_HUNG_UP if self._caller_gone else FailureReason.CANCELLED
+        try:
+            await self._end_under_transfer(reason)
+        finally:
+            self._bridge.stop()
+            await self._stop_tasks()
+            await self._set_state(TransferState.IDLE, push=False)
 
     #
     # Teardown
     #
 
-    async def _teardown(self, attempt: _Attempt, *, hang_up_moved: bool = False):
+    async def _teardown(self, attempt: _Attempt):
         """Close the consult leg on every path: once per attempt, and every caller waits.
 
         The teardown runs in a task of its own, so a caller cancelled meanwhile (the run
         task, when the caller hangs up during a slow teardown) neither stops it halfway
         nor loses its `teardown_done`; whoever comes next waits for the same teardown.
+        The hang-up is decided at the end of every call (`_hang_up_if_due`).
         """
-        first = attempt.teardown_task is None
-        if first:
+        if attempt.teardown_task is None:
             attempt.torn_down = True
             attempt.teardown_task = asyncio.create_task(
-                self._close_attempt(attempt, hang_up_moved), name=f"{self}::teardown"
+                self._close_attempt(attempt), name=f"{self}::teardown"
             )
         await asyncio.shield(attempt.teardown_task)
-        if not first and hang_up_moved and attempt.moved and attempt.leg is not None:
+        await self._hang_up_if_due(attempt)
+
+    async def _hang_up_if_due(self, attempt: _Attempt):
+        """The one decision on a moved human: hung up once the caller is gone too.
+
+        A human still in the consult room is the leg's: closing it hangs them up.
+        """
+        if attempt.leg is not None and attempt.moved and self._caller_gone:
             await _quietly(attempt.leg.hang_up(), "hang up the moved human")
 
-    async def _close_attempt(self, attempt: _Attempt, hang_up_moved: bool):
+    async def _close_attempt(self, attempt: _Attempt):
         if attempt.briefing is not None:
             await _quietly(attempt.briefing.close(), "close the briefing")
+        await self._hang_up_if_due(attempt)
         if attempt.leg is not None:
-            if hang_up_moved and attempt.moved:
-                await _quietly(attempt.leg.hang_up(), "hang up the moved human")
             await _quietly(attempt.leg.close(), "close the consult leg")
         summary_task = attempt.summary_task
         if summary_task is not None and not summary_task.done():
             summary_task.cancel()
             await asyncio.gather(summary_task, return_exceptions=True)
-        await self._emit("teardown_done")
+        await self._emit("teardown_done", attempt=attempt)
 
     async def _stop_run_task(self):
         task = self._task
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            await self._gate.cancel_task(task, timeout=5.0)
+        if task is None or task.done() or task is asyncio.current_task():
+            return
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=STOP_RUN_SECS)
+        if not done:
+            logger.warning(f"{self}: the transfer did not stop in {STOP_RUN_SECS:g} s")
 
-    async def _stop_aux_tasks(self):
+    async def _stop_tasks(self):
+        """Stop every task of this controller (the pipeline ended, or is cleaned up)."""
         current = asyncio.current_task()
-        tasks = [t for t in self._aux_tasks if t is not current and not t.done()]
+        tasks = [t for t in self._tasks if t is not current and not t.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=f"{self}::{name}")
-        self._aux_tasks.add(task)
-        task.add_done_callback(self._aux_tasks.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return task
 
     #
@@ -700,9 +755,9 @@ class WarmTransfer(BaseObject):
             )
         await self._call_event_handler("on_state_changed", state)
 
-    async def _emit(self, event: str, **data):
+    async def _emit(self, event: str, *, attempt: _Attempt | None = None, **data):
         payload = {"event": event, **{k: v for k, v in data.items() if v is not None}}
-        attempt = self._attempt
+        attempt = attempt or self._attempt
         if attempt is not None:
             payload.setdefault("transfer", attempt.number)
         logger.debug(f"{self}: {payload}")

@@ -17,6 +17,7 @@ from pipecat.tests.utils import run_test
 
 from pipecat_warm_transfer import (
     BriefingParams,
+    CallerGate,
     MixerStartAfterSpeechFrame,
     TransferState,
     TransferStateFrame,
@@ -48,9 +49,23 @@ async def test_gate_passes_caller_input_when_idle():
     )
 
 
+def gate_with(**callbacks) -> CallerGate:
+    """A gate on its own: it needs only the callbacks, never its owner."""
+
+    async def nothing(*_args):
+        return None
+
+    names = ("on_end", "on_request", "on_dtmf", "on_caller_audio")
+    return CallerGate(on_start=lambda: None, **{n: callbacks.get(n, nothing) for n in names})
+
+
 async def test_gate_drops_caller_input_while_held_but_sees_dtmf():
-    transfer = make_transfer()
-    gate = transfer.caller_gate()
+    seen = []
+
+    async def on_dtmf(digit):
+        seen.append(digit)
+
+    gate = gate_with(on_dtmf=on_dtmf)
     gate.set_state(TransferState.HOLDING, bridged=False)
     user_audio = UserAudioRawFrame(audio=bytes(640), sample_rate=16000, num_channels=1, user_id="c")
     frames = [
@@ -59,12 +74,6 @@ async def test_gate_drops_caller_input_while_held_but_sees_dtmf():
         TranscriptionFrame("connect me now", "caller", "now"),
         InputDTMFFrame(button=KeypadEntry.ONE),
     ]
-    seen = []
-
-    async def on_dtmf(digit):
-        seen.append(digit)
-
-    transfer._on_caller_dtmf = on_dtmf
     await run_test(gate, frames_to_send=frames, expected_down_frames=[])
     assert seen == ["1"]  # the transfer is told (the keypad is not held back)
 

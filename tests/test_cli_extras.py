@@ -78,7 +78,8 @@ async def test_demo_uses_a_bot_yamls_settings(tmp_path, monkeypatch):
     dialing = next(e["t"] for e in events if e["event"] == "dialing")
     assert 6.5 < failed - dialing < 7.8  # the YAML's 7 s ring timeout, not the demo's 8 s
     caller, rate = sf.read(tmp_path / "out" / "caller.wav", dtype="int16")
-    # Past the hold line: on LiveKit's output Pipecat reports it spoken when it is queued,
-    # up to a second before the caller has heard it.
-    level = rms_dbfs(caller[int((hold + 2.5) * rate) : int((hold + 3.5) * rate)])
+    # `hold_started` is when the caller hears the music: past its fade-in, before the
+    # ring-out's return sentence.
+    assert hold + 1.5 < failed
+    level = rms_dbfs(caller[int((hold + 0.5) * rate) : int((hold + 1.5) * rate)])
     assert abs(level - (-34.0)) < 3.0  # the YAML's music level

@@ -182,8 +182,10 @@ async def test_dial_failures_return_the_caller_with_the_reason(
     failed = report.first("transfer_failed")
     assert failed["reason"] == str(reason)
     assert report.leaks == NO_LEAKS, report.leak_findings
-    # Review defect: the consult room is gone as soon as the dial failed.
-    assert report.first("teardown_done")["t"] <= report.first("returned_to_caller")["t"]
+    # The caller is told first, and the consult room is gone right after the dial failed
+    # (review defect: it used to outlive the failure).
+    told, torn_down = report.first("returned_to_caller")["t"], report.first("teardown_done")["t"]
+    assert told <= torn_down < failed["t"] + 0.5
     # The caller is told, in the bot's voice, after the music faded out.
     back = report.first("returned_to_caller")["t"]
     told = window(report.caller_audio, back + 0.3, back + 1.5)

@@ -6,7 +6,14 @@
 
 """Transfer backends: how the core reaches the human (LiveKit SIP, in-memory)."""
 
-from pipecat_warm_transfer.backends.base import (
+from pipecat_warm_transfer.backends.livekit import (
+    LiveKitConsultLeg,
+    LiveKitSipBackend,
+    TransportFactory,
+    default_consult_params,
+    livekit_transport_factory,
+)
+from pipecat_warm_transfer.consult_leg import (
     ConnectError,
     ConsultLeg,
     DialError,
@@ -15,13 +22,6 @@ from pipecat_warm_transfer.backends.base import (
     TransferBackend,
     TransferConfigError,
     TransferTarget,
-)
-from pipecat_warm_transfer.backends.livekit import (
-    LiveKitConsultLeg,
-    LiveKitSipBackend,
-    TransportFactory,
-    default_consult_params,
-    livekit_transport_factory,
 )
 
 __all__ = [

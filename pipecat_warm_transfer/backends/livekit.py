@@ -68,7 +68,7 @@ from livekit.protocol.sip import (
 from loguru import logger
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
-from pipecat_warm_transfer.backends.base import (
+from pipecat_warm_transfer.consult_leg import (
     ConnectError,
     ConsultLeg,
     DialError,

@@ -39,7 +39,7 @@ from pydantic import (
 
 from pipecat_warm_transfer.audio.hold_music_mixer import MAX_FADE_MS, HoldMusicMixer
 from pipecat_warm_transfer.audio.music_source import HoldMusicError, resolve_source, validate_level
-from pipecat_warm_transfer.backends.base import validate_destination, validate_headers
+from pipecat_warm_transfer.consult_leg import validate_destination, validate_headers
 from pipecat_warm_transfer.params import (
     DEFAULT_BRIEFING_INSTRUCTIONS,
     DEFAULT_FAILURE_MESSAGES,
@@ -336,7 +336,7 @@ class TargetSection(_Section):
     def _dtmf(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        from pipecat_warm_transfer.backends.base import TransferTarget
+        from pipecat_warm_transfer.consult_leg import TransferTarget
 
         try:
             TransferTarget("+15550100", dtmf=value)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pipecat_warm_transfer.audio import HoldMusicMixer
-from pipecat_warm_transfer.backends.base import TransferTarget
 from pipecat_warm_transfer.config.schema import BUILTIN_MUSIC, BotConfig
+from pipecat_warm_transfer.consult_leg import TransferTarget
 from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
 from pipecat_warm_transfer.types import FailureReason
 

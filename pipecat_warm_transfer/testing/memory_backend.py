@@ -26,7 +26,7 @@ import asyncio
 from loguru import logger
 from pipecat.transports.base_transport import TransportParams
 
-from pipecat_warm_transfer.backends.base import (
+from pipecat_warm_transfer.consult_leg import (
     ConnectError,
     ConsultLeg,
     DialError,
