@@ -367,11 +367,22 @@ def build_bot(
 
 def _wire_events(call: BotCall) -> None:
     transport, transfer = call.transport, call.transfer
+    watching = False
+
+    def watch_caller(identity: str) -> None:
+        # The transfer is told who the caller is, never None: with None it would take
+        # anyone else leaving the room (a supervisor, a recorder, a second SIP leg) for
+        # the caller hanging up.
+        nonlocal watching
+        if not watching:
+            watching = True
+            transfer.watch_caller_transport(transport, identity)
 
     @transport.event_handler("on_first_participant_joined")
     async def _on_first(_transport, participant_id, *args):
         if call.caller_identity is None:
             call.caller_identity = participant_id
+        watch_caller(call.caller_identity)
         logger.info(f"call {call.name}: {participant_id} joined")
         await call.start_conversation()
 
@@ -382,7 +393,8 @@ def _wire_events(call: BotCall) -> None:
         if participant_id == call.caller_identity:
             await call.end(f"the caller left ({reason})")
 
-    transfer.watch_caller_transport(transport, call.caller_identity)
+    if call.caller_identity is not None:
+        watch_caller(call.caller_identity)
 
     @transfer.event_handler("on_transfer_result")
     async def _on_result(_transfer, result: TransferResult):
