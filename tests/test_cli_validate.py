@@ -178,7 +178,7 @@ def test_the_demo_command_is_unchanged(capsys):
 async def test_waiting_sip_rooms_are_inbound_calls_without_a_bot():
     from livekit.protocol import models, room
 
-    from pipecat_warm_transfer.bot_runner import LiveKitAccess, waiting_sip_rooms
+    from pipecat_warm_transfer.runner.livekit_serving import LiveKitAccess, waiting_sip_rooms
 
     sip, standard = models.ParticipantInfo.Kind.SIP, models.ParticipantInfo.Kind.STANDARD
     people = {
@@ -216,7 +216,7 @@ async def test_waiting_sip_rooms_are_inbound_calls_without_a_bot():
 def test_the_bots_join_token_grants_that_one_room_only():
     from livekit import api
 
-    from pipecat_warm_transfer.bot_runner import LiveKitAccess
+    from pipecat_warm_transfer.runner.livekit_serving import LiveKitAccess
 
     access = LiveKitAccess("https://acme.livekit.cloud", "APIkey", "s" * 32)
     assert access.rtc_url == "wss://acme.livekit.cloud"

@@ -9,7 +9,6 @@ import pytest
 import yaml
 from pipecat.flows import Flow, FlowConfig, FlowError
 
-from pipecat_warm_transfer.bot_runner import build_bot, hold_mixer, run_call, transport_params
 from pipecat_warm_transfer.config import load_config
 from pipecat_warm_transfer.flows import (
     WARM_TRANSFER_HANDLERS,
@@ -18,6 +17,7 @@ from pipecat_warm_transfer.flows import (
     transfer_outcome,
     warm_transfer_of,
 )
+from pipecat_warm_transfer.runner.builder import build_bot, hold_mixer, run_call, transport_params
 from pipecat_warm_transfer.testing import (
     HumanScript,
     InMemoryBackend,
@@ -508,7 +508,7 @@ async def test_run_ends_calls_cleanly_on_sigint(tmp_path, monkeypatch):
 
     from loguru import logger
 
-    from pipecat_warm_transfer import bot_runner
+    from pipecat_warm_transfer.runner import livekit_serving
 
     for name, value in {
         "LIVEKIT_URL": "wss://example.invalid",
@@ -542,11 +542,11 @@ async def test_run_ends_calls_cleanly_on_sigint(tmp_path, monkeypatch):
         made["call"] = call
         return call
 
-    monkeypatch.setattr(bot_runner, "livekit_call", offline_call)
+    monkeypatch.setattr(livekit_serving, "livekit_call", offline_call)
     logs: list[str] = []
     sink = logger.add(lambda message: logs.append(str(message)), level="INFO")
     try:
-        task = asyncio.create_task(bot_runner.run_livekit(loaded, room="r1"))
+        task = asyncio.create_task(livekit_serving.run_livekit(loaded, room="r1"))
         for _ in range(100):
             if "call" in made:
                 break
