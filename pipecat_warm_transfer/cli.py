@@ -186,8 +186,8 @@ def _validate(args) -> int:
 
 
 def _run(args) -> int:
-    from pipecat_warm_transfer.bot_runner import run_livekit
     from pipecat_warm_transfer.config import ConfigError, load_config
+    from pipecat_warm_transfer.runner.livekit_serving import run_livekit
 
     _log_level("DEBUG" if args.verbose else "INFO")
     try:

@@ -178,7 +178,7 @@ def test_the_demo_command_is_unchanged(capsys):
 async def test_waiting_sip_rooms_are_inbound_calls_without_a_bot():
     from livekit.protocol import models, room
 
-    from pipecat_warm_transfer.bot_runner import LiveKitAccess, waiting_sip_rooms
+    from pipecat_warm_transfer.runner.livekit_serving import LiveKitAccess, waiting_sip_rooms
 
     sip, standard = models.ParticipantInfo.Kind.SIP, models.ParticipantInfo.Kind.STANDARD
     people = {
@@ -216,7 +216,7 @@ async def test_waiting_sip_rooms_are_inbound_calls_without_a_bot():
 def test_the_bots_join_token_grants_that_one_room_only():
     from livekit import api
 
-    from pipecat_warm_transfer.bot_runner import LiveKitAccess
+    from pipecat_warm_transfer.runner.livekit_serving import LiveKitAccess
 
     access = LiveKitAccess("https://acme.livekit.cloud", "APIkey", "s" * 32)
     assert access.rtc_url == "wss://acme.livekit.cloud"
@@ -226,3 +226,18 @@ def test_the_bots_join_token_grants_that_one_room_only():
     assert not claims.video.room_admin and not claims.video.room_create
     assert not claims.video.room_list
     assert "s" * 32 not in repr(access)
+
+
+def test_bot_runner_still_exports_the_runners_public_names():
+    from pipecat_warm_transfer import bot_runner
+    from pipecat_warm_transfer.runner import builder, livekit_serving
+
+    # The public names of bot_runner.py before it was split (issue 15).
+    built = ["BotCall", "build_bot", "hold_mixer", "transport_params", "run_call"]
+    built += ["CALLER_LEFT_GRACE_SECS", "LIVEKIT_OUTPUT_QUEUE_MS"]
+    served = ["LiveKitAccess", "livekit_call", "waiting_sip_rooms", "run_livekit"]
+    served += ["SHUTDOWN_SECS", "CONSULT_ROOM_PREFIX"]
+    assert sorted(bot_runner.__all__) == sorted(built + served)
+    for module, names in ((builder, built), (livekit_serving, served)):
+        for name in names:
+            assert getattr(bot_runner, name) is getattr(module, name), name

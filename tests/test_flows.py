@@ -9,7 +9,6 @@ import pytest
 import yaml
 from pipecat.flows import Flow, FlowConfig, FlowError
 
-from pipecat_warm_transfer.bot_runner import build_bot, hold_mixer, run_call, transport_params
 from pipecat_warm_transfer.config import load_config
 from pipecat_warm_transfer.flows import (
     WARM_TRANSFER_HANDLERS,
@@ -18,6 +17,7 @@ from pipecat_warm_transfer.flows import (
     transfer_outcome,
     warm_transfer_of,
 )
+from pipecat_warm_transfer.runner.builder import build_bot, hold_mixer, run_call, transport_params
 from pipecat_warm_transfer.testing import (
     HumanScript,
     InMemoryBackend,
@@ -32,6 +32,7 @@ from pipecat_warm_transfer.types import (
     FailureReason,
     TransferOutcome,
     TransferResult,
+    TransferState,
 )
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -181,6 +182,7 @@ class OfflineCall:
         self.loaded = load_config(tmp_path / "bot.yaml")
         self.human = human
         self.supports_move = kw.get("supports_move", True)
+        self.caller_identity = kw.get("caller_identity")
         self.events: list[dict] = []
         self._changed = asyncio.Event()
 
@@ -202,6 +204,7 @@ class OfflineCall:
             backend=self.backend,
             hold_mixer=mixer,
             caller_room=ROOM,
+            caller_identity=self.caller_identity,
         )
 
         self.leak_watch = LeakWatch(
@@ -435,6 +438,66 @@ async def test_a_plain_bot_greets_and_transfers_with_its_llm_tool(tmp_path):
 
 
 #
+# Hang-ups: only the caller leaving the caller's room is the caller hanging up
+#
+
+
+async def third_party_comes_and_goes(call: OfflineCall) -> None:
+    """A supervisor (or a recorder, a second SIP leg) joins the caller's room and leaves."""
+    left = asyncio.Event()
+
+    @call.call.transport.event_handler("on_participant_left")
+    async def _on_left(_transport, participant_id, *args):
+        if participant_id == "supervisor":
+            left.set()
+
+    supervisor = ScriptedParty(call.server, ROOM, "supervisor", RATE, call.t0)
+    await supervisor.start()
+    supervisor.hang_up()
+    await asyncio.wait_for(left.wait(), 5)
+    await supervisor.close()
+    await asyncio.sleep(0.5)  # the transport's event handlers run in tasks: let them act
+
+
+@pytest.mark.parametrize("caller_identity", [None, "caller"], ids=["first-joined", "given"])
+async def test_a_third_participant_leaving_is_not_the_caller_hanging_up(tmp_path, caller_identity):
+    human = HumanScript(answer_after=0.3)  # decides when told to, below
+    bot = scripted_bot(briefing_timeout="30s")
+    async with OfflineCall(tmp_path, bot, None, human, caller_identity=caller_identity) as call:
+        await call.wait_event("briefing_started")
+        await third_party_comes_and_goes(call)
+        assert "caller_hung_up" not in [e["event"] for e in call.events]
+        assert call.call.transfer.state == TransferState.BRIEFING  # the transfer goes on
+        assert not call.task.done()
+        [party] = call.backend.parties.values()
+        party.dtmf(None, "1")
+        await call.wait_event("connected")
+    assert call.call.results[-1].outcome == TransferOutcome.CONNECTED
+    assert len(call.call.results) == 1
+    assert call.leaks == NO_LEAKS, call.leak_findings
+
+
+@pytest.mark.parametrize("caller_identity", [None, "caller"], ids=["first-joined", "given"])
+async def test_the_caller_leaving_after_a_third_participant_still_hangs_up(
+    tmp_path, caller_identity
+):
+    human = HumanScript(answer_after=0.3)  # never decides: briefing until the caller leaves
+    bot = scripted_bot(briefing_timeout="30s")
+    async with OfflineCall(tmp_path, bot, None, human, caller_identity=caller_identity) as call:
+        await call.wait_event("briefing_started")
+        await third_party_comes_and_goes(call)
+        assert "caller_hung_up" not in [e["event"] for e in call.events]
+        call.caller.hang_up()
+        await call.wait_event("caller_hung_up")
+        await asyncio.wait_for(asyncio.shield(call.task), 15)  # the runner ends the call
+    [result] = call.call.results
+    assert result.reason == FailureReason.CALLER_HUNG_UP
+    assert [e["event"] for e in call.events].count("teardown_done") == 1
+    assert call.humans_on_call == []
+    assert call.leaks == NO_LEAKS, call.leak_findings
+
+
+#
 # The `run` command's loop, offline: SIGINT ends every call cleanly
 #
 
@@ -445,7 +508,7 @@ async def test_run_ends_calls_cleanly_on_sigint(tmp_path, monkeypatch):
 
     from loguru import logger
 
-    from pipecat_warm_transfer import bot_runner
+    from pipecat_warm_transfer.runner import livekit_serving
 
     for name, value in {
         "LIVEKIT_URL": "wss://example.invalid",
@@ -479,11 +542,11 @@ async def test_run_ends_calls_cleanly_on_sigint(tmp_path, monkeypatch):
         made["call"] = call
         return call
 
-    monkeypatch.setattr(bot_runner, "livekit_call", offline_call)
+    monkeypatch.setattr(livekit_serving, "livekit_call", offline_call)
     logs: list[str] = []
     sink = logger.add(lambda message: logs.append(str(message)), level="INFO")
     try:
-        task = asyncio.create_task(bot_runner.run_livekit(loaded, room="r1"))
+        task = asyncio.create_task(livekit_serving.run_livekit(loaded, room="r1"))
         for _ in range(100):
             if "call" in made:
                 break

@@ -335,7 +335,7 @@ def test_the_yaml_runner_gives_livekit_a_short_output_queue():
 
     from pipecat.transports.base_transport import TransportParams
 
-    from pipecat_warm_transfer.bot_runner import LIVEKIT_OUTPUT_QUEUE_MS, transport_params
+    from pipecat_warm_transfer.runner.builder import LIVEKIT_OUTPUT_QUEUE_MS, transport_params
 
     loaded = SimpleNamespace(config=SimpleNamespace(bot=SimpleNamespace(sample_rate=16000)))
     mixer = HoldMusicMixer()
