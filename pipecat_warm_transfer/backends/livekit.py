@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -146,6 +147,25 @@ def default_consult_params(sample_rate: int = 16000) -> TransportParams:
     )
 
 
+class HumanPhase(enum.Enum):
+    """Where the human's call stands, as the leg knows it (one phase instead of flags)."""
+
+    NOT_DIALED = "not_dialed"
+    #: The dial is sent and LiveKit has not answered: its SIP participant may join and
+    #: ring at any moment, even after the leg stopped waiting.
+    RINGING = "ringing"
+    ANSWERED = "answered"  # in the consult room
+    MOVING = "moving"
+    MOVED = "moved"  # in the caller's room
+    HANGING_UP = "hanging_up"  # our own RemoveParticipant is under way
+    HUNG_UP = "hung_up"  # removed by this leg
+    GONE = "gone"  # left by themselves, or the dial failed
+
+
+#: Phases in which the human may be in a room (a hang-up has something to remove).
+_PRESENT = (HumanPhase.RINGING, HumanPhase.ANSWERED, HumanPhase.MOVING, HumanPhase.MOVED)
+
+
 class LiveKitConsultLeg(ConsultLeg):
     """One transfer's consult room on LiveKit and the SIP participant dialed into it."""
 
@@ -165,16 +185,10 @@ class LiveKitConsultLeg(ConsultLeg):
         self._transport: BaseTransport | None = None
         self._dial_task: asyncio.Task | None = None
         self._teardown_task: asyncio.Task | None = None
-        self._dialed = False
-        self._answered = False
-        self._moving = False
-        self._hung_up = False
-        self._hanging_up = False
-        self._human_gone = False
+        self._phase = HumanPhase.NOT_DIALED
+        # The human left while the dial or a move was still settling: reported after it.
         self._pending_left: str | None = None
         self._room_may_exist = False
-        self._human_may_be_present = False
-        self._dial_unanswered = False
         self._dial_started_at = 0.0
         self.participant: SIPParticipantInfo | None = None
         self.dial_error: DialError | None = None
@@ -184,14 +198,19 @@ class LiveKitConsultLeg(ConsultLeg):
         return f"LiveKitConsultLeg({self.room_name!r})"
 
     @property
+    def phase(self) -> HumanPhase:
+        """Where the human's call stands."""
+        return self._phase
+
+    @property
     def answered(self) -> bool:
-        """Whether the human answered."""
-        return self._answered
+        """Whether the human answered (LiveKit returned their SIP participant)."""
+        return self.participant is not None
 
     @property
     def hung_up(self) -> bool:
         """Whether the human was hung up by this leg."""
-        return self._hung_up
+        return self._phase == HumanPhase.HUNG_UP
 
     # The transport
 
@@ -228,15 +247,16 @@ class LiveKitConsultLeg(ConsultLeg):
             await self._participant_gone(participant_id, "disconnected")
 
     async def _participant_gone(self, identity: str, reason: str) -> None:
-        if identity != self.human_identity or self._human_gone:
+        if identity != self.human_identity or self._closed:
             return
-        if self._hanging_up or self._closed or self._moved:
-            return  # our own hang-up, teardown, or a move (the caller room watches then)
-        if self._moving:
+        phase = self._phase
+        if phase in (HumanPhase.RINGING, HumanPhase.MOVING):
+            # The dial's answer (a failure reports itself) or the move decides first.
             self._pending_left = reason
             return
-        self._human_gone = True
-        self._human_may_be_present = False
+        if phase != HumanPhase.ANSWERED:
+            return  # our own hang-up, gone already, or moved (the caller room watches then)
+        self._phase = HumanPhase.GONE
         logger.debug(f"{self}: the human left ({reason})")
         try:
             await self._notify_human_left(reason)
@@ -255,22 +275,37 @@ class LiveKitConsultLeg(ConsultLeg):
         """
         if self._closed:
             raise DialError(FailureReason.CANCELLED, detail="the leg is closed")
-        if self._dialed:
+        if self._phase != HumanPhase.NOT_DIALED or self.dial_error or self._dial_task:
             raise DialError(FailureReason.DIAL_FAILED, detail="the leg was already dialed")
-        self._dialed = True
         try:
-            if self._backend.create_consult_room:
-                self._room_may_exist = True
-                await self._create_room()
-            self._room_may_exist = True
-            self._human_may_be_present = True
+            await self._ensure_room()
             self.participant = await self._create_sip_participant()
         except DialError as e:
             self.dial_error = e
             logger.info(f"{self}: dial failed: {e.reason} (SIP {e.sip_status}): {e.detail}")
             raise
-        self._answered = True
         logger.debug(f"{self}: {self.human_identity} answered")
+        pending, self._pending_left = self._pending_left, None
+        if pending is not None:
+            await self._participant_gone(self.human_identity, pending)
+
+    async def open_transport(self) -> BaseTransport:
+        """The bot's consult-room transport, the room created first when configured.
+
+        LiveKit creates a room when the first participant joins; `create_consult_room`
+        creates it ahead with the backend's `empty_timeout`.
+        """
+        if self._closed:
+            raise DialError(FailureReason.CANCELLED, detail="the leg is closed")
+        await self._ensure_room()
+        return self.transport
+
+    async def _ensure_room(self) -> None:
+        if self._room_may_exist:
+            return
+        self._room_may_exist = True
+        if self._backend.create_consult_room:
+            await self._create_room()
 
     async def _create_room(self) -> None:
         request = CreateRoomRequest(
@@ -333,8 +368,8 @@ class LiveKitConsultLeg(ConsultLeg):
 
         def failed(error: ServerError) -> DialError:
             # LiveKit answered: its SIP participant has left the room with the failure.
-            self._human_may_be_present = False
-            self._dial_unanswered = False
+            self._phase = HumanPhase.GONE
+            self._pending_left = None
             return _dial_error(error, ring)
 
         # Sent once, on its own livekit-api Twirp client without region failover: a
@@ -352,7 +387,7 @@ class LiveKitConsultLeg(ConsultLeg):
         timeout = aiohttp.ClientTimeout(total=deadline + _DIAL_SLACK_SECS)
         watcher = asyncio.create_task(self._watch_call_status(), name=f"{self}::call-status")
         # Until LiveKit answers, its SIP participant may still join and ring.
-        self._dial_unanswered = True
+        self._phase = HumanPhase.RINGING
         self._dial_started_at = asyncio.get_running_loop().time()
         try:
             info = await self._dial_step(
@@ -368,7 +403,8 @@ class LiveKitConsultLeg(ConsultLeg):
                 deadline + 2 * _DIAL_SLACK_SECS,
                 failed,
             )
-            self._dial_unanswered = False
+            if self._phase == HumanPhase.RINGING:
+                self._phase = HumanPhase.ANSWERED
             return info
         finally:
             watcher.cancel()
@@ -456,16 +492,16 @@ class LiveKitConsultLeg(ConsultLeg):
             raise MoveUnsupportedError("this server does not support MoveParticipant")
         if self._closed:
             raise ConnectError("the leg is closed")
-        if not self._answered or self._human_gone:
-            raise ConnectError("the human is not in the consult room")
         if self._moved:
             if self.moved_to == caller_room:
                 return
             raise ConnectError(f"the human was already moved to {self.moved_to!r}")
+        if self._phase != HumanPhase.ANSWERED:
+            raise ConnectError("the human is not in the consult room")
         request = MoveParticipantRequest(
             room=self.room_name, identity=self.human_identity, destination_room=caller_room
         )
-        self._moving = True
+        self._phase = HumanPhase.MOVING
         try:
             async with self._client() as api:
                 await api.room.move_participant(request)
@@ -485,7 +521,8 @@ class LiveKitConsultLeg(ConsultLeg):
             self.moved_to = caller_room
             logger.debug(f"{self}: moved {self.human_identity} to {caller_room}")
         finally:
-            self._moving = False
+            if self._phase == HumanPhase.MOVING:
+                self._phase = HumanPhase.MOVED if self._moved else HumanPhase.ANSWERED
             pending, self._pending_left = self._pending_left, None
             if pending is not None and not self._moved:
                 await self._participant_gone(self.human_identity, pending)
@@ -499,15 +536,15 @@ class LiveKitConsultLeg(ConsultLeg):
         failures are retried (a phone left connected to an empty room is the worst leak);
         a final failure is logged and a later call may retry.
         """
-        if self._hung_up or not self._human_may_be_present:
+        phase = self._phase
+        if phase not in _PRESENT:
             return
         room = self.moved_to if self._moved and self.moved_to else self.room_name
-        self._hanging_up = True
+        self._phase = HumanPhase.HANGING_UP
         if not await self._with_retries("hang-up", lambda: self._remove_participant(room)):
-            self._hanging_up = False
+            self._phase = phase  # a later call may retry
             return
-        self._hung_up = True
-        self._human_may_be_present = False
+        self._phase = HumanPhase.HUNG_UP
 
     async def _remove_participant(self, room: str) -> bool:
         """`RemoveParticipant`; whether the participant was there (not_found is no error)."""
@@ -573,14 +610,16 @@ class LiveKitConsultLeg(ConsultLeg):
             if dial is not None and not dial.done():
                 dial.cancel()
                 await asyncio.wait([dial], timeout=self._backend.api_timeout)
-            if not self._moved and self._human_may_be_present and not self._hung_up:
-                self._hanging_up = True
-                if self._dial_unanswered:
-                    self._hung_up = await self._hang_up_abandoned_dial()
-                elif await self._with_retries(
-                    "hang-up", lambda: self._remove_participant(self.room_name)
-                ):
-                    self._hung_up = True
+            phase = self._phase
+            if phase in (HumanPhase.RINGING, HumanPhase.ANSWERED, HumanPhase.MOVING):
+                self._phase = HumanPhase.HANGING_UP
+                if phase == HumanPhase.RINGING:
+                    removed = await self._hang_up_abandoned_dial()
+                else:
+                    removed = await self._with_retries(
+                        "hang-up", lambda: self._remove_participant(self.room_name)
+                    )
+                self._phase = HumanPhase.HUNG_UP if removed else phase
             if self._room_may_exist:
                 await self._with_retries("DeleteRoom", self._delete_room)
         except Exception as e:
