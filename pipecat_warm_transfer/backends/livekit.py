@@ -185,6 +185,7 @@ class LiveKitConsultLeg(ConsultLeg):
         self._transport: BaseTransport | None = None
         self._dial_task: asyncio.Task | None = None
         self._teardown_task: asyncio.Task | None = None
+        self._hang_up_task: asyncio.Task | None = None
         self._phase = HumanPhase.NOT_DIALED
         # The human left while the dial or a move was still settling: reported after it.
         self._pending_left: str | None = None
@@ -536,9 +537,18 @@ class LiveKitConsultLeg(ConsultLeg):
         failures are retried (a phone left connected to an empty room is the worst leak);
         a final failure is logged and a later call may retry.
         """
+        task = self._hang_up_task
+        if task is None or task.done():
+            if self._phase not in _PRESENT:
+                return
+            task = asyncio.create_task(self._hang_up(), name=f"{self}::hang-up")
+            self._hang_up_task = task
+        # Whoever asks while a hang-up is under way waits for it; a caller cancelled
+        # meanwhile (the pipeline ending) does not cut it short.
+        await asyncio.shield(task)
+
+    async def _hang_up(self) -> None:
         phase = self._phase
-        if phase not in _PRESENT:
-            return
         room = self.moved_to if self._moved and self.moved_to else self.room_name
         self._phase = HumanPhase.HANGING_UP
         if not await self._with_retries("hang-up", lambda: self._remove_participant(room)):
@@ -610,6 +620,9 @@ class LiveKitConsultLeg(ConsultLeg):
             if dial is not None and not dial.done():
                 dial.cancel()
                 await asyncio.wait([dial], timeout=self._backend.api_timeout)
+            hanging_up = self._hang_up_task
+            if hanging_up is not None and not hanging_up.done():
+                await asyncio.wait([hanging_up])  # its session is closed below
             phase = self._phase
             if phase in (HumanPhase.RINGING, HumanPhase.ANSWERED, HumanPhase.MOVING):
                 self._phase = HumanPhase.HANGING_UP
