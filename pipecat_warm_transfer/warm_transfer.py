@@ -137,7 +137,11 @@ class WarmTransfer(BaseObject):
         pipeline = Pipeline([transport.input(), transfer.caller_gate(), stt,
                              context.user(), llm, tts, transfer.caller_output(),
                              transport.output(), context.assistant()])
+        transfer.watch_caller_transport(transport)  # the caller hanging up ends the transfer
         llm.register_function("transfer_to_human", transfer.handle_function_call)
+
+        handle = await transfer.start_transfer("billing dispute")  # or the LLM tool
+        result = await handle  # the settled TransferResult
     """
 
     def __init__(
