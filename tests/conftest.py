@@ -8,7 +8,7 @@ and, with `WT_FUZZ_SUMMARY=path`, written as JSON (`make soak` keeps them).
 import json
 import os
 
-from pipecat_warm_transfer.testing.fault_injection import summarize
+from pipecat_warm_transfer.testing.drivers.fault_injection import summarize
 
 
 def pytest_terminal_summary(terminalreporter):
