@@ -17,6 +17,9 @@ What your own CI can test your bot with:
 - `ScriptedSTTService`, `ScriptedLLMService`, `ScriptedToneTTSService`: scripted services.
 - `PipelineRun` and `FrameCapture`: run a pipeline in the background, record its frames.
 - `LeakWatch`: what each transfer left behind, counted when it says it is torn down.
+- `OfflineCall`: a scripted caller into your own bot's pipeline on a `LiveKitEmulator`;
+  the pytest fixtures `livekit_emulator`, `scripted_humans` and `offline_call`
+  (`pipecat_warm_transfer.testing.pytest_plugin`) make one for each test.
 
 The drivers of this project's own test campaigns (the call harness, the fault suite, the
 soak and their listening checks) live in `pipecat_warm_transfer.testing.drivers`.
@@ -57,6 +60,7 @@ from pipecat_warm_transfer.testing.memory_transport import (
     MemoryOutputTransport,
     MemoryTransport,
 )
+from pipecat_warm_transfer.testing.offline_call import OfflineCall
 from pipecat_warm_transfer.testing.scripted_party import (
     HumanScript,
     ScriptedParty,
@@ -98,6 +102,7 @@ __all__ = [
     "MemoryRoomError",
     "MemoryRoomServer",
     "MemoryTransport",
+    "OfflineCall",
     "ParticipantAttributesChanged",
     "ParticipantJoined",
     "ParticipantLeft",
