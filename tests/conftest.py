@@ -10,6 +10,10 @@ import os
 
 from pipecat_warm_transfer.testing.drivers.fault_injection import summarize
 
+# The fixtures users get from the installed entry point (`offline_call`, ...), for this
+# suite whether or not the package was reinstalled since the entry point was added.
+pytest_plugins = ["pipecat_warm_transfer.testing.pytest_plugin"]
+
 
 def pytest_terminal_summary(terminalreporter):
     summaries = [
