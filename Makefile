@@ -44,7 +44,7 @@ soak: $(VENV)/.test-installed
 	WT_FUZZ_RUNS=$(FUZZ_RUNS) WT_FUZZ_SEED=$(FUZZ_SEED) \
 		WT_FUZZ_SUMMARY=benchmarks/results/fuzz.json $(BIN)/python -m pytest -q -rf \
 		-n $(SOAK_WORKERS) -p no:cacheprovider tests/test_fault_injection.py || status=$$?; \
-	$(BIN)/python -m pipecat_warm_transfer.testing.soak --sequential 1000 --concurrent 100 \
+	$(BIN)/python -m pipecat_warm_transfer.testing.drivers.soak --sequential 1000 --concurrent 100 \
 		|| status=$$?; \
 	exit $$status
 

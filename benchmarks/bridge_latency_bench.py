@@ -51,7 +51,7 @@ from benchmarks.common import (
 )
 from pipecat_warm_transfer.params import BriefingParams
 from pipecat_warm_transfer.testing import HumanScript, tone
-from pipecat_warm_transfer.testing.call_harness import BRIEFING_PITCH_HZ, CallHarness
+from pipecat_warm_transfer.testing.drivers.call_harness import BRIEFING_PITCH_HZ, CallHarness
 from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
 from pipecat_warm_transfer.types import ConnectMode
 

@@ -64,7 +64,7 @@ from benchmarks.common import (
 )
 from pipecat_warm_transfer.params import BriefingParams
 from pipecat_warm_transfer.testing import HumanScript, tone
-from pipecat_warm_transfer.testing.call_harness import (
+from pipecat_warm_transfer.testing.drivers.call_harness import (
     BRIEFING_PITCH_HZ,
     CallHarness,
     fast_params,

@@ -52,7 +52,7 @@ from benchmarks.mixer_bench import _write_music_files
 from pipecat_warm_transfer.audio.music_source import clear_music_cache
 from pipecat_warm_transfer.params import BriefingParams
 from pipecat_warm_transfer.testing import HumanScript, MemoryRoomServer, tone
-from pipecat_warm_transfer.testing.call_harness import (
+from pipecat_warm_transfer.testing.drivers.call_harness import (
     BRIEFING_PITCH_HZ,
     CallHarness,
     fast_params,

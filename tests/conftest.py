@@ -8,7 +8,11 @@ and, with `WT_FUZZ_SUMMARY=path`, written as JSON (`make soak` keeps them).
 import json
 import os
 
-from pipecat_warm_transfer.testing.fault_injection import summarize
+from pipecat_warm_transfer.testing.drivers.fault_injection import summarize
+
+# The fixtures users get from the installed entry point (`offline_call`, ...), for this
+# suite whether or not the package was reinstalled since the entry point was added.
+pytest_plugins = ["pipecat_warm_transfer.testing.pytest_plugin"]
 
 
 def pytest_terminal_summary(terminalreporter):

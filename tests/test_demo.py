@@ -9,7 +9,7 @@ from pipecat_warm_transfer.audio.metrics import rms_dbfs, windowed_rms_dbfs
 from pipecat_warm_transfer.cli import main
 from pipecat_warm_transfer.demo.runner import run_scenario
 from pipecat_warm_transfer.demo.scenarios import SCENARIOS
-from pipecat_warm_transfer.testing.listening import DEAD_AIR_FRAMES, SILENT_DBFS, true_runs
+from pipecat_warm_transfer.testing.drivers.listening import DEAD_AIR_FRAMES, SILENT_DBFS, true_runs
 
 FILES = ["caller.wav", "human.wav", "events.jsonl", "report.json", "timeline.png"]
 

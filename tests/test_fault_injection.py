@@ -6,8 +6,8 @@ import pytest
 from pipecat.frames.frames import MixerEnableFrame
 
 from pipecat_warm_transfer.testing import CallHarness, HumanScript
-from pipecat_warm_transfer.testing.call_harness import CALLER_OUTPUTS
-from pipecat_warm_transfer.testing.fault_injection import (
+from pipecat_warm_transfer.testing.drivers.call_harness import CALLER_OUTPUTS
+from pipecat_warm_transfer.testing.drivers.fault_injection import (
     _stray_music,
     draw_plan,
     fuzz_settings,
@@ -77,7 +77,7 @@ async def test_hold_music_with_the_caller_back_is_a_violation(caller_output, def
 
 
 def test_the_totals_count_paths_faults_checks_and_name_each_failing_seed():
-    from pipecat_warm_transfer.testing.fault_injection import summarize
+    from pipecat_warm_transfer.testing.drivers.fault_injection import summarize
 
     def run(seed, connected=(), livekit=True, fired=(), problems=()):
         return {

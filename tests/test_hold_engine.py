@@ -363,7 +363,7 @@ def _tone_like(x, freq):
 async def test_a_long_hold_parks_between_reminders_without_dead_air(engine_on):
     from pipecat_warm_transfer.audio.metrics import windowed_rms_dbfs
     from pipecat_warm_transfer.testing import HumanScript
-    from pipecat_warm_transfer.testing.call_harness import CallHarness, fast_params
+    from pipecat_warm_transfer.testing.drivers.call_harness import CallHarness, fast_params
 
     params = fast_params(
         hold_reminder="Still trying.",

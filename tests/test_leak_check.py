@@ -7,7 +7,7 @@ the plugin's teardown on purpose and show that the leak count sees it anyway.
 import pytest
 
 from pipecat_warm_transfer.testing import HumanScript, tone
-from pipecat_warm_transfer.testing.call_harness import CallHarness
+from pipecat_warm_transfer.testing.drivers.call_harness import CallHarness
 from pipecat_warm_transfer.testing.leak_check import NO_LEAKS
 from pipecat_warm_transfer.testing.memory_backend import InMemoryLeg
 

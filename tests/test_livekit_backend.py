@@ -30,7 +30,7 @@ from pipecat_warm_transfer.testing import (
     ScriptedParty,
     tone,
 )
-from pipecat_warm_transfer.testing.call_harness import CallHarness, fast_params
+from pipecat_warm_transfer.testing.drivers.call_harness import CallHarness, fast_params
 from pipecat_warm_transfer.testing.leak_check import NO_LEAKS
 from pipecat_warm_transfer.testing.livekit_emulator import LiveKitEmulator
 from pipecat_warm_transfer.types import (

@@ -33,9 +33,9 @@ from pipecat_warm_transfer.audio.hold_engine import SharedHoldEngine
 from pipecat_warm_transfer.audio.hold_music_link import HoldMusicLink
 from pipecat_warm_transfer.audio.hold_music_mixer import HoldMusicMixer
 from pipecat_warm_transfer.audio.metrics import max_step, windowed_rms_dbfs
+from pipecat_warm_transfer.testing.drivers.music_finder import music_positions
 from pipecat_warm_transfer.testing.harness import watch_loop_stalls
 from pipecat_warm_transfer.testing.livekit_media import REFUSED, OfflineLiveKitTransport
-from pipecat_warm_transfer.testing.music_finder import music_positions
 
 RATE = 16000
 MARKER_LEVEL = 30000  # far above any music sample, so its first heard sample is exact

@@ -10,18 +10,18 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat_warm_transfer.audio.metrics import dominant_frequency, rms_dbfs, windowed_rms_dbfs
 from pipecat_warm_transfer.backends import TransferConfigError, TransferTarget
 from pipecat_warm_transfer.testing import HumanScript, tone
-from pipecat_warm_transfer.testing.call_harness import (
+from pipecat_warm_transfer.testing.drivers.call_harness import (
     BOT_PITCH_HZ,
     BRIEFING_PITCH_HZ,
     CALLER_OUTPUTS,
     CallHarness,
     fast_params,
 )
+from pipecat_warm_transfer.testing.drivers.listening import Listening, Voices, dead_air
+from pipecat_warm_transfer.testing.drivers.music_finder import hold_loops, music_times
+from pipecat_warm_transfer.testing.drivers.speech_finder import sentence_heard, sentence_secs
 from pipecat_warm_transfer.testing.leak_check import NO_LEAKS
-from pipecat_warm_transfer.testing.listening import Listening, Voices, dead_air
-from pipecat_warm_transfer.testing.music_finder import hold_loops, music_times
 from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
-from pipecat_warm_transfer.testing.speech_finder import sentence_heard, sentence_secs
 from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferOutcome
 from pipecat_warm_transfer.warm_transfer import HOLD_LINE_START_SECS
 

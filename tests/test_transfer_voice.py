@@ -17,7 +17,7 @@ from pipecat_warm_transfer.briefing import briefing_system_prompt
 from pipecat_warm_transfer.params import BriefingParams
 from pipecat_warm_transfer.summary import Turn
 from pipecat_warm_transfer.testing import HumanScript, tone
-from pipecat_warm_transfer.testing.call_harness import (
+from pipecat_warm_transfer.testing.drivers.call_harness import (
     BOT_PITCH_HZ,
     BRIEFING_PITCH_HZ,
     CallHarness,

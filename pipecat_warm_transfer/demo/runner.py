@@ -40,7 +40,7 @@ from pipecat_warm_transfer.demo import scenarios as story
 from pipecat_warm_transfer.demo.espeak_tts import EspeakTTSService, synthesize
 from pipecat_warm_transfer.demo.scenarios import SCENARIOS, Scenario
 from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
-from pipecat_warm_transfer.testing.call_harness import CallHarness
+from pipecat_warm_transfer.testing.drivers.call_harness import CallHarness
 from pipecat_warm_transfer.testing.scripted_party import HumanScript
 from pipecat_warm_transfer.testing.scripted_services import (
     ScriptedLLMService,

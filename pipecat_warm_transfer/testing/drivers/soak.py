@@ -6,7 +6,7 @@
 
 """Soak: many transfers in one process against the LiveKit emulator, memory and fds checked.
 
-`python -m pipecat_warm_transfer.testing.soak --sequential 1000 --concurrent 100`
+`python -m pipecat_warm_transfer.testing.drivers.soak --sequential 1000 --concurrent 100`
 
 The sequential phase runs transfers one after another on one long call (as a busy line
 would see them: most fail fast, every `connect_every`-th one is briefed, bridged and
@@ -30,7 +30,11 @@ from pathlib import Path
 from loguru import logger
 
 from pipecat_warm_transfer.params import BriefingParams
-from pipecat_warm_transfer.testing.call_harness import BRIEFING_PITCH_HZ, CallHarness, fast_params
+from pipecat_warm_transfer.testing.drivers.call_harness import (
+    BRIEFING_PITCH_HZ,
+    CallHarness,
+    fast_params,
+)
 from pipecat_warm_transfer.testing.scripted_party import HumanScript, tone
 from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
 from pipecat_warm_transfer.types import FailureReason, TransferOutcome

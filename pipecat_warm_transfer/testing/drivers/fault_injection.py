@@ -31,14 +31,20 @@ from loguru import logger
 from pipecat.frames.frames import CancelFrame
 
 from pipecat_warm_transfer.params import BriefingParams
-from pipecat_warm_transfer.testing.call_harness import (
+from pipecat_warm_transfer.testing.drivers.call_harness import (
     BOT_PITCH_HZ,
     BRIEFING_PITCH_HZ,
     CallHarness,
     fast_params,
 )
-from pipecat_warm_transfer.testing.listening import HOLD_ENDS, Listening, Voices, dead_air, listen
-from pipecat_warm_transfer.testing.music_finder import hold_loops, music_times
+from pipecat_warm_transfer.testing.drivers.listening import (
+    HOLD_ENDS,
+    Listening,
+    Voices,
+    dead_air,
+    listen,
+)
+from pipecat_warm_transfer.testing.drivers.music_finder import hold_loops, music_times
 from pipecat_warm_transfer.testing.scripted_party import HumanScript, tone
 from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
 from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferOutcome

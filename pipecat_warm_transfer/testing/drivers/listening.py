@@ -29,7 +29,11 @@ import numpy as np
 
 from pipecat_warm_transfer.audio.metrics import windowed_rms_dbfs
 from pipecat_warm_transfer.params import WarmTransferParams
-from pipecat_warm_transfer.testing.speech_finder import clip_heard, sentence_heard, sentence_secs
+from pipecat_warm_transfer.testing.drivers.speech_finder import (
+    clip_heard,
+    sentence_heard,
+    sentence_secs,
+)
 from pipecat_warm_transfer.types import FailureReason
 
 #: Longest a hold line may take to start playing before the silence counts as dead air
