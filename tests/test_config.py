@@ -10,7 +10,6 @@ import pytest
 import soundfile as sf
 import yaml
 
-from pipecat_warm_transfer.backends.base import TransferTarget
 from pipecat_warm_transfer.config import (
     ConfigError,
     ServiceBuildError,
@@ -23,6 +22,7 @@ from pipecat_warm_transfer.config import (
     resolve_provider,
     transfer_settings,
 )
+from pipecat_warm_transfer.consult_leg import TransferTarget
 from pipecat_warm_transfer.params import (
     DEFAULT_FAILURE_MESSAGES,
     BriefingParams,

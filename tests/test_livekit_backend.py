@@ -11,17 +11,17 @@ from loguru import logger
 from pipecat.frames.frames import OutputAudioRawFrame, UserAudioRawFrame
 
 from pipecat_warm_transfer.audio.metrics import dominant_frequency
-from pipecat_warm_transfer.backends.base import (
+from pipecat_warm_transfer.backends.livekit import (
+    LiveKitSipBackend,
+    default_consult_params,
+    livekit_transport_factory,
+)
+from pipecat_warm_transfer.consult_leg import (
     ConnectError,
     DialError,
     DialRequest,
     MoveUnsupportedError,
     TransferTarget,
-)
-from pipecat_warm_transfer.backends.livekit import (
-    LiveKitSipBackend,
-    default_consult_params,
-    livekit_transport_factory,
 )
 from pipecat_warm_transfer.testing import (
     FrameCapture,

@@ -8,7 +8,7 @@ from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import InputDTMFFrame, OutputAudioRawFrame, UserAudioRawFrame
 
 from pipecat_warm_transfer.audio.metrics import dominant_frequency, rms_dbfs
-from pipecat_warm_transfer.backends.base import (
+from pipecat_warm_transfer.consult_leg import (
     ConnectError,
     DialError,
     DialRequest,

@@ -22,7 +22,7 @@ from pipecat_warm_transfer.consult_leg import (
     TransferTarget,
 )
 from pipecat_warm_transfer.testing import HumanScript, tone
-from pipecat_warm_transfer.testing.call_harness import CallHarness
+from pipecat_warm_transfer.testing.drivers.call_harness import CallHarness
 from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferOutcome
 
 NUMBER = "+15550100"

@@ -41,7 +41,6 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pipecat.workers.runner import WorkerRunner
 
 from pipecat_warm_transfer.audio import HoldMusicMixer
-from pipecat_warm_transfer.backends.base import TransferBackend
 from pipecat_warm_transfer.config.loader import ConfigError, PathT
 from pipecat_warm_transfer.config.services import (
     ServiceBuildError,
@@ -49,6 +48,7 @@ from pipecat_warm_transfer.config.services import (
     check_service,
 )
 from pipecat_warm_transfer.config.validate import LoadedConfig
+from pipecat_warm_transfer.consult_leg import TransferBackend
 from pipecat_warm_transfer.types import TransferResult, TransferState
 from pipecat_warm_transfer.warm_transfer import WarmTransfer
 

@@ -27,7 +27,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 
-from pipecat_warm_transfer.backends.base import TransferBackend, TransferTarget
+from pipecat_warm_transfer.consult_leg import TransferBackend, TransferTarget
 from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
 from pipecat_warm_transfer.testing.harness import watch_loop_stalls
 from pipecat_warm_transfer.testing.leak_check import LeakWatch
