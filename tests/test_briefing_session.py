@@ -486,3 +486,50 @@ async def test_say_returns_after_its_own_audio(world):
     )
     assert first_end - 0.05 <= done["first"] <= first_end + 0.4
     assert second_end - 0.05 <= done["second"] <= second_end + 0.4
+
+
+#
+# With Pipecat's voicemail detector: its gate holds the bot's speech until a person is heard
+#
+
+
+@pytest.mark.parametrize("greets", [True, False], ids=["greeting", "silent"])
+async def test_with_the_voicemail_detector_a_person_hears_the_bot_in_time(world, greets):
+    script = HumanScript(answer_after=0.6, greeting=tone(500, 0.5) if greets else None)
+    params = world.voice_params(
+        ["Hello?"], [ScriptedReply(say="Hi, a billing call.")], detect_voicemail=True
+    )
+    leg, session = await early_session(world, script, params)
+    await session.set_summary("Dana wants a refund.", [])
+    await dial_and_answer(leg, session)
+    await asyncio.sleep(2.5)
+    heard = world.first_bot_audio()
+    assert heard is not None
+    if greets:
+        delay = heard - (leg.answered_at + 0.5)
+        print(f"\ngreeting end -> first bot audio (llm, voicemail detector): {delay:.3f} s")
+        assert 0.0 < delay <= GREETING_TO_SPEECH_MAX
+    else:
+        delay = heard - leg.answered_at
+        print(f"\nanswer (silent) -> first bot audio (llm, voicemail detector): {delay:.3f} s")
+        assert delay <= ANSWER_TO_SPEECH_MAX
+    assert not session.decided
+
+
+async def test_a_voicemail_greeting_is_never_briefed(world):
+    """The greeting outlasts the greeting timeout; the briefing begins after it, the
+    detector's verdict drops the held speech: the voicemail records no word of the bot."""
+    script = HumanScript(answer_after=0.3, greeting=tone(480, 2.0), voicemail=True)
+    params = world.voice_params(
+        ["Hi, you've reached Sam. Please leave a message after the tone."],
+        [ScriptedReply(say="Hi, I have a caller with a billing question for you.")],
+        detect_voicemail=True,
+    )
+    leg, session = await early_session(world, script, params)
+    await session.set_summary("Dana wants a refund.", [])
+    await dial_and_answer(leg, session)
+    decision = await session.decision(10.0)
+    assert decision.kind == "voicemail" and decision.via == "detector"
+    assert world.llms[0].contexts_seen == 1  # the briefing did begin
+    await asyncio.sleep(0.3)
+    assert world.first_bot_audio() is None
