@@ -193,14 +193,19 @@ class _Playout:
     """Which `say()` sentences have been played, from the frames after the output transport.
 
     The output transport passes each TTS text frame on once the audio before it has been
-    written, then the TTS context's `TTSStoppedFrame`. A sentence is played when text
-    frames of one TTS context hold all its words and that context's stop has passed.
-    A TTS that reports no text: the next stop of a context with no text at all.
+    written, then the TTS context's `TTSStoppedFrame`. Sentences are spoken in the order
+    they were queued: the oldest sentence waiting is bound to the first TTS context whose
+    text holds all its words, and it has been played when that context's stop has passed
+    (or at once, when word-timed text completes it after the stop). With a TTS that
+    reports no text, the stop of a context with no text at all plays the oldest sentence.
     """
+
+    _KEEP = 16  # unbound contexts remembered
 
     def __init__(self):
         self._pending: list[_Utterance] = []
-        self._texts: dict[str, str] = {}
+        self._texts: dict[str, str] = {}  # text of contexts not bound to a sentence
+        self._stopped: set[str] = set()  # those of them whose stop has passed
 
     def expect(self, text: str, interruptible: bool) -> _Utterance:
         utterance = _Utterance(_words(text), interruptible)
@@ -213,30 +218,37 @@ class _Playout:
     def forget(self, utterance: _Utterance):
         if utterance in self._pending:
             self._pending.remove(utterance)
+            self._bind()
 
     def on_text(self, context_id: str | None, text: str):
         if not context_id or not self._pending:
             return
-        heard = f"{self._texts.get(context_id, '')} {_words(text)}".strip()[-4000:]
-        self._texts[context_id] = heard
         if any(u.context_id == context_id for u in self._pending):
             return
-        for utterance in self._pending:
-            if utterance.context_id is None and f" {utterance.words} " in f" {heard} ":
-                utterance.context_id = context_id
-                return
+        self._texts[context_id] = f"{self._texts.pop(context_id, '')} {_words(text)}"[-4000:]
+        while len(self._texts) > self._KEEP:
+            oldest = next(iter(self._texts))
+            del self._texts[oldest]
+            self._stopped.discard(oldest)
+        self._bind()
 
     def on_stopped(self, context_id: str | None):
-        heard = self._texts.pop(context_id, "") if context_id else ""
+        if not context_id:
+            return
         for utterance in self._pending:
-            if utterance.context_id is not None and utterance.context_id == context_id:
+            if utterance.context_id == context_id:
                 self._finish(utterance)
                 return
-        if context_id and not heard:
-            for utterance in self._pending:
-                if utterance.context_id is None:
-                    self._finish(utterance)  # no text frames from this TTS: its stop
-                    return
+        if context_id in self._texts:
+            if self._pending:  # its words may still complete (text timed after the stop)
+                self._stopped.add(context_id)
+            else:
+                del self._texts[context_id]
+            return
+        for utterance in self._pending:
+            if utterance.context_id is None:
+                self._finish(utterance)  # no text frames from this TTS: its stop
+                return
 
     def on_interruption(self):
         for utterance in [u for u in self._pending if u.interruptible]:
@@ -244,8 +256,26 @@ class _Playout:
 
     def release_all(self):
         for utterance in list(self._pending):
-            self._finish(utterance)
+            utterance.done.set()
+        self._pending.clear()
         self._texts.clear()
+        self._stopped.clear()
+
+    def _bind(self):
+        """Bind the oldest waiting sentence to the context that has said it, if any."""
+        while True:
+            utterance = next((u for u in self._pending if u.context_id is None), None)
+            if utterance is None:
+                return
+            words = f" {utterance.words} "
+            context_id = next((c for c, t in self._texts.items() if words in f" {t} "), None)
+            if context_id is None:
+                return
+            del self._texts[context_id]
+            utterance.context_id = context_id
+            if context_id in self._stopped:
+                self._stopped.discard(context_id)
+                self._finish(utterance)
 
     def _finish(self, utterance: _Utterance):
         utterance.done.set()

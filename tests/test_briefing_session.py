@@ -533,3 +533,45 @@ async def test_a_voicemail_greeting_is_never_briefed(world):
     assert world.llms[0].contexts_seen == 1  # the briefing did begin
     await asyncio.sleep(0.3)
     assert world.first_bot_audio() is None
+
+
+#
+# Which `say()` sentence has been played, from the frames after the output (no audio)
+#
+
+
+async def test_playout_follows_each_sentence_by_its_tts_context():
+    from pipecat_warm_transfer.briefing import _Playout
+
+    playout = _Playout()
+    first = playout.expect("Hello there. How are you?", interruptible=False)
+    second = playout.expect("Hello there.", interruptible=True)
+    playout.on_text("llm", "Something the LLM said.")  # another context: not ours
+    playout.on_stopped("llm")
+    assert not first.done.is_set() and not second.done.is_set()
+    playout.on_text("a", "Hello there.")
+    playout.on_text("a", "How are you?")
+    assert not first.done.is_set()  # its words passed, its stop not yet
+    playout.on_stopped("a")
+    assert first.done.is_set() and not second.done.is_set()
+    playout.on_interruption()  # drops interruptible speech
+    assert second.done.is_set()
+
+    # Word-timed text can pass after its context's stop.
+    late = playout.expect("One two three.", interruptible=False)
+    playout.on_text("b", "One two")
+    playout.on_stopped("b")
+    assert not late.done.is_set()
+    playout.on_text("b", "three.")
+    assert late.done.is_set()
+
+    # A TTS that reports no text: each stop of a context without text is the next sentence.
+    quiet = [playout.expect(text, interruptible=False) for text in ("A one.", "A two.")]
+    playout.on_stopped("c")
+    assert quiet[0].done.is_set() and not quiet[1].done.is_set()
+    playout.on_stopped("d")
+    assert quiet[1].done.is_set()
+
+    left = playout.expect("Never said.", interruptible=False)
+    playout.release_all()  # teardown
+    assert left.done.is_set()
