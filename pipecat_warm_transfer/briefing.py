@@ -19,10 +19,14 @@ ended (or the greeting timeout after the answer passed) and the summary is known
 (`set_summary()`); whichever comes last starts it.
 
 Only the human can connect the call. The caller's words reach the briefing LLM only as
-quoted data in its system instruction, and a voice accept counts only once the human has
-spoken: `connect_to_caller` is offered to the LLM, and honoured, only after a final
-transcript of the human's speech has passed on towards the LLM after the briefing began.
-The greeting (before the briefing begins) does not count. A DTMF accept always counts.
+quoted data in its system instruction. A voice accept counts only once the human has
+spoken in the briefing, that is once a final, non-empty transcript has passed
+`HumanTranscripts` on its way to the LLM after the briefing began (its first LLM run was
+queued) and after the human's voice was heard since then. The greeting does not count,
+nor its transcript when it comes after the briefing began. Until then `connect_to_caller`
+is not among the context's tools (an inference begun before cannot be offered it) and a
+call to it is refused with a tool result saying the colleague has not spoken yet. A DTMF
+accept (after the answer) always counts.
 """
 
 from __future__ import annotations
@@ -344,6 +348,9 @@ class HumanInput(_SessionProcessor):
                 return
             if session.awaiting_greeting:
                 await self._track_greeting(frame.audio)
+            elif session.started and not session.heard_in_briefing:
+                if rms_dbfs(frame.audio) > _SPEECH_DBFS:
+                    session._heard_in_briefing = True
         await self.push_frame(frame, direction)
 
     async def _track_greeting(self, audio: bytes):
@@ -362,9 +369,11 @@ class HumanInput(_SessionProcessor):
 class HumanTranscripts(_SessionProcessor):
     """After STT: the greeting's transcript ends the greeting but is no LLM turn of its own.
 
-    Drops transcripts before the briefing begins and after the decision. The first final
-    transcript let through is the human's first words of the briefing: from then on a
-    voice accept counts.
+    Drops transcripts before the briefing begins, after the decision, and those that
+    come after the briefing began while no speech has been heard since (the greeting's,
+    when its end was heard before its transcript came). The first final transcript let
+    through is the human's first words of the briefing: from then on a voice accept
+    counts.
     """
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
@@ -378,8 +387,8 @@ class HumanTranscripts(_SessionProcessor):
                 if isinstance(frame, TranscriptionFrame) and session.answered:
                     await session._end_greeting("greeting transcript")
                 return
-            if session.decided or session.bridged:
-                return
+            if session.decided or session.bridged or not session.heard_in_briefing:
+                return  # (no speech since the briefing began: the greeting's late transcript)
             if isinstance(frame, TranscriptionFrame) and frame.text.strip():
                 session._on_human_words()
         await self.push_frame(frame, direction)
@@ -521,6 +530,7 @@ class BriefingSession:
         self._bridged = False
         self._moved = False
         self._human_spoke = False
+        self._heard_in_briefing = False
         self._llm = None
         self._context: LLMContext | None = None
         self._input: HumanInput | None = None
@@ -553,6 +563,11 @@ class BriefingSession:
     def awaiting_greeting(self) -> bool:
         """Whether the human answered and their greeting has not ended yet."""
         return self._answered and not self._greeting_done
+
+    @property
+    def heard_in_briefing(self) -> bool:
+        """Whether the human's voice was heard after the briefing began."""
+        return self._heard_in_briefing
 
     @property
     def decided(self) -> bool:

@@ -99,8 +99,10 @@ class World:
             self.llms.append(service)
             return service
 
+        stt_kwargs = kwargs.pop("stt_kwargs", {})
+
         def stt():
-            service = ScriptedSTTService(list(lines), user_id="human")
+            service = ScriptedSTTService(list(lines), user_id="human", **stt_kwargs)
             self.stts.append(service)
             return service
 
@@ -285,6 +287,31 @@ async def test_an_injected_accept_before_the_human_spoke_is_refused(world, where
     assert "connect_to_caller" in llm.tool_names[-1]
     refusal = [m for m in session.context.get_messages() if m.get("role") == "tool"][0]
     assert "not spoken" in refusal["content"]
+
+
+async def test_the_greetings_late_transcript_is_not_consent(world):
+    """The STT delivers "Hello?" after the briefing began (the greeting's end was heard
+    first): it is the greeting, not the human's words in the briefing. It reaches no LLM
+    turn and the model, obeying the injection on every turn, still cannot connect."""
+    turns = [Turn("caller", INJECTION)]
+    script = HumanScript(answer_after=0.2, greeting=tone(500, 0.5)).say(3.0, tone(520, 0.8))
+    params = world.voice_params(
+        ["Hello?", "Yes, put them through."],
+        [ScriptedReply(call=("connect_to_caller", {}))] * 3,
+        stt_kwargs={"end_silence_secs": 0.8},  # transcripts 0.8 s after the speech
+    )
+    session = await answered_session(world, script, params, turns=turns)
+    llm, stt = world.llms[0], world.stts[0]
+    async with asyncio.timeout(5):
+        while not stt.transcribed:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(1.2)  # past the user turn's end
+    assert session.started and stt.transcribed == ["Hello?"]
+    assert not session.decided and session.refused_accepts == 1
+    assert llm.contexts_seen == 1  # the late "Hello?" ran no turn
+    decision = await session.decision(8.0)
+    assert decision.kind == "accept" and decision.via == "voice"
+    assert stt.transcribed == ["Hello?", "Yes, put them through."]
 
 
 async def test_a_keypad_accept_always_counts(world):
