@@ -384,7 +384,11 @@ class HumanTranscripts(_SessionProcessor):
             frame, (TranscriptionFrame, InterimTranscriptionFrame)
         ):
             if not session.started:
-                if isinstance(frame, TranscriptionFrame) and session.answered:
+                if (
+                    isinstance(frame, TranscriptionFrame)
+                    and frame.text.strip()
+                    and session.answered
+                ):
                     await session._end_greeting("greeting transcript")
                 return
             if session.decided or session.bridged or not session.heard_in_briefing:
@@ -480,6 +484,12 @@ class BriefingSession:
     Compatibility: a session built with `summary` after the human answered (the older
     order) needs no `human_answered()`: when `answered` is not given, the answer is
     implied at `start()` whenever `summary` was given at construction.
+
+    Attributes:
+        answered_at: `time.monotonic()` of the answer (None before it).
+        briefing_started_at: `time.monotonic()` when the bot first spoke in the briefing.
+        refused_accepts: `connect_to_caller` calls refused because the human had not
+            spoken yet.
     """
 
     def __init__(
@@ -823,11 +833,9 @@ class BriefingSession:
                 self._turns,
                 self._human_name,
             )
-            await self._input.push_frame(
-                LLMUpdateSettingsFrame(
-                    delta=LLMSettings(system_instruction=instruction), service=self._llm
-                )
-            )
+            # Untargeted: the pipeline's LLM (or the switcher in front of it) applies it.
+            delta = LLMSettings(system_instruction=instruction)
+            await self._input.push_frame(LLMUpdateSettingsFrame(delta=delta))
             await self._input.push_frame(
                 LLMMessagesAppendFrame(
                     messages=[{"role": "developer", "content": BRIEFING_KICKOFF}], run_llm=True
