@@ -168,7 +168,10 @@ class BriefingParams(_Settings):
         instructions: The briefing LLM's system instructions.
         intro: Spoken to the human without an LLM; `{summary}` and `{reason}` are filled in.
         start: `wait_for_greeting` (speak after the human's "Hello?") or `immediate`.
-        greeting_timeout: Seconds to wait for the greeting before speaking anyway.
+        greeting_timeout: Seconds after the answer to wait for the greeting before speaking
+            anyway (a greeting still going on then is let finish, within 5 s of the
+            answer). With the default the human hears the bot within about 1 s of
+            answering when they say nothing.
         accept_digit: DTMF digit that accepts the transfer.
         decline_digit: DTMF digit that declines it.
         summary_max_words: Length bound asked of the summary.
@@ -190,7 +193,7 @@ class BriefingParams(_Settings):
         "Press 1 to take the call, or 2 to decline."
     )
     start: Literal["wait_for_greeting", "immediate"] = "wait_for_greeting"
-    greeting_timeout: float = 3.0
+    greeting_timeout: float = 1.0
     accept_digit: str = "1"
     decline_digit: str = "2"
     summary_max_words: int = 60
