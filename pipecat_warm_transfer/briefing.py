@@ -79,7 +79,7 @@ from pipecat.utils.sync.event_notifier import EventNotifier
 from pipecat.workers.runner import WorkerRunner
 
 from pipecat_warm_transfer.audio.metrics import rms_dbfs
-from pipecat_warm_transfer.backends.base import ConsultLeg
+from pipecat_warm_transfer.consult_leg import ConsultLeg
 from pipecat_warm_transfer.frames import TransferTeardownFrame
 from pipecat_warm_transfer.params import BriefingParams
 from pipecat_warm_transfer.summary import Turn, quote_transcript
@@ -447,13 +447,16 @@ class HumanPlayout(_SessionProcessor):
 
 
 class LegTeardown(_SessionProcessor):
-    """The pipeline's last processor: on `TransferTeardownFrame`, hang up and end."""
+    """The pipeline's last processor: on `TransferTeardownFrame`, end the pipeline.
+
+    Ending it disconnects the bot from the consult room; the leg's `close()` hangs up a
+    human still there (the leg owns that decision, not the briefing).
+    """
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
-        """Close the SIP leg on the teardown frame, then end the briefing pipeline."""
+        """End the briefing pipeline on the teardown frame."""
         await super().process_frame(frame, direction)
         if isinstance(frame, TransferTeardownFrame):
-            await self._session._hang_up_for_teardown()
             await self.push_frame(
                 EndWorkerFrame(reason="transfer teardown"), FrameDirection.UPSTREAM
             )
@@ -473,7 +476,7 @@ class BriefingSession:
        ready (before or after the answer).
     3. `await human_answered()` as soon as the dial reports the answer: greeting
        tracking and the greeting timeout start then (audio before it is ignored).
-    4. `await decision(timeout)`; then `say()`, `enter_bridge()`, `mark_moved()`,
+    4. `await decision(timeout)`; then `say()`, `enter_bridge()`,
        `relay_to_human()` as the connect goes; `await close()` on every exit.
 
     The briefing begins when the human answered, their greeting ended (or
@@ -538,7 +541,6 @@ class BriefingSession:
         self._greeting_ended = asyncio.Event()
         self._started = False
         self._bridged = False
-        self._moved = False
         self._human_spoke = False
         self._heard_in_briefing = False
         self._llm = None
@@ -938,10 +940,6 @@ class BriefingSession:
         self._bridged = True
         self._playout.release_all()
 
-    def mark_moved(self):
-        """The human left the consult room for the caller's: teardown must not hang up."""
-        self._moved = True
-
     async def _relay_to_caller(self, frame: InputAudioRawFrame):
         if self._relay_to_caller_cb is not None:
             await self._relay_to_caller_cb(frame)
@@ -950,10 +948,6 @@ class BriefingSession:
         """Play the caller's audio to the human (bridge mode)."""
         if self._bridged and self._output is not None and not self._closed:
             await self._output.play(frame)
-
-    async def _hang_up_for_teardown(self):
-        if not self._moved:
-            await self._leg.hang_up()
 
     async def close(self):
         """Teardown: queue `TransferTeardownFrame`, wait for the pipeline to end, close the leg.

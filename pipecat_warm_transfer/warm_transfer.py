@@ -455,13 +455,9 @@ class WarmTransfer(BaseObject):
             ring_timeout=self._params.ring_timeout,
             caller_room=self._caller_room,
         )
-        attempt.leg = leg = await self._backend.open_leg(request)
-        leg.on_human_left(lambda reason: self._on_human_left(attempt, reason))
-        leg.on_ringing(self._on_ringing)
-        attempt.dial_started_at = time.monotonic()
-        await self._emit("dialing", number=_mask(self._target.number), room=leg.room_name)
-        turns = transcript_from_context(self._context)
-        summary_task = self._spawn(
+        # The summary is written while the bot joins the consult room and the phone rings.
+        attempt.turns = turns = transcript_from_context(self._context)
+        attempt.summary_task = self._spawn(
             summarize_conversation(
                 self._summary_llm,
                 turns,
@@ -471,8 +467,13 @@ class WarmTransfer(BaseObject):
             ),
             "summary",
         )
-        attempt.summary_task = summary_task
-        attempt.turns = turns
+        attempt.leg = leg = await self._backend.open_leg(request)
+        leg.on_human_left(lambda reason: self._on_human_left(attempt, reason))
+        leg.on_ringing(self._on_ringing)
+        briefing = await self._join_consult_room(attempt, leg)
+        self._spawn(self._hand_over_summary(attempt, briefing), "summary-handover")
+        attempt.dial_started_at = time.monotonic()
+        await self._emit("dialing", number=_mask(self._target.number), room=leg.room_name)
         try:
             await asyncio.wait_for(leg.dial(), leg.dial_timeout)
         except DialError as e:
@@ -482,24 +483,46 @@ class WarmTransfer(BaseObject):
             raise _TransferFailed(FailureReason.NO_ANSWER, 408, "ring timeout") from None
         attempt.answered = True
         attempt.answered_at = time.monotonic()
+        await briefing.human_answered()
         attempt.timings.ring = attempt.answered_at - attempt.dial_started_at
         await self._emit("human_answered", identity=leg.human_identity)
         return leg
 
+    async def _join_consult_room(self, attempt: _Attempt, leg: ConsultLeg) -> BriefingSession:
+        """Put the bot, briefing pipeline running, in the consult room before the dial.
+
+        LiveKit reports to a newcomer only the participants that join after it; in the
+        room first, the bot hears the human's first "Hello?".
+        """
+        try:
+            await leg.open_transport()
+            attempt.briefing = briefing = BriefingSession(
+                leg=leg,
+                params=self._briefing_params,
+                reason=attempt.reason,
+                human_name=self._target.display_name,
+                on_event=self._on_briefing_event,
+                relay_to_caller=self._bridge.from_human,
+                answered=False,
+            )
+            await briefing.start()
+        except DialError as e:
+            raise _TransferFailed(e.reason, e.sip_status, e.detail) from None
+        except Exception as e:
+            logger.warning(f"{self}: the bot could not join the consult room: {e!r}")
+            raise _TransferFailed(
+                FailureReason.DIAL_FAILED,
+                detail=f"the bot could not join the consult room ({type(e).__name__})",
+            ) from None
+        return briefing
+
+    async def _hand_over_summary(self, attempt: _Attempt, briefing: BriefingSession):
+        summary, _from_llm = await attempt.summary_task
+        await briefing.set_summary(summary, attempt.turns)
+
     async def _brief(self, attempt: _Attempt, leg: ConsultLeg) -> BriefingDecision:
         await self._set_state(TransferState.BRIEFING)
-        summary, from_llm = await attempt.summary_task
-        attempt.briefing = briefing = BriefingSession(
-            leg=leg,
-            params=self._briefing_params,
-            summary=summary,
-            reason=attempt.reason,
-            turns=attempt.turns,
-            human_name=self._target.display_name,
-            on_event=self._on_briefing_event,
-            relay_to_caller=self._bridge.from_human,
-        )
-        await briefing.start()
+        briefing = attempt.briefing
         decision = await briefing.decision(self._params.briefing_timeout)
         if briefing.briefing_started_at is not None:
             attempt.timings.briefing = time.monotonic() - briefing.briefing_started_at
@@ -535,8 +558,6 @@ class WarmTransfer(BaseObject):
             attempt.mode = await strategy_for(self._params.connect_mode).join(join)
         except (ModeUnavailableError, ConnectError) as e:
             raise _TransferFailed(FailureReason.CONNECT_FAILED, detail=str(e)) from None
-        if attempt.moved:
-            attempt.briefing.mark_moved()
         if attempt.human_left is not None:
             # They hung up after accepting, before being joined: the caller comes back.
             raise _TransferFailed(FailureReason.HUMAN_HUNG_UP, detail=attempt.human_left)

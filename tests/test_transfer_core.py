@@ -535,8 +535,10 @@ async def test_a_briefing_that_cannot_start_returns_the_caller():
         briefing=BriefingParams(tts=broken_tts),
     )
     result = only_result(call.report)
-    assert result.reason == FailureReason.CONNECT_FAILED
-    assert result.detail == "RuntimeError"
+    # The bot joins the consult room before the dial: without it nobody is called.
+    assert result.reason == FailureReason.DIAL_FAILED
+    assert "could not join the consult room (RuntimeError)" in result.detail
+    assert "dialing" not in call.report.event_names()
     assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 
