@@ -759,3 +759,34 @@ async def test_the_bot_ending_right_after_the_caller_left_still_hangs_up_the_mov
         # Leaving the block ends the bot's pipeline at once; leaks are counted at its end.
     assert only_result(call.report).connect_mode == ConnectMode.MOVE
     assert call.report.leaks == NO_LEAKS, call.report.leak_findings
+
+
+@BOTH_OUTPUTS
+@pytest.mark.parametrize("supports_move", [True, False], ids=["move", "bridge"])
+async def test_the_connected_sentence_is_heard_whole_before_the_join(caller_output, supports_move):
+    """Joined, the bot is silent to the caller: the sentence must be heard before that
+    (it used to be cut at once: none of its frames reached the caller)."""
+    # Longer than what the human is told meanwhile, so only the join's wait keeps it whole.
+    text = "Thank you for waiting. I am connecting you with my colleague from billing now."
+    script = human(answer_after=0.5, accept_at=1.2).say(3.0, tone(HUMAN_VOICE_HZ, 1.0))
+    async with CallHarness(
+        humans={NUMBER: script},
+        caller_output=caller_output,
+        supports_move=supports_move,
+        params=fast_params(connected_message=text),
+    ) as call:
+        assert await call.transfer.start_transfer("billing")
+        await call.wait_for("connected")
+        await asyncio.sleep(1.0)  # what LiveKit's source still holds plays out
+    report = call.report
+    heard = sentence_heard(report.caller_audio, text, RATE, BOT_PITCH_HZ)
+    assert heard is not None and heard.whole(), heard
+    connected = report.first("connected")
+    lag = report.event_lags[report.events.index(connected)] if report.event_lags else 0.0
+    sentence_end = heard.start + sentence_secs(text, RATE, BOT_PITCH_HZ)
+    assert sentence_end <= connected["t"] + lag + 0.1
+    # Bounded: the join waits for the sentence, not longer.
+    assert (
+        only_result(report).timings.accept_to_connected
+        < sentence_secs(text, RATE, BOT_PITCH_HZ) + 1.0
+    )
