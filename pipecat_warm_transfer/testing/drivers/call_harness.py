@@ -27,6 +27,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 
+from pipecat_warm_transfer.audio.metrics import windowed_rms_dbfs
 from pipecat_warm_transfer.consult_leg import TransferBackend, TransferTarget
 from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
 from pipecat_warm_transfer.testing.harness import watch_loop_stalls
@@ -56,6 +57,12 @@ LOOP_STALL_SECS = 0.06
 #: Pitches of the scripted voices, so a test can tell speakers apart by frequency.
 BOT_PITCH_HZ = 220.0
 BRIEFING_PITCH_HZ = 330.0
+
+#: A window of the human's recording above this RMS level is the bot's first words (and,
+#: in a scripted greeting, speech: the briefing's own threshold for the greeting).
+FIRST_WORDS_DBFS = -45.0
+#: Window length for `FIRST_WORDS_DBFS`.
+FIRST_WORDS_WINDOW_MS = 20.0
 
 
 @dataclass
@@ -94,7 +101,8 @@ class CallReport:
     refused_captures: int = 0
     spoken_to_human: list[str] = field(default_factory=list)
     #: The LiveKit emulator's dials (`room`, `outcome`, `statuses`, `sip_status`,
-    #: `ringing_secs`), oldest first.
+    #: `ringing_secs`, `answered_at`: seconds from sample 0 when the call went active,
+    #: None when it never did), oldest first.
     dials: list[dict] = field(default_factory=list)
     #: Dials the emulator still had ringing after teardown (a phone nobody hung up).
     ringing_dials: int = 0
@@ -112,6 +120,63 @@ class CallReport:
     def first(self, name: str) -> dict | None:
         """The first event of that name."""
         return next((e for e in self.events if e["event"] == name), None)
+
+    def answered_at(self) -> float | None:
+        """Seconds from sample 0 when the (last) human picked up; None if nobody did.
+
+        The emulator's dial going `active` (the moment the scripted human answers and
+        starts their greeting); without the emulator, the `human_answered` event (the
+        backend's report of it, a little later).
+        """
+        for dial in reversed(self.dials):
+            if dial.get("answered_at") is not None:
+                return dial["answered_at"]
+        answers = [e["t"] for e in self.events if e["event"] == "human_answered"]
+        return answers[-1] if answers else None
+
+    def human_waits(self, greeting: bytes | None = None) -> dict[str, float | None]:
+        """How long the (last) human waited, after answering, to hear the bot.
+
+        Measured on what the human heard (`human_audio`): the first words are the first
+        `FIRST_WORDS_WINDOW_MS` window after the answer whose RMS is above
+        `FIRST_WORDS_DBFS`. The greeting ends where its speech ends: the end of the
+        clip's last window above that level (trailing quiet in the clip is not speech).
+
+        Args:
+            greeting: The human's scripted greeting (mono int16 at `sample_rate`), None
+                when they said nothing.
+
+        Returns:
+            `answered_at_s`, `greeting_end_s`, `first_words_s` (seconds from sample 0),
+            `answer_to_first_words_s` and `greeting_end_to_first_words_s`; each None
+            when it does not apply (nobody answered, no greeting, the bot never spoke).
+        """
+        answered = self.answered_at()
+        greeting_end = None
+        if answered is not None and greeting:
+            speech = _loud_windows(greeting, self.sample_rate)
+            if speech.size:
+                greeting_end = answered + (speech[-1] + 1) * FIRST_WORDS_WINDOW_MS / 1000
+        first_words = None
+        if answered is not None and self.human_audio is not None:
+            start = int(round(answered * self.sample_rate))
+            loud = _loud_windows(self.human_audio[start:], self.sample_rate)
+            if loud.size:
+                first_words = start / self.sample_rate + loud[0] * FIRST_WORDS_WINDOW_MS / 1000
+
+        def wait(since: float | None) -> float | None:
+            return None if since is None or first_words is None else round(first_words - since, 3)
+
+        def at(t: float | None) -> float | None:
+            return None if t is None else round(t, 3)
+
+        return {
+            "answered_at_s": at(answered),
+            "greeting_end_s": at(greeting_end),
+            "first_words_s": at(first_words),
+            "answer_to_first_words_s": wait(answered),
+            "greeting_end_to_first_words_s": wait(greeting_end),
+        }
 
 
 def fast_params(**overrides) -> WarmTransferParams:
@@ -509,7 +574,7 @@ class CallHarness:
         faults_fired: list[tuple[str, str]] = []
         ringing_dials = 0
         if self.emulator is not None:
-            dials = [_dial_summary(c) for c in self.emulator.calls]
+            dials = [_dial_summary(c, self.t0) for c in self.emulator.calls]
             faults_fired = list(self.emulator.faults_fired)
             ringing_dials = len(self.emulator.ringing())
             await self.emulator.stop()  # the server's own tasks are not the plugin's
@@ -549,18 +614,29 @@ class CallHarness:
         return self.report
 
 
-def _dial_summary(call) -> dict:
-    """An emulator dial: its outcome, statuses, SIP status and how long it rang (s)."""
+def _loud_windows(audio, sample_rate: int):
+    """Indices of the `FIRST_WORDS_WINDOW_MS` windows above `FIRST_WORDS_DBFS`."""
+    levels = windowed_rms_dbfs(audio, sample_rate, FIRST_WORDS_WINDOW_MS)
+    return (levels > FIRST_WORDS_DBFS).nonzero()[0]
+
+
+def _dial_summary(call, t0: float) -> dict:
+    """An emulator dial: its outcome, statuses, SIP status, ring and answer times (s).
+
+    `answered_at` counts from `t0` (sample 0 of the recordings), as the events do.
+    """
     times = [t for t, _ in call.statuses] + [call.ended_at]
     ringing_secs = 0.0
     for i, (t, status) in enumerate(call.statuses):
         end = times[i + 1]
         if status == "ringing" and end is not None:
             ringing_secs = end - t
+    active = next((t for t, status in call.statuses if status == "active"), None)
     return {
         "room": call.room_name,
         "outcome": call.outcome,
         "statuses": [status for _, status in call.statuses],
         "sip_status": call.sip_status,
         "ringing_secs": round(ringing_secs, 3),
+        "answered_at": None if active is None else round(active - t0, 3),
     }
