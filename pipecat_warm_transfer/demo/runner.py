@@ -286,12 +286,42 @@ async def run_scenario(
             await _choreograph(call, scenario, clips)
         except ScenarioError as e:
             error = e
-    summary = _summarize(name, scenario, call.report, error)
+    summary = _summarize(name, scenario, call.report, error, _greeting(scenario, clips))
     await asyncio.to_thread(_write_outputs, Path(out_dir), scenario, call.report, summary)
     return summary
 
 
-def _summarize(name: str, scenario: Scenario, report, error: ScenarioError | None) -> dict:
+def _greeting(scenario: Scenario, clips: dict) -> bytes | None:
+    """What the scripted human says on answering (None: nobody answers)."""
+    if scenario.human in ("busy", "no_answer"):
+        return None
+    return clips["voicemail"] if scenario.human == "voicemail" else clips["greeting"]
+
+
+def _human_waits(report, greeting: bytes | None) -> dict:
+    """The issue's two waits, from what the human heard (`human.wav`).
+
+    The answer is the emulator's dial going active; the greeting ends where the speech
+    of the scripted greeting ends; the first words are the first 20 ms window after the
+    answer above -45 dBFS. Each figure is None when it does not apply.
+    """
+    waits = report.human_waits(greeting)
+    return {
+        "answer_to_first_words_s": waits["answer_to_first_words_s"],
+        "greeting_end_to_first_words_s": waits["greeting_end_to_first_words_s"],
+        "answered_at_s": waits["answered_at_s"],
+        "greeting_end_s": waits["greeting_end_s"],
+        "first_words_s": waits["first_words_s"],
+    }
+
+
+def _summarize(
+    name: str,
+    scenario: Scenario,
+    report,
+    error: ScenarioError | None,
+    greeting: bytes | None = None,
+) -> dict:
     result = report.results[-1] if report.results else None
 
     def text(value):
@@ -308,6 +338,8 @@ def _summarize(name: str, scenario: Scenario, report, error: ScenarioError | Non
         "leaks": {k: report.leaks[k] for k in ("rooms", "participants", "connections", "tasks")},
         "leak_findings": report.leak_findings,
         "duration_s": round(len(report.caller_audio) / RATE, 2),
+        # Targets: ≤ 1.0 s after the greeting ends, ≤ 1.5 s after a silent answer.
+        "human_waits": _human_waits(report, greeting),
         "expected": {
             "outcome": scenario.outcome,
             "reason": text(scenario.reason),
@@ -358,6 +390,18 @@ async def _progress(started: float):
         print(f"\r  … {time.monotonic() - started:5.1f} s", end="\r", flush=True)
 
 
+def _describe_waits(waits: dict) -> str:
+    """The human's waits for the bot, for the summary line."""
+    if waits["answered_at_s"] is None:
+        return "nobody answered"
+    if waits["first_words_s"] is None:
+        return "the human never heard the bot"
+    text = f"human heard the bot {waits['answer_to_first_words_s']:.2f} s after answering"
+    if waits["greeting_end_to_first_words_s"] is not None:
+        text += f", {waits['greeting_end_to_first_words_s']:.2f} s after their greeting"
+    return text
+
+
 def run_demo(
     name: str,
     out_dir: str | Path,
@@ -386,7 +430,10 @@ def run_demo(
     outcome = report["outcome"] + (f" ({report['reason']})" if report["reason"] else "")
     mode = f", {report['connect_mode']}" if report["connect_mode"] else ""
     leaks = ", ".join(f"{k} {v}" for k, v in report["leaks"].items())
-    print(f"■ {outcome}{mode} in {time.monotonic() - started:.1f} s; leaks: {leaks}")
+    print(
+        f"■ {outcome}{mode} in {time.monotonic() - started:.1f} s; leaks: {leaks}; "
+        f"{_describe_waits(report['human_waits'])}"
+    )
     print(f"  files in {out}/: caller.wav human.wav events.jsonl report.json timeline.png")
     print(f"  listen: play {out}/caller.wav   (or aplay / afplay / any audio player)")
     if not report["as_scripted"]:
