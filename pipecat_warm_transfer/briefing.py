@@ -97,6 +97,8 @@ _GREETING_MAX_SECS = 5.0
 _VOICEMAIL_DECISION_SECS = 0.5
 #: Default bound on `start()`: the pipeline's StartFrame must have passed by then.
 _START_TIMEOUT_SECS = 10.0
+#: Keys kept from before the dial's answer reached us (a human pressing at once).
+_EARLY_KEYS_MAX = 4
 #: Bound on how long teardown waits for the briefing pipeline to end by itself.
 _END_TIMEOUT_SECS = 3.0
 
@@ -537,6 +539,7 @@ class BriefingSession:
             asyncio.get_running_loop().create_future()
         )
         self._answered = False
+        self._early_keys: list[str] = []
         self._greeting_done = False
         self._greeting_ended = asyncio.Event()
         self._started = False
@@ -759,10 +762,13 @@ class BriefingSession:
         self.answered_at = time.monotonic()
         if self._params.start == "immediate" or self._params.greeting_timeout == 0:
             await self._end_greeting("immediate")
-            return
-        self._greeting_task = asyncio.create_task(
-            self._greeting_timeout(), name="briefing-greeting-timeout"
-        )
+        else:
+            self._greeting_task = asyncio.create_task(
+                self._greeting_timeout(), name="briefing-greeting-timeout"
+            )
+        keys, self._early_keys = self._early_keys, []
+        for digit in keys:
+            await self._on_dtmf(digit)
 
     async def _greeting_timeout(self):
         timeout = self._params.greeting_timeout
@@ -906,6 +912,11 @@ class BriefingSession:
     #
 
     async def _on_dtmf(self, digit: str):
+        if not self._answered and not self._closed:
+            # Only a phone that answered sends keys: the dial's own answer may still be on
+            # its way to us. Kept until it arrives, so the human's first key is not lost.
+            self._early_keys = (self._early_keys + [digit])[-_EARLY_KEYS_MAX:]
+            return
         if self._bridged or self.decided or not self._answered:
             return
         if digit == self._params.accept_digit:

@@ -323,6 +323,18 @@ async def test_a_keypad_accept_always_counts(world):
     assert decision.kind == "accept" and decision.via == "dtmf"
 
 
+async def test_a_key_pressed_before_the_answer_reached_us_counts_after_it(world):
+    """The phone answered and the human pressed 1 before LiveKit's answer reached the bot."""
+    script = HumanScript(answer_after=0.2).dtmf(0.05, "1")
+    leg, session = await early_session(world, script, dtmf_params())
+    await leg.dial()
+    await asyncio.sleep(0.3)  # the key is in; the controller has not called human_answered()
+    assert not session.decided
+    await session.human_answered()
+    decision = await session.decision(1.0)
+    assert decision.kind == "accept" and decision.via == "dtmf"
+
+
 #
 # A3: the system instruction is the LLM service's setting, the transcript quoted data
 #

@@ -171,3 +171,30 @@ async def test_a_failed_transfer_settles_once_the_caller_is_told():
         # Settled means told: the return sentence is on its way before the teardown ends.
         assert "returned_to_caller" in names
         await call.wait_for("teardown_done")
+
+
+@pytest.mark.parametrize("livekit", [False, True], ids=["memory", "emulator"])
+async def test_the_bot_is_in_the_consult_room_before_the_phone_rings(livekit):
+    seen = {}
+    async with CallHarness(humans={NUMBER: _human().dtmf(1.5, "1")}, livekit=livekit) as call:
+
+        @call.transfer.event_handler("on_transfer_event")
+        async def _on_event(_transfer, event):
+            if event["event"] == "dialing":
+                room = call.server.get_room(event["room"])
+                seen["at_dial"] = sorted(room.participants) if room else None
+
+        assert await call.transfer.start_transfer("billing")
+        await call.wait_for("connected")
+    assert seen["at_dial"] == ["transfer-bot"]
+
+
+@pytest.mark.parametrize("livekit", [False, True], ids=["memory", "emulator"])
+async def test_a_key_pressed_the_moment_the_human_answers_is_not_lost(livekit):
+    """The bot listens from before the ring: the human's very first key counts."""
+    script = HumanScript(answer_after=0.5).dtmf(0.05, "1")
+    async with CallHarness(humans={NUMBER: script}, livekit=livekit) as call:
+        handle = await call.transfer.start_transfer("billing")
+        result = await asyncio.wait_for(handle, 20)
+        await call.wait_for("teardown_done")
+    assert result.outcome == TransferOutcome.CONNECTED
