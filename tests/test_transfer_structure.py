@@ -198,3 +198,30 @@ async def test_a_key_pressed_the_moment_the_human_answers_is_not_lost(livekit):
         result = await asyncio.wait_for(handle, 20)
         await call.wait_for("teardown_done")
     assert result.outcome == TransferOutcome.CONNECTED
+
+
+@pytest.mark.parametrize("outcome", ["busy", "no_answer", "decline"])
+async def test_a_failed_dial_seen_from_inside_the_room_is_no_hang_up(outcome):
+    """In the room while it rings, the bot sees LiveKit's SIP participant leave with the
+    failure: that is the dial's answer, not a human who hung up."""
+    async with CallHarness(
+        humans={NUMBER: _human(outcome=outcome)}, livekit=True, params=None
+    ) as call:
+        handle = await call.transfer.start_transfer("billing")
+        result = await asyncio.wait_for(handle, 20)
+        await call.wait_for("teardown_done")
+    assert result.reason != FailureReason.HUMAN_HUNG_UP
+    assert "human_hung_up" not in [e["event"] for e in call.events]
+
+
+@pytest.mark.parametrize("livekit", [False, True], ids=["memory", "emulator"])
+async def test_a_human_who_hangs_up_at_once_is_seen(livekit):
+    """Hung up right at the answer, maybe before the answer reached the bot: the caller
+    comes back at once, not after the briefing timeout."""
+    script = HumanScript(answer_after=0.5, hang_up_after=0.02)
+    async with CallHarness(humans={NUMBER: script}, livekit=livekit) as call:
+        handle = await call.transfer.start_transfer("billing")
+        result = await asyncio.wait_for(handle, 20)
+        await call.wait_for("teardown_done")
+    assert result.reason == FailureReason.HUMAN_HUNG_UP
+    assert result.timings.total < 3.0  # the briefing timeout is 6 s here
