@@ -156,13 +156,15 @@ class CallReport:
         if answered is not None and greeting:
             speech = _loud_windows(greeting, self.sample_rate)
             if speech.size:
-                greeting_end = answered + (speech[-1] + 1) * FIRST_WORDS_WINDOW_MS / 1000
+                greeting_end = answered + float(speech[-1] + 1) * FIRST_WORDS_WINDOW_MS / 1000
         first_words = None
         if answered is not None and self.human_audio is not None:
             start = int(round(answered * self.sample_rate))
             loud = _loud_windows(self.human_audio[start:], self.sample_rate)
             if loud.size:
-                first_words = start / self.sample_rate + loud[0] * FIRST_WORDS_WINDOW_MS / 1000
+                first_words = (
+                    start / self.sample_rate + float(loud[0]) * FIRST_WORDS_WINDOW_MS / 1000
+                )
 
         def wait(since: float | None) -> float | None:
             return None if since is None or first_words is None else round(first_words - since, 3)
