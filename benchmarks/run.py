@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "control": "benchmarks.control_bench",
     "memory": "benchmarks.memory_bench",
     "livekit_path": "benchmarks.livekit_path_bench",
+    "briefing_latency": "benchmarks.briefing_latency_bench",
 }
 
 
