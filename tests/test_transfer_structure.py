@@ -225,3 +225,23 @@ async def test_a_human_who_hangs_up_at_once_is_seen(livekit):
         await call.wait_for("teardown_done")
     assert result.reason == FailureReason.HUMAN_HUNG_UP
     assert result.timings.total < 3.0  # the briefing timeout is 6 s here
+
+
+async def test_a_teardown_that_raises_still_lets_the_pipeline_end():
+    """An exception in the end-of-call teardown must not keep the EndFrame from the end of
+    the pipeline (it used to: the runner, and the test, hung)."""
+    async with CallHarness(humans={NUMBER: _human().dtmf(5.0, "1")}, check_leaks=False) as call:
+        transfer = call.transfer
+        real = transfer._end_under_transfer
+
+        async def broken(reason):
+            await real(reason)
+            raise RuntimeError("a bug after the teardown")
+
+        transfer._end_under_transfer = broken
+        assert await transfer.start_transfer("billing")
+        await call.wait_for("human_answered")
+        ended = asyncio.get_running_loop().time()
+    # Leaving the block ended the pipeline: it did, and promptly.
+    assert asyncio.get_running_loop().time() - ended < 8.0
+    assert call.report is not None
