@@ -95,6 +95,11 @@ _GREETING_MAX_SECS = 5.0
 #: Quiet after the greeting's transcript before the voicemail verdict acts (Pipecat's
 #: default is 1.0 s; shorter, so that the bot speaks within a second of the greeting).
 _VOICEMAIL_DECISION_SECS = 0.5
+#: With the voicemail detector, how long after the greeting a transcript may take before
+#: the bot speaks anyway: a greeting too short or quiet to be transcribed gets no verdict.
+_VERDICT_WAIT_SECS = 0.8
+#: Bound on the wait for the detector's verdict on a transcribed greeting.
+_VERDICT_MAX_SECS = 5.0
 #: Default bound on `start()`: the pipeline's StartFrame must have passed by then.
 _START_TIMEOUT_SECS = 10.0
 #: Keys kept from before the dial's answer reached us (a human pressing at once).
@@ -385,6 +390,8 @@ class HumanTranscripts(_SessionProcessor):
         if direction == FrameDirection.DOWNSTREAM and isinstance(
             frame, (TranscriptionFrame, InterimTranscriptionFrame)
         ):
+            if session.answered and frame.text.strip():
+                session.transcribed = True  # the voicemail detector has words to judge
             if not session.started:
                 if (
                     isinstance(frame, TranscriptionFrame)
@@ -557,6 +564,10 @@ class BriefingSession:
         self._pipeline_started = asyncio.Event()
         self._conversation = EventNotifier()  # opens the voicemail gate
         self._voicemail = EventNotifier()  # drops what the gate holds
+        self._has_detector = False
+        self.transcribed = False  # a transcript of the human came since the answer
+        self._verdict = False  # the detector said conversation or voicemail
+        self._verdict_task: asyncio.Task | None = None
         self._playout = _Playout()
         self._speaking = False
         self._closed = False
@@ -661,13 +672,16 @@ class BriefingSession:
 
         @detector.event_handler("on_conversation_detected")
         async def _on_conversation(_detector):
+            self._verdict = True
             await self._conversation.notify()
 
         @detector.event_handler("on_voicemail_detected")
         async def _on_voicemail(_detector):
+            self._verdict = True
             await self._voicemail.notify()
             self.decide(BriefingDecision("voicemail", via="detector"))
 
+        self._has_detector = True
         return detector, TTSGate(self._conversation, self._voicemail)
 
     def _register_tools(self, llm):
@@ -791,7 +805,24 @@ class BriefingSession:
         task = self._greeting_task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+        if self._has_detector and not self._verdict:
+            self._verdict_task = asyncio.create_task(
+                self._speak_without_verdict(), name="briefing-verdict-wait"
+            )
         await self._maybe_begin(trigger)
+
+    async def _speak_without_verdict(self):
+        """A greeting the detector never judged: speak rather than stay silent.
+
+        Without any transcript (a "Hi" too short or quiet for STT) there is nothing to
+        judge: a person, most likely. With one, the verdict is waited for, bounded.
+        """
+        await asyncio.sleep(_VERDICT_WAIT_SECS)
+        if self.transcribed:
+            await asyncio.sleep(_VERDICT_MAX_SECS - _VERDICT_WAIT_SECS)
+        if not self._verdict and not self.decided and not self._closed:
+            logger.debug("Briefing: no voicemail verdict after the greeting: speaking")
+            await self._conversation.notify()
 
     def greeting_heard(self):
         """The human finished their "Hello?": the briefing may begin."""
@@ -968,8 +999,9 @@ class BriefingSession:
         if self._closed:
             return
         self._closed = True
-        if self._greeting_task:
-            self._greeting_task.cancel()
+        for task in (self._greeting_task, self._verdict_task):
+            if task is not None:
+                task.cancel()
         self._playout.release_all()
         self.decide(BriefingDecision("error", reason="closed", via="teardown"))
         if self._worker is not None and self._run_task is not None:
@@ -988,8 +1020,8 @@ class BriefingSession:
                 except Exception as e:
                     logger.warning(f"Briefing pipeline ended with {type(e).__name__}")
             await asyncio.gather(self._run_task, return_exceptions=True)
-        if self._greeting_task:
-            await asyncio.gather(self._greeting_task, return_exceptions=True)
+        tasks = [t for t in (self._greeting_task, self._verdict_task) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _no_rerun() -> FunctionCallResultProperties:

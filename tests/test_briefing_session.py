@@ -544,6 +544,25 @@ async def test_with_the_voicemail_detector_a_person_hears_the_bot_in_time(world,
     assert not session.decided
 
 
+async def test_with_the_voicemail_detector_an_untranscribed_greeting_still_hears_the_bot(world):
+    """A "Hi" too short to be transcribed gets no verdict: the bot must not stay silent
+    (it did: the gate waited for a verdict that never came)."""
+    script = HumanScript(answer_after=0.6, greeting=tone(500, 0.1))
+    params = world.voice_params(
+        ["Hello?"], [ScriptedReply(say="Hi, a billing call.")], detect_voicemail=True
+    )
+    leg, session = await early_session(world, script, params)
+    await session.set_summary("Dana wants a refund.", [])
+    await dial_and_answer(leg, session)
+    await asyncio.sleep(3.0)
+    heard = world.first_bot_audio()
+    assert heard is not None
+    delay = heard - (leg.answered_at + 0.1)
+    print(f"\nuntranscribed greeting end -> first bot audio: {delay:.3f} s")
+    assert delay <= 1.5
+    assert not session.decided
+
+
 async def test_a_voicemail_greeting_is_never_briefed(world):
     """The greeting outlasts the greeting timeout; the briefing begins after it, the
     detector's verdict drops the held speech: the voicemail records no word of the bot."""
