@@ -37,7 +37,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
@@ -293,14 +293,56 @@ class _Playout:
         self.forget(utterance)
 
 
-class _SessionProcessor(FrameProcessor):
-    """A processor of the briefing pipeline, bound to its session."""
+class HumanSide(Protocol):
+    """What the briefing's processors may read from and tell their session: nothing more.
 
-    def __init__(self, session: BriefingSession, **kwargs):
+    The session implements it; its processors never reach into the session's privates.
+    """
+
+    @property
+    def answered(self) -> bool: ...  # noqa: D102
+
+    @property
+    def started(self) -> bool: ...  # noqa: D102
+
+    @property
+    def decided(self) -> bool: ...  # noqa: D102
+
+    @property
+    def bridged(self) -> bool: ...  # noqa: D102
+
+    @property
+    def awaiting_greeting(self) -> bool: ...  # noqa: D102
+
+    @property
+    def heard_in_briefing(self) -> bool: ...  # noqa: D102
+
+    @property
+    def playout(self) -> _Playout: ...  # noqa: D102
+
+    transcribed: bool
+
+    async def on_human_key(self, digit: str) -> None: ...  # noqa: D102
+
+    async def relay_to_caller(self, frame: InputAudioRawFrame) -> None: ...  # noqa: D102
+
+    def note_speech_in_briefing(self) -> None: ...  # noqa: D102
+
+    async def end_greeting(self, trigger: str) -> None: ...  # noqa: D102
+
+    def on_human_words(self) -> None: ...  # noqa: D102
+
+    async def on_bot_speaking(self, speaking: bool) -> None: ...  # noqa: D102
+
+
+class _SessionProcessor(FrameProcessor):
+    """A processor of the briefing pipeline: it sees its session as a `HumanSide`."""
+
+    def __init__(self, session: HumanSide, **kwargs):
         """Initialize the processor.
 
         Args:
-            session: The briefing session it belongs to.
+            session: The briefing session it belongs to, through its narrow protocol.
             **kwargs: Passed to `FrameProcessor`.
         """
         super().__init__(**kwargs)
@@ -315,7 +357,7 @@ class HumanInput(_SessionProcessor):
     greeting's audio between the answer and the briefing; relays audio once bridged.
     """
 
-    def __init__(self, session: BriefingSession, **kwargs):
+    def __init__(self, session: HumanSide, **kwargs):
         """Initialize the processor.
 
         Args:
@@ -345,11 +387,11 @@ class HumanInput(_SessionProcessor):
             await self.push_frame(frame, direction)
             return
         if isinstance(frame, InputDTMFFrame):
-            await session._on_dtmf(frame.button.value)
+            await session.on_human_key(frame.button.value)
             return
         if isinstance(frame, InputAudioRawFrame):
             if session.bridged:
-                await session._relay_to_caller(frame)
+                await session.relay_to_caller(frame)
                 return
             if not session.answered or session.decided:
                 return
@@ -357,7 +399,7 @@ class HumanInput(_SessionProcessor):
                 await self._track_greeting(frame.audio)
             elif session.started and not session.heard_in_briefing:
                 if rms_dbfs(frame.audio) > _SPEECH_DBFS:
-                    session._heard_in_briefing = True
+                    session.note_speech_in_briefing()
         await self.push_frame(frame, direction)
 
     async def _track_greeting(self, audio: bytes):
@@ -370,7 +412,7 @@ class HumanInput(_SessionProcessor):
                 self._quiet_since = now
             elif now - self._quiet_since >= _GREETING_END_SECS:
                 self._heard_speech = False
-                await self._session._end_greeting("greeting")
+                await self._session.end_greeting("greeting")
 
 
 class HumanTranscripts(_SessionProcessor):
@@ -398,12 +440,12 @@ class HumanTranscripts(_SessionProcessor):
                     and frame.text.strip()
                     and session.answered
                 ):
-                    await session._end_greeting("greeting transcript")
+                    await session.end_greeting("greeting transcript")
                 return
             if session.decided or session.bridged or not session.heard_in_briefing:
                 return  # (no speech since the briefing began: the greeting's late transcript)
             if isinstance(frame, TranscriptionFrame) and frame.text.strip():
-                session._on_human_words()
+                session.on_human_words()
         await self.push_frame(frame, direction)
 
 
@@ -414,9 +456,9 @@ class HumanOutput(_SessionProcessor):
         """Track the bot's speech to the human; keep the bot quiet once bridged."""
         await super().process_frame(frame, direction)
         if isinstance(frame, BotStartedSpeakingFrame) and direction == FrameDirection.UPSTREAM:
-            await self._session._on_bot_speaking(True)
+            await self._session.on_bot_speaking(True)
         elif isinstance(frame, BotStoppedSpeakingFrame) and direction == FrameDirection.UPSTREAM:
-            await self._session._on_bot_speaking(False)
+            await self._session.on_bot_speaking(False)
         elif (
             self._session.bridged
             and direction == FrameDirection.DOWNSTREAM
@@ -445,7 +487,7 @@ class HumanPlayout(_SessionProcessor):
         """Note played sentences; pass every frame on."""
         await super().process_frame(frame, direction)
         if direction == FrameDirection.DOWNSTREAM:
-            playout = self._session._playout
+            playout = self._session.playout
             if isinstance(frame, TTSTextFrame):
                 playout.on_text(frame.context_id, frame.text)
             elif isinstance(frame, TTSStoppedFrame):
@@ -594,6 +636,15 @@ class BriefingSession:
     def heard_in_briefing(self) -> bool:
         """Whether the human's voice was heard after the briefing began."""
         return self._heard_in_briefing
+
+    def note_speech_in_briefing(self):
+        """The human's voice was heard after the briefing began (see `heard_in_briefing`)."""
+        self._heard_in_briefing = True
+
+    @property
+    def playout(self) -> _Playout:
+        """What of the bot's speech has been played to the human (for `say()`)."""
+        return self._playout
 
     @property
     def decided(self) -> bool:
@@ -775,14 +826,14 @@ class BriefingSession:
         self._answered = True
         self.answered_at = time.monotonic()
         if self._params.start == "immediate" or self._params.greeting_timeout == 0:
-            await self._end_greeting("immediate")
+            await self.end_greeting("immediate")
         else:
             self._greeting_task = asyncio.create_task(
                 self._greeting_timeout(), name="briefing-greeting-timeout"
             )
         keys, self._early_keys = self._early_keys, []
         for digit in keys:
-            await self._on_dtmf(digit)
+            await self.on_human_key(digit)
 
     async def _greeting_timeout(self):
         timeout = self._params.greeting_timeout
@@ -795,9 +846,10 @@ class BriefingSession:
                 await asyncio.wait_for(
                     self._greeting_ended.wait(), max(0.0, _GREETING_MAX_SECS - timeout)
                 )
-        await self._end_greeting("greeting timeout")
+        await self.end_greeting("greeting timeout")
 
-    async def _end_greeting(self, trigger: str):
+    async def end_greeting(self, trigger: str):
+        """The human's greeting is over (`trigger` says how): the briefing may begin."""
         if self._greeting_done or not self._answered:
             return
         self._greeting_done = True
@@ -827,7 +879,7 @@ class BriefingSession:
     def greeting_heard(self):
         """The human finished their "Hello?": the briefing may begin."""
         if self._input is not None and not self._greeting_done:
-            self._input.create_task(self._end_greeting("greeting"), "briefing-greeting-end")
+            self._input.create_task(self.end_greeting("greeting"), "briefing-greeting-end")
 
     async def set_summary(self, summary: str, turns: list[Turn] | None = None):
         """Provide the summary and the caller transcript; the briefing may begin.
@@ -850,7 +902,7 @@ class BriefingSession:
         """Stop waiting for the greeting: brief as soon as the summary is set (once)."""
         if not self._answered:
             await self.human_answered()
-        await self._end_greeting(trigger)
+        await self.end_greeting(trigger)
 
     async def _maybe_begin(self, trigger: str):
         if self._started or self._closed or self.decided or self._input is None:
@@ -884,7 +936,8 @@ class BriefingSession:
             text = self._params.intro.format(summary=self._summary, reason=self._reason)
             await self.say(text, wait=False, interruptible=True)
 
-    def _on_human_words(self):
+    def on_human_words(self):
+        """The human's first words of the briefing reached the LLM: a voice accept counts."""
         """The human's first words of the briefing reach the LLM: a voice accept counts."""
         if self._human_spoke:
             return
@@ -898,7 +951,8 @@ class BriefingSession:
     # Speech
     #
 
-    async def _on_bot_speaking(self, speaking: bool):
+    async def on_bot_speaking(self, speaking: bool):
+        """The consult output reports the bot started or stopped speaking to the human."""
         self._speaking = speaking
         if speaking and self.briefing_started_at is None and self._started:
             self.briefing_started_at = time.monotonic()
@@ -942,7 +996,8 @@ class BriefingSession:
     # Decisions
     #
 
-    async def _on_dtmf(self, digit: str):
+    async def on_human_key(self, digit: str):
+        """The human pressed a key: accept or decline by the keypad."""
         if not self._answered and not self._closed:
             # Only a phone that answered sends keys: the dial's own answer may still be on
             # its way to us. Kept until it arrives, so the human's first key is not lost.
@@ -982,7 +1037,8 @@ class BriefingSession:
         self._bridged = True
         self._playout.release_all()
 
-    async def _relay_to_caller(self, frame: InputAudioRawFrame):
+    async def relay_to_caller(self, frame: InputAudioRawFrame):
+        """A frame of the human's audio for the caller (bridge mode)."""
         if self._relay_to_caller_cb is not None:
             await self._relay_to_caller_cb(frame)
 

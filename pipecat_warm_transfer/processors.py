@@ -104,7 +104,7 @@ class CallerGate(FrameProcessor):
                 `EndFrame`/`CancelFrame` goes on, so teardown happens first.
             on_request: A `TransferRequestFrame` came down the pipeline (its reason).
             on_dtmf: The caller pressed a key.
-            on_caller_audio: The caller's audio while bridged to the human.
+            on_caller_audio: The caller's audio while held (for the bridge to the human).
             on_cleanup: The gate is being cleaned up (release what is left).
             **kwargs: Passed to `FrameProcessor`.
         """
@@ -116,7 +116,6 @@ class CallerGate(FrameProcessor):
         self._on_caller_audio = on_caller_audio
         self._on_cleanup = on_cleanup
         self._holding = False
-        self._bridged = False
 
     async def cleanup(self):
         """Release what the owner still holds for this pipeline."""
@@ -129,10 +128,9 @@ class CallerGate(FrameProcessor):
         """Whether caller input is currently being dropped."""
         return self._holding
 
-    def set_state(self, state: TransferState, bridged: bool):
+    def set_state(self, state: TransferState):
         """Gate by the controller's state (set before the state frame leaves the gate)."""
         self._holding = state not in (TransferState.IDLE, TransferState.RETURNING)
-        self._bridged = bridged
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         """Gate caller input by transfer state; watch DTMF, requests and the pipeline's end."""
@@ -161,8 +159,8 @@ class CallerGate(FrameProcessor):
                 await self.push_frame(frame, direction)
             return
         if self._holding and isinstance(frame, HELD_INPUT_FRAMES):
-            if self._bridged and isinstance(frame, InputAudioRawFrame):
-                await self._on_caller_audio(frame)
+            if isinstance(frame, InputAudioRawFrame):
+                await self._on_caller_audio(frame)  # the bridge relays it once open
             return
         await self.push_frame(frame, direction)
 

@@ -586,6 +586,7 @@ class WarmTransfer(BaseObject):
 
     async def _return_to_caller(self, attempt: _Attempt, failure: _TransferFailed):
         """Tell the caller first; the teardown follows (it may take seconds of retries)."""
+        self._bridge.stop()
         self._finish(attempt, failure)
         await self._emit(
             "transfer_failed",
@@ -773,7 +774,7 @@ class WarmTransfer(BaseObject):
         if previous == state:
             return
         self._state = state
-        self._gate.set_state(state, bridged)
+        self._gate.set_state(state)
         if push:
             await self._gate.push_frame(
                 TransferStateFrame(state=state, previous=previous, bridged=bridged)

@@ -66,7 +66,7 @@ async def test_gate_drops_caller_input_while_held_but_sees_dtmf():
         seen.append(digit)
 
     gate = gate_with(on_dtmf=on_dtmf)
-    gate.set_state(TransferState.HOLDING, bridged=False)
+    gate.set_state(TransferState.HOLDING)
     user_audio = UserAudioRawFrame(audio=bytes(640), sample_rate=16000, num_channels=1, user_id="c")
     frames = [
         audio_in(),
