@@ -139,6 +139,10 @@ def _returns(report, voices, heard, last, result: Listening) -> None:
         found = sentence_heard(
             report.caller_audio, text, rate, voices.bot_pitch_hz, (since, t + secs + 4.0)
         )
+        if found and not found.whole() and found.start + secs > last:
+            # Queued behind the hold line (a failure at once), it began too late to end.
+            result.skip("return sentence", f"the call ended at {last:.2f}s, during `{text}`")
+            continue
         result.judge(
             "return sentence",
             None
