@@ -220,6 +220,7 @@ class WarmTransfer(BaseObject):
         self._tasks: set[asyncio.Task] = set()
         self._attempts = 0
         self._results: list[TransferResult] = []
+        self._handles: list[TransferHandle] = []
         self._caller_gone = False
         self._ended = False
         self._hold_line_event: asyncio.Event | None = None
@@ -277,6 +278,11 @@ class WarmTransfer(BaseObject):
     def results(self) -> list[TransferResult]:
         """Every transfer result of this call, oldest first."""
         return list(self._results)
+
+    @property
+    def handles(self) -> list[TransferHandle]:
+        """The handle of every transfer started on this call (the LLM tool's too)."""
+        return list(self._handles)
 
     @property
     def last_result(self) -> TransferResult | None:
@@ -350,6 +356,7 @@ class WarmTransfer(BaseObject):
             return TransferHandle(refusal=why)
         self._attempts += 1
         self._attempt = attempt = _Attempt(reason.strip()[:500], self._attempts)
+        self._handles.append(attempt.handle)
         self._task = self._spawn(self._run(attempt), "transfer")
         return attempt.handle
 

@@ -236,16 +236,16 @@ class OfflineCall:
                 await self._changed.wait()
 
     async def wait_result(self, count: int = 1, timeout: float = 20.0) -> TransferResult:
-        """Wait until `count` transfers have their result (connected or failed).
+        """Wait until transfer number `count` settled (connected, or failed and told).
 
         Returns:
-            The latest result.
+            Its result.
         """
         async with asyncio.timeout(timeout):
-            while len(self.results) < count:
+            while self.transfer is None or len(self.transfer.handles) < count:
                 self._changed.clear()
                 await self._changed.wait()
-        return self.results[-1]
+            return await self.transfer.handles[count - 1]
 
     async def finish(self) -> dict[str, int]:
         """End the pipeline, count what each transfer left, then clean up (once).

@@ -332,12 +332,6 @@ class CallHarness:
         async def _on_state(_transfer, _state):
             self._state_changed.set()
 
-        self._result_published = asyncio.Event()
-
-        @self.transfer.event_handler("on_transfer_result")
-        async def _on_result(_transfer, _result):
-            self._result_published.set()
-
         livekit_output = self._caller_output == "livekit"
         self.caller_transport = MemoryTransport(
             self.server,
@@ -497,18 +491,20 @@ class CallHarness:
                 await self._state_changed.wait()
 
     async def wait_settled(self, results: int, timeout: float = 20.0):
-        """Wait until `results` transfers have a result and the bot is idle with the caller."""
+        """Wait until transfer number `results` settled and the bot is idle with the caller."""
         async with asyncio.timeout(timeout):
-            while len(self.transfer.results) < results or self.transfer.state != "idle":
+            await self.wait_result(results, timeout)
+            while self.transfer.state != "idle":
                 self._state_changed.clear()
                 await self._state_changed.wait()
 
     async def wait_result(self, results: int = 1, timeout: float = 20.0):
-        """Wait until `results` transfers have their result (connected or failed)."""
+        """Wait until transfer number `results` settled (awaiting its handle)."""
         async with asyncio.timeout(timeout):
-            while len(self.transfer.results) < results:
-                self._result_published.clear()
-                await self._result_published.wait()
+            while len(self.transfer.handles) < results:
+                self._state_changed.clear()
+                await self._state_changed.wait()
+            return await self.transfer.handles[results - 1]
 
     async def wait_quiet(self, quiet_secs: float = 0.4, timeout: float = 20.0):
         """Wait until the bot has said nothing to the caller for `quiet_secs` (bounded)."""
