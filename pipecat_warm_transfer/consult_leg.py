@@ -27,9 +27,10 @@ failure, and always ends with `close()`):
 from __future__ import annotations
 
 import re
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 from pipecat.transports.base_transport import BaseTransport
 
@@ -109,25 +110,35 @@ def validate_headers(headers: dict[str, str], field_name: str = "target.headers"
 
 @dataclass
 class TransferTarget:
-    """Who to dial, and how.
+    """Who to dial, and how (no backend's names: each backend reads what it needs).
 
     Parameters:
         number: E.164 phone number or `sip:`/`tel:` URI of the human.
-        trunk_id: Outbound SIP trunk id; the backend's default when None.
-        caller_id: The number shown to the human (`sip_number`).
+        route: The outbound route the backend dials through (for LiveKit, an outbound
+            SIP trunk id); the backend's default when None.
+        caller_id: The number shown to the human.
         headers: Extra SIP headers (X- names only).
         dtmf: Digits to send after the call connects (e.g. an extension, `ww1234`).
         display_name: The human's name, for the briefing and the events.
+        trunk_id: Deprecated name of `route` (keyword only).
     """
 
     number: str
-    trunk_id: str | None = None
+    route: str | None = None
     caller_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     dtmf: str | None = None
     display_name: str | None = None
+    trunk_id: InitVar[str | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, trunk_id: str | None = None):
+        if trunk_id is not None:
+            warnings.warn(
+                "TransferTarget(trunk_id=...) is deprecated: use route=...",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            self.route = self.route or trunk_id
         self.number = validate_destination(self.number, "target.number")
         if self.caller_id is not None:
             self.caller_id = validate_destination(self.caller_id, "target.caller_id")

@@ -150,7 +150,7 @@ async def test_a_trunk_is_required_before_any_call(lk, monkeypatch):
     with pytest.raises(TransferConfigError, match="^trunk_id:"):
         await backend.open_leg(request())
     assert lk.requests == []
-    leg = await backend.open_leg(request(trunk_id="ST_target"))  # the target's own trunk
+    leg = await backend.open_leg(request(route="ST_target"))  # the target's own trunk
     await leg.close()
     await backend.close()
 

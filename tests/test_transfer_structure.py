@@ -1,6 +1,7 @@
 """The core's parts on their own: connect strategies, the bridge, the transfer handle."""
 
 import asyncio
+import dataclasses
 
 import pytest
 from pipecat.frames.frames import InputAudioRawFrame
@@ -245,3 +246,11 @@ async def test_a_teardown_that_raises_still_lets_the_pipeline_end():
     # Leaving the block ended the pipeline: it did, and promptly.
     assert asyncio.get_running_loop().time() - ended < 8.0
     assert call.report is not None
+
+
+def test_the_target_names_no_backend_and_keeps_the_old_trunk_keyword():
+    assert TransferTarget(NUMBER, "ST_1").route == "ST_1"
+    with pytest.warns(DeprecationWarning, match="route"):
+        old = TransferTarget(NUMBER, trunk_id="ST_2")
+    assert old.route == "ST_2" and old == TransferTarget(NUMBER, route="ST_2")
+    assert "trunk_id" not in {f.name for f in dataclasses.fields(TransferTarget)}

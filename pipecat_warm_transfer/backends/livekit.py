@@ -703,7 +703,7 @@ class LiveKitSipBackend(TransferBackend):
         api_key: API key (default: `LIVEKIT_API_KEY`).
         api_secret: API secret (default: `LIVEKIT_API_SECRET`).
         trunk_id: Outbound SIP trunk id (default: `LIVEKIT_SIP_OUTBOUND_TRUNK`); a
-            target's own `trunk_id` wins.
+            target's own `route` wins.
         caller_id: Number shown to the human (default: `LIVEKIT_SIP_NUMBER`); a target's
             own `caller_id` wins.
         outbound_trunk: Inline outbound trunk settings, used when no trunk id is given.
@@ -889,7 +889,7 @@ class LiveKitSipBackend(TransferBackend):
                 "not a full SIP URI (user@host): put the host in the outbound trunk"
             )
         if (
-            not (target.trunk_id or self.trunk_id)
+            not (target.route or self.trunk_id)
             and self.outbound_trunk is not None
             and not (target.caller_id or self.caller_id)
         ):
@@ -897,7 +897,7 @@ class LiveKitSipBackend(TransferBackend):
                 "caller_id: an inline outbound trunk has no numbers of its own "
                 "(pass caller_id= or set LIVEKIT_SIP_NUMBER)"
             )
-        if not (target.trunk_id or self.trunk_id) and self.outbound_trunk is None:
+        if not (target.route or self.trunk_id) and self.outbound_trunk is None:
             raise TransferConfigError(
                 "trunk_id: no outbound SIP trunk (pass trunk_id= or outbound_trunk=, "
                 "or set LIVEKIT_SIP_OUTBOUND_TRUNK)"
@@ -916,7 +916,7 @@ class LiveKitSipBackend(TransferBackend):
             TransferConfigError: No outbound trunk is configured.
         """
         self.check_target(request.target)
-        trunk_id = request.target.trunk_id or self.trunk_id
+        trunk_id = request.target.route or self.trunk_id
         self.legs = [leg for leg in self.legs if self._keep(leg)]
         leg = LiveKitConsultLeg(self, request, trunk_id)
         self.legs.append(leg)
