@@ -198,6 +198,17 @@ async def dial_and_answer(leg, session):
     await session.human_answered()
 
 
+async def first_words(world, script, params, *, wait: float):
+    """Brief a human who answers once the summary is ready: when they first hear the bot."""
+    leg, session = await early_session(world, script, params)
+    await session.set_summary("Dana wants a refund.", [])
+    await dial_and_answer(leg, session)
+    await asyncio.sleep(wait)
+    heard = world.first_bot_audio()
+    assert heard is not None
+    return leg, session, heard
+
+
 #
 # A1: a tool call is the end of the LLM's turn
 #
@@ -398,12 +409,7 @@ async def test_the_human_hears_the_bot_in_time(world, voice, greets):
         params = world.voice_params(lines, [ScriptedReply(say="Hi, a billing call.")])
     else:
         params = dtmf_params()
-    leg, session = await early_session(world, script, params)
-    await session.set_summary("Dana wants a refund.", [])
-    await dial_and_answer(leg, session)
-    await asyncio.sleep(2.5)
-    heard = world.first_bot_audio()
-    assert heard is not None
+    leg, session, heard = await first_words(world, script, params, wait=2.5)
     if greets:
         delay = heard - (leg.answered_at + 0.5)
         low, high = 0.0, GREETING_TO_SPEECH_MAX
@@ -532,12 +538,7 @@ async def test_with_the_voicemail_detector_a_person_hears_the_bot_in_time(world,
     params = world.voice_params(
         ["Hello?"], [ScriptedReply(say="Hi, a billing call.")], detect_voicemail=True
     )
-    leg, session = await early_session(world, script, params)
-    await session.set_summary("Dana wants a refund.", [])
-    await dial_and_answer(leg, session)
-    await asyncio.sleep(3.0)
-    heard = world.first_bot_audio()
-    assert heard is not None
+    leg, session, heard = await first_words(world, script, params, wait=3.0)
     if greeting_secs:
         delay = heard - (leg.answered_at + greeting_secs)
         print(f"\ngreeting ({greeting_secs} s) end -> first bot audio (detector): {delay:.3f} s")
