@@ -82,6 +82,7 @@ from pipecat_warm_transfer.audio.metrics import rms_dbfs
 from pipecat_warm_transfer.consult_leg import ConsultLeg
 from pipecat_warm_transfer.frames import TransferTeardownFrame
 from pipecat_warm_transfer.params import BriefingParams
+from pipecat_warm_transfer.spoken_words import word_string
 from pipecat_warm_transfer.summary import Turn, quote_transcript
 
 DecisionKind = Literal["accept", "decline", "voicemail", "human_left", "timeout", "error"]
@@ -185,11 +186,6 @@ def briefing_system_prompt(
     )
 
 
-def _words(text: str) -> str:
-    """Lower-case words joined by single spaces (punctuation and spacing ignored)."""
-    return " ".join("".join(c.lower() if c.isalnum() else " " for c in text).split())
-
-
 @dataclass
 class _Utterance:
     """A sentence given to `say()`, followed until the output has played it."""
@@ -219,7 +215,7 @@ class _Playout:
         self._stopped: set[str] = set()  # those of them whose stop has passed
 
     def expect(self, text: str, interruptible: bool) -> _Utterance:
-        utterance = _Utterance(_words(text), interruptible)
+        utterance = _Utterance(word_string(text), interruptible)
         if not utterance.words:
             utterance.done.set()
         else:
@@ -236,7 +232,7 @@ class _Playout:
             return
         if any(u.context_id == context_id for u in self._pending):
             return
-        self._texts[context_id] = f"{self._texts.pop(context_id, '')} {_words(text)}"[-4000:]
+        self._texts[context_id] = f"{self._texts.pop(context_id, '')} {word_string(text)}"[-4000:]
         while len(self._texts) > self._KEEP:
             oldest = next(iter(self._texts))
             del self._texts[oldest]
@@ -938,7 +934,6 @@ class BriefingSession:
 
     def on_human_words(self):
         """The human's first words of the briefing reached the LLM: a voice accept counts."""
-        """The human's first words of the briefing reach the LLM: a voice accept counts."""
         if self._human_spoke:
             return
         self._human_spoke = True
@@ -998,12 +993,13 @@ class BriefingSession:
 
     async def on_human_key(self, digit: str):
         """The human pressed a key: accept or decline by the keypad."""
-        if not self._answered and not self._closed:
-            # Only a phone that answered sends keys: the dial's own answer may still be on
-            # its way to us. Kept until it arrives, so the human's first key is not lost.
-            self._early_keys = (self._early_keys + [digit])[-_EARLY_KEYS_MAX:]
+        if not self._answered:
+            if not self._closed:
+                # Only a phone that answered sends keys: the dial's answer may still be on
+                # its way to us. Kept until it arrives, so the human's first key counts.
+                self._early_keys = (self._early_keys + [digit])[-_EARLY_KEYS_MAX:]
             return
-        if self._bridged or self.decided or not self._answered:
+        if self._bridged or self.decided:
             return
         if digit == self._params.accept_digit:
             self.decide(BriefingDecision("accept", via="dtmf"))

@@ -55,6 +55,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat_warm_transfer.audio import HoldMusicMixer, MixerStartAfterSpeechFrame
 from pipecat_warm_transfer.audio.hold_music_link import bind_next_output, wake_for
 from pipecat_warm_transfer.frames import TransferRequestFrame, TransferStateFrame
+from pipecat_warm_transfer.spoken_words import contains_words, words
 from pipecat_warm_transfer.types import TransferState
 
 #: Audio still queued in the transport below which the caller has heard a sentence.
@@ -307,9 +308,9 @@ class CallerOutput(FrameProcessor):
         """
         if not self._heard_text:
             return True
-        return _words(self._hold_message)[-3:] == _tail_words(
-            self._spoken_since_armed, 3
-        ) or _contains_words(self._spoken_since_armed, self._hold_message)
+        spoken = self._spoken_since_armed
+        ends_alike = words(self._hold_message)[-3:] == words(spoken)[-3:]
+        return ends_alike or contains_words(spoken, self._hold_message)
 
     async def hold_line_started(self, timeout: float) -> bool:
         """Whether the bot started speaking within `timeout` s of the hold being armed.
@@ -360,7 +361,7 @@ class CallerOutput(FrameProcessor):
         if awaited is None:
             return
         text, event = awaited
-        if not self._awaited_spoken or _contains_words(self._awaited_spoken, text):
+        if not self._awaited_spoken or contains_words(self._awaited_spoken, text):
             event.set()  # a TTS without text frames: its first stop
 
     async def start_music(self):
@@ -402,16 +403,3 @@ class CallerOutput(FrameProcessor):
         out.interruptible = False
         out.metadata[RELAY_METADATA_KEY] = True
         await self.push_frame(out)
-
-
-def _words(text: str) -> list[str]:
-    return "".join(c.lower() if c.isalnum() else " " for c in text).split()
-
-
-def _tail_words(text: str, count: int) -> list[str]:
-    return _words(text)[-count:]
-
-
-def _contains_words(text: str, phrase: str) -> bool:
-    """Whether `text` holds the words of `phrase` in order, whatever the punctuation."""
-    return " ".join(_words(phrase)) in " ".join(_words(text))

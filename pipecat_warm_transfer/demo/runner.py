@@ -298,23 +298,6 @@ def _greeting(scenario: Scenario, clips: dict) -> bytes | None:
     return clips["voicemail"] if scenario.human == "voicemail" else clips["greeting"]
 
 
-def _human_waits(report, greeting: bytes | None) -> dict:
-    """The issue's two waits, from what the human heard (`human.wav`).
-
-    The answer is the emulator's dial going active; the greeting ends where the speech
-    of the scripted greeting ends; the first words are the first 20 ms window after the
-    answer above -45 dBFS. Each figure is None when it does not apply.
-    """
-    waits = report.human_waits(greeting)
-    return {
-        "answer_to_first_words_s": waits["answer_to_first_words_s"],
-        "greeting_end_to_first_words_s": waits["greeting_end_to_first_words_s"],
-        "answered_at_s": waits["answered_at_s"],
-        "greeting_end_s": waits["greeting_end_s"],
-        "first_words_s": waits["first_words_s"],
-    }
-
-
 def _summarize(
     name: str,
     scenario: Scenario,
@@ -339,7 +322,7 @@ def _summarize(
         "leak_findings": report.leak_findings,
         "duration_s": round(len(report.caller_audio) / RATE, 2),
         # Targets: ≤ 1.0 s after the greeting ends, ≤ 1.5 s after a silent answer.
-        "human_waits": _human_waits(report, greeting),
+        "human_waits": report.human_waits(greeting),
         "expected": {
             "outcome": scenario.outcome,
             "reason": text(scenario.reason),
