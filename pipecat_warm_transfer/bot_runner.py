@@ -11,7 +11,9 @@ New code imports them from their modules:
 - `pipecat_warm_transfer.runner.builder`: one call's bot from a YAML declaration
   (`BotCall`, `build_bot`, `hold_mixer`, `transport_params`, `run_call`).
 - `pipecat_warm_transfer.runner.livekit_serving`: serving calls on LiveKit, the `run`
-  command (`LiveKitAccess`, `livekit_call`, `waiting_sip_rooms`, `run_livekit`).
+  command (`LiveKitAccess`, `livekit_call`, `run_livekit`). The polling helpers
+  `waiting_sip_rooms` and `CONSULT_ROOM_PREFIX` are gone: LiveKit's agent dispatch
+  assigns each call to one process.
 
 The names here are the same objects, so patching one here does not change what the
 runner calls: patch it in its own module (e.g. `livekit_serving.livekit_call`).
@@ -27,17 +29,14 @@ from pipecat_warm_transfer.runner.builder import (
     transport_params,
 )
 from pipecat_warm_transfer.runner.livekit_serving import (
-    CONSULT_ROOM_PREFIX,
     SHUTDOWN_SECS,
     LiveKitAccess,
     livekit_call,
     run_livekit,
-    waiting_sip_rooms,
 )
 
 __all__ = [
     "CALLER_LEFT_GRACE_SECS",
-    "CONSULT_ROOM_PREFIX",
     "LIVEKIT_OUTPUT_QUEUE_MS",
     "SHUTDOWN_SECS",
     "BotCall",
@@ -48,5 +47,4 @@ __all__ = [
     "run_call",
     "run_livekit",
     "transport_params",
-    "waiting_sip_rooms",
 ]

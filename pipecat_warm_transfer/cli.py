@@ -61,18 +61,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("files", nargs="+", metavar="FILE", help="bot YAML file(s)")
 
-    run = commands.add_parser("run", help="run the declared bot against a LiveKit deployment")
+    run = commands.add_parser(
+        "run",
+        help="serve the declared bot on LiveKit: register with its agent dispatch, which "
+        "sends this process inbound calls (SIGTERM drains)",
+    )
     run.add_argument("file", metavar="FILE", help="bot YAML file")
     run.add_argument(
-        "--room", default=None, help="join this room (default: wait for inbound SIP calls)"
+        "--room", default=None, help="join this one room instead (for trying a bot out)"
     )
     run.add_argument(
-        "--max-calls", type=int, default=None, help="stop after serving this many calls"
+        "--health-port",
+        type=int,
+        default=8081,
+        help="port of /healthz, /readyz and /status (0: any free port, -1: none)",
     )
-    run.add_argument(
-        "--poll", type=float, default=1.0, help="seconds between looks for new SIP calls"
-    )
+    run.add_argument("--health-host", default="0.0.0.0", help="address of the health endpoints")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    rule = commands.add_parser(
+        "dispatch-rule",
+        help="print the LiveKit SIP dispatch rule that sends inbound calls to this bot",
+    )
+    rule.add_argument("file", metavar="FILE", help="bot YAML file")
+    rule.add_argument(
+        "--trunk", action="append", default=[], help="inbound trunk id(s) (default: any)"
+    )
     return parser
 
 
@@ -192,8 +206,11 @@ def _run(args) -> int:
     _log_level("DEBUG" if args.verbose else "INFO")
     try:
         loaded = load_config(args.file)
+        health_port = None if args.health_port < 0 else args.health_port
         return asyncio.run(
-            run_livekit(loaded, room=args.room, max_calls=args.max_calls, poll_secs=args.poll)
+            run_livekit(
+                loaded, room=args.room, health_host=args.health_host, health_port=health_port
+            )
         )
     except ConfigError as e:
         for problem in e.problems:
@@ -201,6 +218,21 @@ def _run(args) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _dispatch_rule(args) -> int:
+    from pipecat_warm_transfer.config import ConfigError, load_config
+    from pipecat_warm_transfer.runner.dispatch_rule import dispatch_rule_request
+
+    _log_level("ERROR")
+    try:
+        loaded = load_config(args.file)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem)
+        return 2
+    print(dispatch_rule_request(loaded, trunk_ids=args.trunk))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema": _schema,
         "validate": _validate,
         "run": _run,
+        "dispatch-rule": _dispatch_rule,
     }
     if args.command in handlers:
         return handlers[args.command](args)

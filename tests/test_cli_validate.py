@@ -175,44 +175,6 @@ def test_the_demo_command_is_unchanged(capsys):
     assert "success" in capsys.readouterr().out
 
 
-async def test_waiting_sip_rooms_are_inbound_calls_without_a_bot():
-    from livekit.protocol import models, room
-
-    from pipecat_warm_transfer.runner.livekit_serving import LiveKitAccess, waiting_sip_rooms
-
-    sip, standard = models.ParticipantInfo.Kind.SIP, models.ParticipantInfo.Kind.STANDARD
-    people = {
-        "inbound-1": [("caller", sip)],
-        "inbound-2": [("caller", sip), ("bot", standard)],
-        "consult-ab12": [("human-ab12", sip)],
-        "web-1": [("visitor", standard)],
-        "other-1": [("caller", sip)],
-    }
-
-    class Rooms:
-        async def list_rooms(self, request):
-            return room.ListRoomsResponse(rooms=[models.Room(name=name) for name in people])
-
-        async def list_participants(self, request):
-            return room.ListParticipantsResponse(
-                participants=[
-                    models.ParticipantInfo(identity=identity, kind=kind)
-                    for identity, kind in people[request.room]
-                ]
-            )
-
-    class API:
-        room = Rooms()
-
-    access = LiveKitAccess("wss://x.invalid", "key", "secret")
-    assert await waiting_sip_rooms(access, bot_identity="bot", lkapi=API()) == [
-        "inbound-1",
-        "other-1",
-    ]
-    found = await waiting_sip_rooms(access, bot_identity="bot", prefix="inbound-", lkapi=API())
-    assert found == ["inbound-1"]
-
-
 def test_the_bots_join_token_grants_that_one_room_only():
     from livekit import api
 
@@ -232,11 +194,11 @@ def test_bot_runner_still_exports_the_runners_public_names():
     from pipecat_warm_transfer import bot_runner
     from pipecat_warm_transfer.runner import builder, livekit_serving
 
-    # The public names of bot_runner.py before it was split (issue 15).
+    # The public names of bot_runner.py before it was split (issue 15), but polling.
     built = ["BotCall", "build_bot", "hold_mixer", "transport_params", "run_call"]
     built += ["CALLER_LEFT_GRACE_SECS", "LIVEKIT_OUTPUT_QUEUE_MS"]
-    served = ["LiveKitAccess", "livekit_call", "waiting_sip_rooms", "run_livekit"]
-    served += ["SHUTDOWN_SECS", "CONSULT_ROOM_PREFIX"]
+    # The polling helpers (waiting_sip_rooms, CONSULT_ROOM_PREFIX) are gone (issue 16).
+    served = ["LiveKitAccess", "livekit_call", "run_livekit", "SHUTDOWN_SECS"]
     assert sorted(bot_runner.__all__) == sorted(built + served)
     for module, names in ((builder, built), (livekit_serving, served)):
         for name in names:

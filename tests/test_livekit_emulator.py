@@ -10,9 +10,11 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import importlib.util
 import json
 import re
 import time
+from pathlib import Path
 
 import aiohttp
 import jwt
@@ -2024,11 +2026,57 @@ COVERAGE = {
     "play_dialtone": [
         "test_dial_tone_is_425_hz_one_second_on_until_the_answer",
     ],
+    # Agent dispatch: the tests live in test_agent_dispatch.py.
+    "`/agent` without a WebSocket upgrade / with a token lacking the `agent` grant": [
+        "test_agent_dispatch::test_the_agent_socket_answers_as_livekit_does",
+    ],
+    "a worker's first messages": [
+        "test_agent_dispatch::test_the_agent_socket_answers_as_livekit_does",
+        "test_agent_dispatch::test_worker_messages_after_registration",
+    ],
+    "a registered worker's messages": [
+        "test_agent_dispatch::test_worker_messages_after_registration",
+    ],
+    "a room created with agents in its room config (a SIP dispatch rule's)": [
+        "test_agent_dispatch::test_two_workers_serve_each_call_exactly_once",
+        "test_agent_dispatch::test_a_room_config_without_agents_dispatches_to_unnamed_workers",
+    ],
+    "choosing the worker of a job": [
+        "test_agent_dispatch::test_a_full_worker_declines_and_the_other_takes_the_call",
+        "test_agent_dispatch::test_no_worker_for_the_agent_leaves_the_caller_alone_as_livekit_does",
+    ],
+    "an accepted job": [
+        "test_agent_dispatch::test_the_job_token_is_livekits_agent_token",
+    ],
+    "the agent's participant leaves the room (or is removed, or the room deleted)": [
+        "test_agent_dispatch::test_livekit_terminates_the_job_when_its_bot_is_removed",
+    ],
+    "a worker's socket drops": [
+        "test_agent_dispatch::test_a_killed_worker_is_forgotten_and_new_calls_go_to_the_survivor",
+        "test_agent_dispatch::test_a_worker_reregisters_when_livekit_drops_it_and_its_calls_go_on",
+    ],
+    "a participant whose client died without leaving": [
+        "test_agent_dispatch::test_a_killed_worker_is_forgotten_and_new_calls_go_to_the_survivor",
+    ],
+    "an inbound SIP call and its dispatch rule": [
+        "test_agent_dispatch::test_dispatch_rules_name_rooms_and_callers_as_livekit_does",
+    ],
 }
 
 
 def test_every_fidelity_row_has_a_test():
     assert list(COVERAGE) == [row.behaviour for row in FIDELITY]
+    other_modules = {}
     for names in COVERAGE.values():
         for name in names:
-            assert callable(globals().get(name)), name
+            module_name, _, function = name.rpartition("::")
+            if not module_name:
+                assert callable(globals().get(name)), name
+                continue
+            if module_name not in other_modules:
+                path = Path(__file__).with_name(module_name + ".py")
+                spec = importlib.util.spec_from_file_location(f"_coverage_{module_name}", path)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                other_modules[module_name] = module
+            assert callable(getattr(other_modules[module_name], function, None)), name

@@ -193,8 +193,15 @@ class LiveKitSection(_Section):
         api_key: API key; default `LIVEKIT_API_KEY`.
         api_secret: API secret; default `LIVEKIT_API_SECRET`.
         bot_identity: The bot's participant identity in the caller's room.
-        room_prefix: When waiting for inbound SIP calls, only rooms whose name starts
-            with this.
+        room_prefix: The room name prefix of the SIP dispatch rule `dispatch-rule`
+            prints (LiveKit names each call's room `PREFIX_<number>_<random>`).
+        agent_name: The agent name the SIP dispatch rule sends calls to (LiveKit's
+            agent dispatch); default: `bot.name`.
+        max_calls: Calls one process serves at once; it reports full at this many.
+        load_threshold: The load (calls over `max_calls`, or CPU share if higher) at
+            which a process reports full and LiveKit sends calls elsewhere.
+        drain_timeout: On SIGTERM, how long a process waits for its calls to end
+            before ending them (it takes no new call meanwhile).
     """
 
     url: Annotated[str, Field(min_length=1)] | None = None
@@ -202,6 +209,10 @@ class LiveKitSection(_Section):
     api_secret: Annotated[SecretStr, Field(min_length=1)] | None = None
     bot_identity: Annotated[str, Field(min_length=1, max_length=128)] = "transfer-bot"
     room_prefix: str | None = None
+    agent_name: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    max_calls: Annotated[int, Field(ge=1, le=1000)] = 10
+    load_threshold: Annotated[float, Field(gt=0, le=1)] = 0.75
+    drain_timeout: Duration = 600.0
 
     @field_validator("url")
     @classmethod

@@ -6,11 +6,11 @@
 
 """Serves calls on a LiveKit deployment: the `run` command.
 
-`run_livekit(loaded, room=...)` joins one room, or waits for inbound SIP calls (rooms with
-a SIP participant and no bot) and serves each in its own pipeline, built by
-`pipecat_warm_transfer.runner.builder` on `LiveKitTransport` and `LiveKitSipBackend`
-(`livekit_call`), until SIGINT/SIGTERM, which ends every call cleanly (each transfer torn
-down).
+`run_livekit(loaded)` registers the process with LiveKit's agent dispatch, which hands it
+inbound calls (`dispatch_serving`); `run_livekit(loaded, room=...)` joins one room. Each
+call is its own pipeline, built by `pipecat_warm_transfer.runner.builder` on
+`LiveKitTransport` and `LiveKitSipBackend` (`livekit_call`). SIGINT/SIGTERM ends calls
+cleanly (each transfer torn down).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loguru import logger
 
 from pipecat_warm_transfer.config.loader import ConfigError
 from pipecat_warm_transfer.config.validate import LoadedConfig
+from pipecat_warm_transfer.runner.agent_worker import CallAssignment, ServedCall
 from pipecat_warm_transfer.runner.builder import (
     BotCall,
     build_bot,
@@ -34,8 +36,6 @@ from pipecat_warm_transfer.runner.builder import (
 
 #: Bound on a call's shutdown after SIGINT.
 SHUTDOWN_SECS = 15.0
-#: Rooms the transfer creates for the human; never served as inbound calls.
-CONSULT_ROOM_PREFIX = "consult-"
 
 
 @dataclass
@@ -96,6 +96,15 @@ class LiveKitAccess:
 
 def livekit_call(loaded: LoadedConfig, access: LiveKitAccess, room: str) -> BotCall:
     """Build the bot of one LiveKit room: `LiveKitTransport` and `LiveKitSipBackend`."""
+    config = loaded.config
+    token = access.join_token(room, config.livekit.bot_identity, config.bot.name)
+    return livekit_room_call(loaded, access, room, url=access.rtc_url, token=token)
+
+
+def livekit_room_call(
+    loaded: LoadedConfig, access: LiveKitAccess, room: str, *, url: str, token: str
+) -> BotCall:
+    """Build the bot of one LiveKit room, joining with a token minted elsewhere."""
     from pipecat.transports.livekit.transport import LiveKitParams, LiveKitTransport
 
     from pipecat_warm_transfer.backends.livekit import LiveKitSipBackend
@@ -104,10 +113,7 @@ def livekit_call(loaded: LoadedConfig, access: LiveKitAccess, room: str) -> BotC
     mixer = hold_mixer(loaded)
     identity = config.livekit.bot_identity
     transport = LiveKitTransport(
-        access.rtc_url,
-        access.join_token(room, identity, config.bot.name),
-        room,
-        params=transport_params(loaded, mixer, LiveKitParams),
+        url, token, room, params=transport_params(loaded, mixer, LiveKitParams)
     )
     backend = LiveKitSipBackend(
         url=access.url,
@@ -132,58 +138,41 @@ async def _serve(call: BotCall) -> None:
         await call.backend.close()
 
 
-async def waiting_sip_rooms(
-    access: LiveKitAccess, *, bot_identity: str, prefix: str | None = None, lkapi=None
-) -> list[str]:
-    """Rooms with a SIP participant and no bot yet (inbound calls to serve).
-
-    The transfer's own consult rooms (`consult-…`) are skipped.
-    """
-    from livekit import api
-    from livekit.protocol.models import ParticipantInfo
-
-    own = lkapi is None
-    lkapi = lkapi or api.LiveKitAPI(access.url, access.api_key, access.api_secret)
-    try:
-        rooms = (await lkapi.room.list_rooms(api.ListRoomsRequest())).rooms
-        waiting = []
-        for room in rooms:
-            if room.name.startswith(CONSULT_ROOM_PREFIX):
-                continue
-            if prefix and not room.name.startswith(prefix):
-                continue
-            people = (
-                await lkapi.room.list_participants(api.ListParticipantsRequest(room=room.name))
-            ).participants
-            has_bot = any(p.identity == bot_identity for p in people)
-            has_sip = any(p.kind == ParticipantInfo.Kind.SIP for p in people)
-            if has_sip and not has_bot:
-                waiting.append(room.name)
-        return waiting
-    finally:
-        if own:
-            await lkapi.aclose()
-
-
 async def run_livekit(
     loaded: LoadedConfig,
     *,
     room: str | None = None,
-    poll_secs: float = 1.0,
-    max_calls: int | None = None,
+    health_host: str = "0.0.0.0",
+    health_port: int | None = 8081,
+    make_call: Callable[[CallAssignment], ServedCall] | None = None,
 ) -> int:
-    """The `run` command: serve one room, or every inbound SIP call, until SIGINT.
+    """The `run` command: serve the calls LiveKit dispatches to us, or join one room.
 
     Args:
         loaded: The validated bot declaration.
-        room: Join this room (dispatch by room name); None waits for SIP calls.
-        poll_secs: How often to look for new inbound SIP calls.
-        max_calls: Stop after serving this many calls (None: run until SIGINT).
+        room: Join this room and serve it until the caller leaves (for trying a bot out);
+            None registers with LiveKit's agent dispatch (see `dispatch_serving`).
+        health_host: Address of the health endpoints (dispatch only).
+        health_port: Port of the health endpoints (None: none; dispatch only).
+        make_call: Builds the call of one dispatched job (default: the YAML bot on
+            Pipecat's `LiveKitTransport`, joining with the job's token).
 
     Returns:
         The process exit code.
     """
     access = LiveKitAccess.from_config(loaded)
+    if room is None:
+        from pipecat_warm_transfer.runner.dispatch_serving import serve_dispatch
+
+        return await serve_dispatch(
+            loaded,
+            url=access.url,
+            api_key=access.api_key,
+            api_secret=access.api_secret,
+            make_call=make_call or _dispatched_call_maker(loaded, access),
+            health_host=health_host,
+            health_port=health_port,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -193,43 +182,33 @@ async def run_livekit(
             installed.append(sig)
         except (NotImplementedError, RuntimeError):
             pass
-    calls: dict[str, tuple[BotCall, asyncio.Task]] = {}
-    served = 0
-
-    def serve(name: str) -> None:
-        nonlocal served
-        call = livekit_call(loaded, access, name)
-        calls[name] = (call, asyncio.create_task(_serve(call), name=f"call-{name}"))
-        served += 1
-
+    logger.info(f"{loaded.config.bot.name}: joining room {room}")
+    call = livekit_call(loaded, access, room)
+    task = asyncio.create_task(_serve(call), name=f"call-{room}")
+    calls = {room: (call, task)}
     try:
-        if room is not None:
-            logger.info(f"{loaded.config.bot.name}: joining room {room}")
-            serve(room)
-        else:
-            logger.info(f"{loaded.config.bot.name}: waiting for inbound SIP calls")
-        while not stop.is_set():
-            for name, (_call, task) in list(calls.items()):
-                if task.done():
-                    calls.pop(name)
-                    if not task.cancelled() and task.exception() is not None:
-                        error = task.exception()
-                        logger.error(f"call {name}: {type(error).__name__}: {error}")
-            finished = room is not None or (max_calls is not None and served >= max_calls)
-            if finished and not calls:
-                break
-            if not finished:
-                for name in await _poll(access, loaded, calls):
-                    serve(name)
-            try:
-                await asyncio.wait_for(stop.wait(), poll_secs)
-            except TimeoutError:
-                pass
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            logger.error(f"call {room}: {type(error).__name__}: {error}")
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
         await _stop_calls(loaded, calls)
     return 0
+
+
+def _dispatched_call_maker(loaded: LoadedConfig, access: LiveKitAccess):
+    from pipecat_warm_transfer.runner.dispatch_serving import BotServedCall
+
+    def make_call(served: CallAssignment) -> ServedCall:
+        return BotServedCall(
+            livekit_room_call(loaded, access, served.room, url=served.url, token=served.token)
+        )
+
+    return make_call
 
 
 async def _stop_calls(loaded: LoadedConfig, calls: dict[str, tuple[BotCall, asyncio.Task]]):
@@ -249,16 +228,3 @@ async def _stop_calls(loaded: LoadedConfig, calls: dict[str, tuple[BotCall, asyn
         task.cancel()
     if pending:
         await asyncio.wait(pending, timeout=SHUTDOWN_SECS)
-
-
-async def _poll(access: LiveKitAccess, loaded: LoadedConfig, calls: dict) -> list[str]:
-    try:
-        rooms = await waiting_sip_rooms(
-            access,
-            bot_identity=loaded.config.livekit.bot_identity,
-            prefix=loaded.config.livekit.room_prefix,
-        )
-    except Exception as e:
-        logger.warning(f"looking for inbound calls failed: {type(e).__name__}")
-        return []
-    return [name for name in rooms if name not in calls]

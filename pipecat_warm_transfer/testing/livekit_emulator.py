@@ -13,6 +13,9 @@ SDK) run against it unchanged:
 - `POST /twirp/livekit.SIP/CreateSIPParticipant`
 - `POST /twirp/livekit.RoomService/{CreateRoom, DeleteRoom, ListRooms, ListParticipants,
   GetParticipant, RemoveParticipant, MoveParticipant}`
+- `GET /agent`: the agent worker WebSocket of LiveKit's agent dispatch (`agents`), which
+  gives rooms created by inbound SIP calls (`add_dispatch_rule`, `inbound_call`) to the
+  registered workers (see `livekit_agent_dispatch`)
 
 Every behaviour follows LiveKit's source; `FIDELITY` below lists each one with the file and
 function it was read from (livekit/livekit, livekit/sip, livekit/protocol, livekit/psrpc,
@@ -49,6 +52,12 @@ from livekit.protocol import models, room, sip
 from loguru import logger
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
+from pipecat_warm_transfer.testing.livekit_agent_dispatch import (
+    STALE_PARTICIPANT_SECS,
+    AgentDispatch,
+    InboundCall,
+    SipInbound,
+)
 from pipecat_warm_transfer.testing.livekit_sip_line import (
     DEFAULT_RINGING_TIMEOUT,
     OutboundCall,
@@ -327,6 +336,81 @@ FIDELITY: tuple[Fidelity, ...] = (
         "425 Hz, 1 s on / 4 s off, half volume, into the room until answered or failed",
         "livekit/sip pkg/sip/outbound.go dialSIP; livekit/media-sdk tones/tones.go ETSIRinging",
     ),
+    # Agent dispatch (the /agent WebSocket) and inbound SIP calls
+    Fidelity(
+        "`/agent` without a WebSocket upgrade / with a token lacking the `agent` grant",
+        "404 with no body / 401 text/plain `no permissions to access the room`",
+        "livekit/livekit pkg/service/agentservice.go AgentSocketUpgrader.Upgrade; "
+        "pkg/rtc/errors.go ErrPermissionDenied",
+    ),
+    Fidelity(
+        "a worker's first messages",
+        "pings answered with WorkerPong (last_timestamp, now in ms); the first Register "
+        "answered with worker_id `AW_`+12 and server_info (agent_protocol 1); any other "
+        "message, an unknown job type, or no Register within 10 s closes the socket",
+        "livekit/livekit pkg/service/agentservice.go HandshakeAgentWorker; pkg/agent/worker.go "
+        "WorkerRegisterer.HandleRegister, WorkerPingHandler.HandlePing, RegisterTimeout",
+    ),
+    Fidelity(
+        "a registered worker's messages",
+        "UpdateWorkerStatus sets status (if given) and load; UpdateJobStatus updates a running "
+        "job and forgets it once SUCCESS/FAILED (unknown jobs ignored); MigrateJob ignored "
+        "(open source); a second Register or unknown message closes the socket",
+        "livekit/livekit pkg/agent/worker.go Worker.HandleUpdateWorker, UpdateJobStatus, "
+        "HandleMigrateJob; DispatchWorkerSignal",
+    ),
+    Fidelity(
+        "a room created with agents in its room config (a SIP dispatch rule's)",
+        "one job per dispatch, launched as the room is created; no agents: one dispatch "
+        "with an empty agent name (automatic dispatch)",
+        "livekit/livekit pkg/rtc/room.go NewRoom, createAgentDispatchesFromRoomAgent, "
+        "launchRoomAgents",
+    ),
+    Fidelity(
+        "choosing the worker of a job",
+        "random among AVAILABLE workers of that agent name, weighted by max(0, 1 - load); "
+        "a decline or a closed worker moves on to the next, never the same one twice; an "
+        "answer later than 10 s fails the job (not retried); nobody left: no job "
+        "(ResourceExhausted, only logged)",
+        "livekit/livekit pkg/service/agentservice.go AgentHandler.JobRequest, "
+        "selectWorkerWeightedByLoad; pkg/agent/worker.go Worker.AssignJob, AssignJobTimeout",
+    ),
+    Fidelity(
+        "an accepted job",
+        "JobAssignment with the job (state RUNNING, worker_id, participant_identity) and a "
+        "1 h token: roomJoin + agent for that room, kind agent, the worker's permissions, "
+        "attributes with `lk.agent_name`; no url (the worker's own)",
+        "livekit/livekit pkg/agent/worker.go Worker.AssignJob; livekit/protocol agent/token.go "
+        "BuildAgentToken",
+    ),
+    Fidelity(
+        "the agent's participant leaves the room (or is removed, or the room deleted)",
+        "JobTermination{job_id} to its worker and the job FAILED `agent worker left the room`;"
+        " nothing when the worker already ended the job or is gone",
+        "livekit/livekit pkg/rtc/room.go RemoveParticipant (AGENT_LEFT_ROOM); "
+        "pkg/agent/worker.go Worker.TerminateJob; agentservice.go JobTerminate",
+    ),
+    Fidelity(
+        "a worker's socket drops",
+        "the worker is deregistered and its jobs forgotten (no status change); its "
+        "participants stay until their own connections time out",
+        "livekit/livekit pkg/service/agentservice.go deregisterWorker, deregisterJob",
+    ),
+    Fidelity(
+        "a participant whose client died without leaving",
+        "removed after 20 s (ICE disconnected 10 s + failed 5 s + disconnect cleanup 5 s); "
+        "the others see it leave with CONNECTION_TIMEOUT",
+        "livekit/livekit pkg/rtc/transport.go iceDisconnectedTimeout, iceFailedTimeout; "
+        "pkg/rtc/participant.go setupDisconnectTimer; pkg/rtc/types/interfaces.go "
+        "ToDisconnectReason",
+    ),
+    Fidelity(
+        "an inbound SIP call and its dispatch rule",
+        "individual rule: room `PREFIX_<from>_<random>`; callee: `PREFIX_<to>`; caller "
+        "`sip_<from>` named `Phone <from>` with sip.callID, sip.trunkID, sip.phoneNumber, "
+        "sip.hostname, sip.trunkPhoneNumber, sip.ruleID; hide_phone_number: sha256 identity",
+        "livekit/protocol sip/sip.go EvaluateDispatchRule",
+    ),
 )
 
 #: LiveKit's token leeway on `exp` and `nbf`.
@@ -418,6 +502,9 @@ class LiveKitEmulator:
         token_leeway: Seconds of clock leeway on `exp`/`nbf` (LiveKit's: 60).
         sip_request_timeout: The server's deadline of a dial that does not wait (30 s).
         sip_wait_timeout: The server's deadline of a dial that waits for the answer (80 s).
+        dispatch_seed: Seed of the agent dispatch's weighted random pick of a worker.
+        stale_participant_secs: How long a participant whose client died (`vanish`)
+            stays in its room before the server removes it (LiveKit: about 20 s).
 
     Attributes:
         requests: `(method, fields, headers)` of each request (fields as protobuf JSON
@@ -444,6 +531,8 @@ class LiveKitEmulator:
         token_leeway: float = TOKEN_LEEWAY_SECS,
         sip_request_timeout: float = SIP_REQUEST_TIMEOUT,
         sip_wait_timeout: float = SIP_WAIT_TIMEOUT,
+        dispatch_seed: int | None = None,
+        stale_participant_secs: float = STALE_PARTICIPANT_SECS,
     ):
         """Create the emulator (it listens once entered, or after `start()`)."""
         if not api_key or not api_secret:
@@ -503,6 +592,10 @@ class LiveKitEmulator:
         self._runner: web.ServerRunner | None = None
         self._url: str | None = None
         self._handlers: set[asyncio.Task] = set()
+        self._dispatch_seed = dispatch_seed
+        self.stale_participant_secs = float(stale_participant_secs)
+        self._agents: AgentDispatch | None = None
+        self._sip_inbound: SipInbound | None = None
         self._all_parties: list[ScriptedParty] = []
         self._room_info: dict[str, models.Room] = {}
         self._participant_info: weakref.WeakKeyDictionary[MemoryConnection, dict[str, Any]] = (
@@ -578,6 +671,9 @@ class LiveKitEmulator:
             await asyncio.gather(*tasks, return_exceptions=True)
         for call in self.calls:
             await call.stop()
+        if self._agents is not None:
+            await self._agents.close()
+            self._agents = self._sip_inbound = None
         if runner is not None:
             await runner.cleanup()
         parties, self._all_parties = self._all_parties, []
@@ -712,6 +808,66 @@ class LiveKitEmulator:
             raise PermissionError(f"the token is not for identity {identity!r}")
         return claims
 
+    # Agent dispatch and inbound SIP calls
+
+    @property
+    def agents(self) -> AgentDispatch:
+        """The agent dispatch: registered workers and every job launched (`.jobs`)."""
+        if self._agents is None:
+            self._agents = AgentDispatch(self.rooms, seed=self._dispatch_seed)
+        return self._agents
+
+    def add_dispatch_rule(self, rule: sip.SIPDispatchRuleInfo) -> sip.SIPDispatchRuleInfo:
+        """Install a SIP dispatch rule (as `CreateSIPDispatchRule`); returns it with its id."""
+        return self._inbound().add_rule(rule)
+
+    def inbound_call(self, from_number: str, to_number: str = "+15550001000") -> InboundCall:
+        """A phone call reaches LiveKit's SIP service and is dispatched by the first rule.
+
+        The room is created with the rule's room config, its agents are dispatched, and
+        the caller joins as a SIP participant (`sip_<number>`).
+        """
+        return self._inbound().call(from_number, to_number)
+
+    def join(self, token: str, room_name: str, identity: str) -> MemoryConnection:
+        """A client joins a room with a token, checked as LiveKit checks it.
+
+        The participant's kind is the token's (`agent` for a dispatched job's token).
+        """
+        claims = self.check_join_token(token, room_name, identity)
+        kind = claims.kind if claims.kind in _KINDS else "standard"
+        connection = self.rooms.connect(room_name, identity, kind, attributes=claims.attributes)
+        self._participant_info[connection] = {
+            "sid": new_id("PA_"),
+            "joined_at": time.time(),
+            "name": claims.name or "",
+            "metadata": claims.metadata or "",
+        }
+        return connection
+
+    def vanish(self, connection: MemoryConnection) -> None:
+        """The client behind a connection died (its process killed): no leave is sent.
+
+        The server removes the participant after `stale_participant_secs` (LiveKit's ICE
+        and disconnect timeouts), and an agent's job is then terminated.
+        """
+        self.rooms.vanish(connection, self.stale_participant_secs)
+
+    def _inbound(self) -> SipInbound:
+        if self._sip_inbound is None:
+            self._sip_inbound = SipInbound(self.rooms, self.agents, self._inbound_room)
+        return self._sip_inbound
+
+    def _inbound_room(self, name: str, config) -> models.Room:
+        info = self._room_details(name)
+        if config is not None:
+            if config.empty_timeout > 0:
+                info.empty_timeout = config.empty_timeout
+            if config.departure_timeout > 0:
+                info.departure_timeout = config.departure_timeout
+        self.rooms.create_room(name)
+        return self._room_message(name)
+
     # Fault injection
 
     def fail_next(
@@ -833,6 +989,8 @@ class LiveKitEmulator:
             if method is not None:
                 self._log_request(name, None, request)
             raise refusal
+        if path == "/agent":
+            return await self._agent_socket(request, claims)
         if len(parts) < 3 or parts[1] != "twirp" or not parts[2].startswith("livekit."):
             return not_found_page()
         if service not in _SERVICES:
@@ -883,6 +1041,18 @@ class LiveKitEmulator:
             raise TwirpError(fault.code, fault.msg, fault.meta, fault.http_status)
         answer = await method.handler(message, claims, request)
         return _answer(answer, content_type)
+
+    async def _agent_socket(self, request: web.BaseRequest, claims: Claims | None):
+        """`/agent` (AgentSocketUpgrader.Upgrade): a WebSocket with the `agent` grant."""
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return web.Response(status=404)
+        if claims is None or claims.video is None or not claims.video.agent:
+            return web.Response(
+                status=401,
+                text="no permissions to access the room",
+                content_type="text/plain",
+            )
+        return await self.agents.serve(request, self.api_key, self.api_secret)
 
     def _log_request(self, name: str, message: Message | None, request: web.BaseRequest):
         fields = {}

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -303,6 +303,7 @@ class MemoryConnection:
         self._inbox = _Inbox(max_audio_secs, max_events)
         self._resamplers: dict[tuple[str, int], BaseAudioResampler] = {}
         self._disconnect_reason: str | None = None
+        self._vanished = False
         self._attributes: dict[str, str] = {}
         self.connected_at = time.monotonic()
 
@@ -384,7 +385,7 @@ class MemoryConnection:
         Returns:
             Whether the audio was sent (False when the connection is closed).
         """
-        if not self.connected:
+        if not self.connected or self._vanished:
             return False
         if sample_rate <= 0:
             raise ValueError("sample_rate must be positive")
@@ -408,7 +409,7 @@ class MemoryConnection:
         """
         if digit not in DTMF_DIGITS:
             raise ValueError(f"invalid DTMF digit {digit!r}")
-        if not self.connected:
+        if not self.connected or self._vanished:
             return False
         event = DtmfReceived(self._identity, digit)
         for peer in self._server._peers(self):
@@ -450,7 +451,7 @@ class MemoryConnection:
         Args:
             reason: What the others are told (`disconnected`, or e.g. `user_rejected`).
         """
-        if self.connected:
+        if self.connected and not self._vanished:
             self._server._drop(self, own_reason="client_initiated", peer_reason=reason)
 
     async def recv(self) -> MemoryEvent | Disconnected:
@@ -582,6 +583,9 @@ class MemoryRoomServer:
         self._rooms: dict[str, MemoryRoom] = {}
         self._connections: set[MemoryConnection] = set()
         self._auto_delete_empty = auto_delete_empty
+        #: Called with `(room, identity, kind, reason)` whenever a participant leaves a
+        #: room for good (not when moved): the emulator's agent dispatch listens here.
+        self.departure_listeners: list[Callable[[str, str, str, str], None]] = []
         self._max_audio_secs = max_audio_secs
         self._max_events = max_events
         self.resample_quality = resample_quality
@@ -619,6 +623,7 @@ class MemoryRoomServer:
             room._connections.pop(connection.identity, None)
             self._connections.discard(connection)
             connection._close("room_deleted")
+            self._departed(name, connection, "room_deleted")
         return True
 
     # Participants
@@ -722,6 +727,29 @@ class MemoryRoomServer:
             raise MemoryRoomError(f"participant {identity!r} not found in room {room!r}")
         self._drop(connection, own_reason="removed", peer_reason="removed")
 
+    def vanish(self, connection: MemoryConnection, after: float) -> asyncio.TimerHandle | None:
+        """The client behind a connection died: it sends nothing more, not even a leave.
+
+        The connection stays in the room, silent, until the server gives up on it after
+        `after` seconds (LiveKit: its ICE and disconnect timeouts) and removes it; the
+        others then see `ParticipantLeft(reason="connection_timeout")`. A later
+        `disconnect()` by the dead client is ignored.
+
+        Returns:
+            The timer of the removal (None when the connection was already closed).
+        """
+        if not connection.connected or connection._vanished:
+            return None
+        connection._vanished = True
+
+        def remove() -> None:
+            if connection.connected:
+                self._drop(
+                    connection, own_reason="connection_timeout", peer_reason="connection_timeout"
+                )
+
+        return asyncio.get_running_loop().call_later(max(0.0, after), remove)
+
     def open_connections(self) -> list[MemoryConnection]:
         """The connections still open, in any room (leak checks name each)."""
         return list(self._connections)
@@ -762,7 +790,12 @@ class MemoryRoomServer:
             f"MemoryRoomServer: {connection.identity} left {connection.room_name} ({own_reason})"
         )
         if room is not None:
+            self._departed(room.name, connection, peer_reason)
             self._maybe_auto_delete(room)
+
+    def _departed(self, room: str, connection: MemoryConnection, reason: str) -> None:
+        for listener in list(self.departure_listeners):
+            listener(room, connection.identity, connection.kind, reason)
 
     def _maybe_auto_delete(self, room: MemoryRoom) -> None:
         if self._auto_delete_empty and not room._connections and self._rooms.get(room.name) is room:
