@@ -108,6 +108,28 @@ def test_an_unset_variable_is_named_with_its_field(tmp_path, capsys, monkeypatch
     assert all(PROBLEM.match(line) for line in lines), lines
 
 
+def test_the_example_needs_no_caller_id(env, monkeypatch, capsys):
+    monkeypatch.delenv("LIVEKIT_SIP_NUMBER")
+    code = main(["validate", str(EXAMPLES / "bot.yaml")])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0, out
+    assert len(out) == 1
+    assert out[0].startswith(f"{EXAMPLES / 'bot.yaml'}: OK (bot 'acme-support'")
+
+
+def test_the_example_still_needs_its_livekit_url(env, monkeypatch, capsys):
+    monkeypatch.delenv("LIVEKIT_SIP_NUMBER")
+    monkeypatch.delenv("LIVEKIT_URL")
+    code = main(["validate", str(EXAMPLES / "bot.yaml")])
+    text = (EXAMPLES / "bot.yaml").read_text().splitlines()
+    url_line = next(i for i, line in enumerate(text, 1) if "url: ${LIVEKIT_URL}" in line)
+    assert code == 2
+    assert capsys.readouterr().out.splitlines() == [
+        f"{EXAMPLES / 'bot.yaml'}:{url_line}: livekit.url: "
+        "environment variable LIVEKIT_URL is not set"
+    ]
+
+
 def test_a_missing_file_is_one_line_too(tmp_path, capsys):
     missing = tmp_path / "nope.yaml"
     assert main(["validate", str(missing)]) == 2
