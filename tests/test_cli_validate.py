@@ -158,6 +158,28 @@ def test_the_command_never_shows_a_traceback_nor_a_secret(tmp_path):
     assert f"{path}:13: transfer.target.number: '***' is not an E.164 number" in result.stdout
 
 
+def test_the_command_prints_only_its_findings():
+    """One line per file: Pipecat's start-up banner (logged when Pipecat is imported) is no
+    finding. Without LIVEKIT_SIP_NUMBER too, as the example allows."""
+    files = ["examples/bot.yaml", "examples/flow_bot.yaml"]
+    env = {**os.environ, **ENV}
+    for name in ("LIVEKIT_SIP_NUMBER", "LOGURU_LEVEL"):
+        env.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipecat_warm_transfer", "validate", *files],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Pipecat 1." not in output
+    assert result.stderr == ""
+    assert [line.partition(": OK (")[0] for line in output.splitlines()] == files
+
+
 def test_schema_prints_the_json_schema(tmp_path, capsys):
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)

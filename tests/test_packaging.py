@@ -3,6 +3,8 @@ license, the CHANGELOG with its version, the README's tested-with line with the 
 actually installed (so that line cannot go stale silently)."""
 
 import re
+import subprocess
+import sys
 import tomllib
 from importlib.metadata import version
 from pathlib import Path
@@ -33,3 +35,18 @@ def test_the_readme_names_the_installed_pipecat():
     tested = re.search(r"^Tested with Pipecat (\S+) \(pipecat-ai\[livekit\]\)", text, re.MULTILINE)
     assert tested, "the README has no 'Tested with Pipecat X.Y.Z (pipecat-ai[livekit])' line"
     assert tested[1] == version("pipecat-ai")
+
+
+def test_the_package_imports_pipecat_only_when_a_name_is_used():
+    """The command sets up its logging before Pipecat is imported (and logs its banner)."""
+    code = (
+        "import sys, pipecat_warm_transfer as p, pipecat_warm_transfer.cli;"
+        "print('pipecat' in sys.modules);"
+        "missing = [n for n in p.__all__ if getattr(p, n, None) is None];"
+        "print(missing, sorted(set(p.__all__) - {'__version__'}) == sorted(p._EXPORTS))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["False", "[] True"]
