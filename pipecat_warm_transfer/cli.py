@@ -180,9 +180,11 @@ def _summary(loaded) -> str:
 
 
 def _validate(args) -> int:
+    # Before the config import, which imports Pipecat: its INFO banner is not a finding,
+    # and the findings are the command's only output. Errors still show.
+    _log_level("ERROR")
     from pipecat_warm_transfer.config import ConfigError, load_config
 
-    _log_level("ERROR")
     status = 0
     for file in args.files:
         try:

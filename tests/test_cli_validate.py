@@ -108,6 +108,28 @@ def test_an_unset_variable_is_named_with_its_field(tmp_path, capsys, monkeypatch
     assert all(PROBLEM.match(line) for line in lines), lines
 
 
+def test_the_example_needs_no_caller_id(env, monkeypatch, capsys):
+    monkeypatch.delenv("LIVEKIT_SIP_NUMBER")
+    code = main(["validate", str(EXAMPLES / "bot.yaml")])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0, out
+    assert len(out) == 1
+    assert out[0].startswith(f"{EXAMPLES / 'bot.yaml'}: OK (bot 'acme-support'")
+
+
+def test_the_example_still_needs_its_livekit_url(env, monkeypatch, capsys):
+    monkeypatch.delenv("LIVEKIT_SIP_NUMBER")
+    monkeypatch.delenv("LIVEKIT_URL")
+    code = main(["validate", str(EXAMPLES / "bot.yaml")])
+    text = (EXAMPLES / "bot.yaml").read_text().splitlines()
+    url_line = next(i for i, line in enumerate(text, 1) if "url: ${LIVEKIT_URL}" in line)
+    assert code == 2
+    assert capsys.readouterr().out.splitlines() == [
+        f"{EXAMPLES / 'bot.yaml'}:{url_line}: livekit.url: "
+        "environment variable LIVEKIT_URL is not set"
+    ]
+
+
 def test_a_missing_file_is_one_line_too(tmp_path, capsys):
     missing = tmp_path / "nope.yaml"
     assert main(["validate", str(missing)]) == 2
@@ -134,6 +156,28 @@ def test_the_command_never_shows_a_traceback_nor_a_secret(tmp_path):
     lines = result.stdout.splitlines()
     assert all(PROBLEM.match(line) for line in lines), lines
     assert f"{path}:13: transfer.target.number: '***' is not an E.164 number" in result.stdout
+
+
+def test_the_command_prints_only_its_findings():
+    """One line per file: Pipecat's start-up banner (logged when Pipecat is imported) is no
+    finding. Without LIVEKIT_SIP_NUMBER too, as the example allows."""
+    files = ["examples/bot.yaml", "examples/flow_bot.yaml"]
+    env = {**os.environ, **ENV}
+    for name in ("LIVEKIT_SIP_NUMBER", "LOGURU_LEVEL"):
+        env.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipecat_warm_transfer", "validate", *files],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Pipecat 1." not in output
+    assert result.stderr == ""
+    assert [line.partition(": OK (")[0] for line in output.splitlines()] == files
 
 
 def test_schema_prints_the_json_schema(tmp_path, capsys):

@@ -18,6 +18,7 @@ from pipecat_warm_transfer.config import (
     check_service,
     known_providers,
     load_config,
+    load_yaml,
     parse_duration,
     resolve_provider,
     transfer_settings,
@@ -237,6 +238,42 @@ def test_an_unset_variable_names_the_variable_the_field_and_the_line(tmp_path):
     assert problems == [
         f"{path}:{line_of(text, 'api_secret')}: livekit.api_secret: "
         "environment variable LK_SECRET is not set"
+    ]
+
+
+OPTIONAL_CALLER_ID = MINIMAL + "    caller_id: ${CALLER_ID:-}\n    dtmf: ww${EXT:-}\n"
+
+
+@pytest.mark.parametrize("environ", [{}, {"CALLER_ID": ""}], ids=["unset", "empty"])
+def test_an_unset_optional_variable_leaves_its_key_out(tmp_path, environ):
+    path = write(tmp_path, OPTIONAL_CALLER_ID)
+    loaded = load_config(path, environ=environ)
+    assert loaded.config.transfer.target.caller_id is None
+    assert "caller_id" not in load_yaml(path, environ=environ).data["transfer"]["target"]
+    assert loaded.config.transfer.target.dtmf == "ww"  # inside a longer value: ""
+
+
+def test_a_set_optional_variable_is_used(tmp_path):
+    environ = {"CALLER_ID": "+15557654321", "EXT": "12"}
+    loaded = load_config(write(tmp_path, OPTIONAL_CALLER_ID), environ=environ)
+    assert loaded.config.transfer.target.caller_id == "+15557654321"
+    assert loaded.config.transfer.target.dtmf == "ww12"
+
+
+def test_an_unset_optional_variable_on_a_required_field_is_a_missing_field(tmp_path):
+    text = with_lines(MINIMAL, 'number: "+15551234567"', "number: ${DESK:-}")
+    path = write(tmp_path, text)
+    assert problems_of(path, environ={}) == [
+        f"{path}:{line_of(text, 'number:')}: transfer.target.number: required field is missing"
+    ]
+
+
+def test_a_key_left_out_still_counts_for_duplicates(tmp_path):
+    text = MINIMAL + "    caller_id: ${CALLER_ID:-}\n    caller_id: '+15557654321'\n"
+    path = write(tmp_path, text)
+    assert problems_of(path, environ={}) == [
+        f"{path}:{len(text.splitlines())}: transfer.target.caller_id: "
+        "duplicate key (it is already set above)"
     ]
 
 

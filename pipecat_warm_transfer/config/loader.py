@@ -9,10 +9,11 @@
 A bot declaration is loaded in two steps: `yaml.compose` turns the text into nodes that
 carry their `start_mark` (file, line), then the nodes are built into plain Python data
 while a `SourceMap` records the file and line of every mapping key and sequence item.
-While building, `${VAR}` in string values is replaced from the environment and
-`!include path` tags are replaced by the data of another YAML file (relative to the
-including file), whose lines are kept too, so a problem inside an included Flows file
-is reported against that file.
+While building, `${VAR}` in string values is replaced from the environment (a whole
+value of `${VAR:-}` leaves its key out when VAR is unset or empty, so an optional field
+keeps its default) and `!include path` tags are replaced by the data of another YAML
+file (relative to the including file), whose lines are kept too, so a problem inside an
+included Flows file is reported against that file.
 
 Problems found while loading (a syntax error, an unset variable, a missing include, a
 duplicate key) are collected as `ConfigProblem`s rather than raised one at a time.
@@ -32,6 +33,8 @@ import yaml
 #: `${NAME}` or `${NAME:-default}`; `$${...}` is a literal `${...}`.
 _ENV_REF = re.compile(r"\$(\$?)\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A whole value of `${NAME:-}`: an optional field, left out when NAME is unset or empty.
+_OPTIONAL_REF = re.compile(r"^\$\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:-\}$")
 
 #: Keys whose values are secrets: never echoed in problems.
 SECRET_KEY = re.compile(r"(secret|token|password|passwd|api_?key|credential)", re.IGNORECASE)
@@ -214,6 +217,7 @@ class _Builder:
     def _mapping(self, node: yaml.MappingNode, path: PathT, file: str, base: Path, loader):
         loader.flatten_mapping(node)
         data: dict[Any, Any] = {}
+        seen: set[Any] = set()  # keys left out (an unset `${VAR:-}`) count as written
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
             if isinstance(key, (list, dict)):
@@ -227,7 +231,7 @@ class _Builder:
                 )
                 continue
             child = (*path, key)
-            if key in data:
+            if key in seen:
                 self.problems.append(
                     ConfigProblem(
                         file,
@@ -237,9 +241,23 @@ class _Builder:
                     )
                 )
                 continue
+            seen.add(key)
             self._record(child, file, key_node)
+            if self._unset_optional(value_node):
+                continue
             data[key] = self._build(value_node, child, file, base, loader)
         return data
+
+    def _unset_optional(self, node: yaml.Node) -> bool:
+        """Whether `node` is a whole `${NAME:-}` whose variable is unset or empty.
+
+        Such a key is left out rather than set to "": an optional field then keeps its
+        default, and a required one is reported missing.
+        """
+        if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:str":
+            return False
+        match = _OPTIONAL_REF.match(node.value)
+        return match is not None and not self.environ.get(match[1])
 
     def _include(self, node: yaml.Node, path: PathT, file: str, base: Path) -> Any:
         if not isinstance(node, yaml.ScalarNode) or not str(node.value).strip():
