@@ -10,7 +10,8 @@
 a SIP participant and no bot) and serves each in its own pipeline, built by
 `pipecat_warm_transfer.runner.builder` on `LiveKitTransport` and `LiveKitSipBackend`
 (`livekit_call`), until SIGINT/SIGTERM, which ends every call cleanly (each transfer torn
-down).
+down). `livekit_room_call` builds a call that joins with a token minted elsewhere (Pipecat's
+runner, a dispatcher); `serve_call` runs one call to its end.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loguru import logger
+from pipecat.transports.base_transport import BaseTransport
 
 from pipecat_warm_transfer.config.loader import ConfigError
 from pipecat_warm_transfer.config.validate import LoadedConfig
@@ -36,6 +39,10 @@ from pipecat_warm_transfer.runner.builder import (
 SHUTDOWN_SECS = 15.0
 #: Rooms the transfer creates for the human; never served as inbound calls.
 CONSULT_ROOM_PREFIX = "consult-"
+
+#: Builds the caller's transport: `factory(url, token, room_name, params=...)`, as
+#: `LiveKitTransport` is called (the default).
+CallerTransportFactory = Callable[..., BaseTransport]
 
 
 @dataclass
@@ -62,11 +69,17 @@ class LiveKitAccess:
         return self.url
 
     @classmethod
-    def from_config(cls, loaded: LoadedConfig) -> LiveKitAccess:
-        """Read the access, refusing a missing field with the field's line."""
+    def from_config(cls, loaded: LoadedConfig, *, url: str | None = None) -> LiveKitAccess:
+        """Read the access, refusing a missing field with the field's line.
+
+        Args:
+            loaded: The bot declaration.
+            url: The server the caller's room is on, when known (a runner's): it wins
+                over the YAML's, since the transfer must reach that same server.
+        """
         section = loaded.config.livekit
         values = {
-            "url": section.url or os.getenv("LIVEKIT_URL"),
+            "url": url or section.url or os.getenv("LIVEKIT_URL"),
             "api_key": (section.api_key.get_secret_value() if section.api_key else None)
             or os.getenv("LIVEKIT_API_KEY"),
             "api_secret": (section.api_secret.get_secret_value() if section.api_secret else None)
@@ -96,19 +109,42 @@ class LiveKitAccess:
 
 def livekit_call(loaded: LoadedConfig, access: LiveKitAccess, room: str) -> BotCall:
     """Build the bot of one LiveKit room: `LiveKitTransport` and `LiveKitSipBackend`."""
+    config = loaded.config
+    token = access.join_token(room, config.livekit.bot_identity, config.bot.name)
+    return livekit_room_call(loaded, access, room, url=access.rtc_url, token=token)
+
+
+def livekit_room_call(
+    loaded: LoadedConfig,
+    access: LiveKitAccess,
+    room: str,
+    *,
+    url: str,
+    token: str,
+    transport_factory: CallerTransportFactory | None = None,
+) -> BotCall:
+    """Build the bot of one LiveKit room, joining it with a token minted elsewhere.
+
+    Args:
+        loaded: The validated bot declaration.
+        access: The API key and secret the transfer uses (a join token is not enough to
+            dial or move anyone).
+        room: The caller's room.
+        url: The media URL to join it at.
+        token: A join token for that room.
+        transport_factory: Builds the caller's transport (default `LiveKitTransport`).
+
+    Returns:
+        The call, ready for `serve_call`.
+    """
     from pipecat.transports.livekit.transport import LiveKitParams, LiveKitTransport
 
     from pipecat_warm_transfer.backends.livekit import LiveKitSipBackend
 
     config = loaded.config
     mixer = hold_mixer(loaded)
-    identity = config.livekit.bot_identity
-    transport = LiveKitTransport(
-        access.rtc_url,
-        access.join_token(room, identity, config.bot.name),
-        room,
-        params=transport_params(loaded, mixer, LiveKitParams),
-    )
+    factory = transport_factory or LiveKitTransport
+    transport = factory(url, token, room, params=transport_params(loaded, mixer, LiveKitParams))
     backend = LiveKitSipBackend(
         url=access.url,
         api_key=access.api_key,
@@ -121,15 +157,21 @@ def livekit_call(loaded: LoadedConfig, access: LiveKitAccess, room: str) -> BotC
         backend=backend,
         hold_mixer=mixer,
         caller_room=room,
-        bot_identity=identity,
+        bot_identity=config.livekit.bot_identity,
     )
 
 
-async def _serve(call: BotCall) -> None:
+async def serve_call(call: BotCall, *, handle_sigint: bool = False) -> BotCall:
+    """Run a call until it ends, then close its transfer backend.
+
+    Returns:
+        The ended call (its `results`).
+    """
     try:
-        await run_call(call)
+        await run_call(call, handle_sigint=handle_sigint)
     finally:
         await call.backend.close()
+    return call
 
 
 async def waiting_sip_rooms(
@@ -199,7 +241,7 @@ async def run_livekit(
     def serve(name: str) -> None:
         nonlocal served
         call = livekit_call(loaded, access, name)
-        calls[name] = (call, asyncio.create_task(_serve(call), name=f"call-{name}"))
+        calls[name] = (call, asyncio.create_task(serve_call(call), name=f"call-{name}"))
         served += 1
 
     try:
