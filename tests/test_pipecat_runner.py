@@ -1,4 +1,4 @@
-"""Pipecat's runner entry (`bot(runner_args)`), offline.
+"""Pipecat's runner entry (`bot(runner_args)`) and the LiveKit example bot, offline.
 
 A session runs on Pipecat's real `LiveKitTransport` with only its room connection faked
 (`OfflineLiveKitTransport`), the transfer's API calls go to the LiveKit API emulator, and
@@ -7,10 +7,12 @@ the services are scripted.
 
 import ast
 import asyncio
+import importlib.util
 import os
 import signal
+import sys
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
@@ -31,7 +33,10 @@ from pipecat_warm_transfer.runner.pipecat_runner import (
 )
 from pipecat_warm_transfer.testing import LiveKitEmulator
 from pipecat_warm_transfer.testing.livekit_media import OfflineLiveKitTransport
+from pipecat_warm_transfer.testing.scripted_services import ScriptedLLMService, ScriptedSTTService
+from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "livekit_bot.py"
 KEY, SECRET = "APIrunner", "runner-secret-0123456789abcdef0123"
 ROOM = "pipecat-ab12cd34"
 AGENT = "Pipecat Agent-ab12cd34"  # who Pipecat's runner mints the bot's token for
@@ -294,9 +299,93 @@ def test_the_module_runs_pipecats_runner_when_executed():
     assert _main_block_calls_pipecat_main(tree)
 
 
+#
+# The example bot
+#
+
+
 def _main_block_calls_pipecat_main(tree: ast.Module) -> bool:
     for node in tree.body:
         if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
             text = ast.unparse(node)
             return "from pipecat.runner.run import main" in text and "main()" in text
     return False
+
+
+def _worker_calls(tree: ast.Module) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "PipelineWorker"
+    ]
+
+
+def test_the_example_is_a_pipecat_runner_bot_without_an_idle_timeout():
+    tree = ast.parse(EXAMPLE.read_text(encoding="utf-8"))
+    bots = [n for n in tree.body if isinstance(n, ast.AsyncFunctionDef) and n.name == "bot"]
+    assert len(bots) == 1 and [a.arg for a in bots[0].args.args] == ["runner_args"]
+    assert _main_block_calls_pipecat_main(tree)
+    (worker,) = _worker_calls(tree)
+    keywords = {k.arg: ast.unparse(k.value) for k in worker.keywords}
+    assert keywords.get("idle_timeout_secs") == "None"
+    source = ast.unparse(bots[0])
+    for name in ("room_name", "url", "token"):  # joins the runner's room
+        assert f"runner_args.{name}" in source
+
+
+EXAMPLE_MODULES = ("deepgram", "openai", "websockets", "onnxruntime")
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("livekit_bot_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in EXAMPLE_MODULES),
+    reason="the example's optional service packages are not installed",
+)
+def test_the_example_imports_and_defines_bot():
+    assert asyncio.iscoroutinefunction(load_example().bot)
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in EXAMPLE_MODULES[1:]),
+    reason="the example's OpenAI, Cartesia or Silero packages are not installed",
+)
+async def test_the_example_serves_the_runners_room_until_the_caller_leaves(monkeypatch):
+    # Deepgram's SDK may be missing: the example only needs the name, replaced below.
+    deepgram = ModuleType("pipecat.services.deepgram.stt")
+    deepgram.DeepgramSTTService = None
+    monkeypatch.setitem(sys.modules, "pipecat.services.deepgram.stt", deepgram)
+    example = load_example()
+    monkeypatch.setattr(example, "DeepgramSTTService", lambda **_: ScriptedSTTService([]))
+    monkeypatch.setattr(
+        example, "OpenAILLMService", lambda **_: ScriptedLLMService([], fallback="Hello.")
+    )
+    monkeypatch.setattr(example, "CartesiaTTSService", lambda **_: ScriptedToneTTSService())
+    monkeypatch.setattr(example, "SileroVADAnalyzer", lambda: None)
+    env = {"TRANSFER_TO": "+15550100", "LIVEKIT_SIP_OUTBOUND_TRUNK": "ST_trunk"}
+    env |= {"LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET}
+    env |= {f"{name}_API_KEY": "offline" for name in ("DEEPGRAM", "OPENAI", "CARTESIA")}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("LIVEKIT_URL", raising=False)
+
+    async with LiveKitEmulator(KEY, SECRET, trunks=["ST_trunk"]) as emulator:
+        args = runner_args(emulator.url)
+        transports = Transports(emulator)
+        monkeypatch.setattr(example, "LiveKitTransport", transports)
+        task = asyncio.create_task(example.bot(args))
+        await wait_for(lambda: transports.transport is not None)
+        (built,) = transports.built
+        assert (built["url"], built["token"], built["room"]) == (emulator.url, args.token, ROOM)
+        await wait_for(lambda: transports.transport.audio_source is not None)
+
+        transports.room_event("participant_connected", CALLER)
+        await wait_for(lambda: greeting_heard(transports.transport))  # the LLM spoke first
+        transports.room_event("participant_disconnected", CALLER)
+        await ended(task)
+        assert await emulator.settle() == {"rooms": 0, "participants": 0, "connections": 0}
