@@ -1,5 +1,7 @@
 """A real bot for a LiveKit SIP inbound call that can warm-transfer the caller to a human.
 
+A Pipecat runner bot: Pipecat's development runner (or a Pipecat Cloud-style host) calls
+`bot(runner_args)` for each session, with the room, server URL and the bot's join token.
 Needs a LiveKit deployment (Cloud or self-hosted with SIP), an outbound SIP trunk, and
 keys for Deepgram, OpenAI and Cartesia (any Pipecat services work the same way):
 
@@ -9,18 +11,19 @@ keys for Deepgram, OpenAI and Cartesia (any Pipecat services work the same way):
     export LIVEKIT_SIP_NUMBER=+15550001111        # caller id shown to the human (optional)
     export TRANSFER_TO=+15550002222               # the human's number or sip: URI
     export DEEPGRAM_API_KEY=... OPENAI_API_KEY=... CARTESIA_API_KEY=...
-    python examples/livekit_bot.py --room <the caller's room>
+    export LIVEKIT_ROOM_NAME=<the caller's room>  # optional: a new room per session
+    python examples/livekit_bot.py -t livekit
 
-Run it for the room a SIP inbound call landed in (from a LiveKit dispatch rule or a
-webhook). Try it offline first: `make demo` runs the same pipeline shape against the
-bundled LiveKit API emulator with scripted services.
+Then start a session: open http://localhost:7860 (Pipecat's prebuilt client joins the room
+too), or `curl -X POST localhost:7860/start -d '{}'`. The runner mints the bot's token for
+`LIVEKIT_ROOM_NAME` (the room a SIP inbound call landed in, from your dispatch rule) and
+calls `bot()`. The first participant to join is the caller; the session ends when they
+leave. Try it offline first: `make demo` runs the same pipeline shape against the bundled
+LiveKit API emulator with scripted services.
 """
 
-import argparse
-import asyncio
 import os
 
-from livekit.api import AccessToken, VideoGrants
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.frames.frames import LLMRunFrame
 from pipecat.pipeline.pipeline import Pipeline
@@ -30,6 +33,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
+from pipecat.runner.types import LiveKitRunnerArguments, RunnerArguments
 from pipecat.services.cartesia.tts import CartesiaTTSService
 from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.services.openai.llm import OpenAILLMService
@@ -47,19 +51,15 @@ from pipecat_warm_transfer import (
 VOICE = "71a7ad14-091c-4e8e-a314-022ece01c121"  # a Cartesia voice id
 
 
-def bot_token(room: str) -> str:
-    """A join token for the bot, for the caller's room only."""
-    return (
-        AccessToken(os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"])
-        .with_identity("transfer-bot")
-        .with_grants(VideoGrants(room_join=True, room=room))
-        .to_jwt()
-    )
-
-
-async def main(room: str):
+async def bot(runner_args: RunnerArguments):
+    """Serve one caller: the runner's LiveKit room, until the caller leaves."""
+    if not isinstance(runner_args, LiveKitRunnerArguments):
+        raise RuntimeError("this example serves LiveKit sessions only: run it with -t livekit")
+    room = runner_args.room_name
     transfer = WarmTransfer(
-        backend=LiveKitSipBackend(),  # LIVEKIT_URL / _API_KEY / _API_SECRET / _SIP_* from env
+        # The runner's token only joins the room: dialing and moving the human take the
+        # API key and secret (LIVEKIT_API_KEY / _API_SECRET / _SIP_* from the environment).
+        backend=LiveKitSipBackend(url=runner_args.url),
         target=TransferTarget(os.environ["TRANSFER_TO"], display_name="a billing specialist"),
         params=WarmTransferParams(ring_timeout=25, briefing_timeout=90),
         briefing=BriefingParams(
@@ -70,8 +70,8 @@ async def main(room: str):
         caller_room=room,
     )
     transport = LiveKitTransport(
-        os.environ["LIVEKIT_URL"],
-        bot_token(room),
+        runner_args.url,
+        runner_args.token,
         room,
         params=LiveKitParams(
             audio_in_enabled=True,
@@ -83,7 +83,6 @@ async def main(room: str):
             audio_out_queue_size_ms=200,
         ),
     )
-    transfer.watch_caller_transport(transport)
 
     stt = DeepgramSTTService(api_key=os.environ["DEEPGRAM_API_KEY"])
     llm = OpenAILLMService(api_key=os.environ["OPENAI_API_KEY"])
@@ -116,22 +115,41 @@ async def main(room: str):
             aggregators.assistant(),
         ]
     )
-    worker = PipelineWorker(pipeline, params=PipelineParams(enable_metrics=True))
+    # No idle timeout: a caller on hold or joined to the human makes none of the frames
+    # Pipecat's idle monitor watches. The call ends when the caller leaves instead.
+    worker = PipelineWorker(
+        pipeline, params=PipelineParams(enable_metrics=True), idle_timeout_secs=None
+    )
 
     @transfer.event_handler("on_transfer_result")
     async def _on_result(_transfer, result):
         print(f"transfer result: {result.as_dict()}")
 
+    caller = {"identity": None}
+
     @transport.event_handler("on_first_participant_joined")
-    async def _on_joined(_transport, _participant_id):
+    async def _on_joined(_transport, participant_id):
+        caller["identity"] = participant_id
         await worker.queue_frame(LLMRunFrame())
 
-    runner = WorkerRunner()
+    # Registered before the transfer's own watcher, so that the caller's hang-up is
+    # handled to the end (dial cancelled, a briefed human told) before the worker stops.
+    @transport.event_handler("on_participant_left")
+    async def _on_left(_transport, participant_id, *args):
+        if participant_id == caller["identity"]:
+            await transfer.caller_hung_up()
+            await worker.cancel(reason="the caller left")
+
+    transfer.watch_caller_transport(transport)
+
+    runner = WorkerRunner(
+        handle_sigint=runner_args.handle_sigint, handle_sigterm=runner_args.handle_sigterm
+    )
     await runner.add_workers(worker)
     await runner.run()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--room", required=True, help="the LiveKit room of the SIP caller")
-    asyncio.run(main(parser.parse_args().room))
+    from pipecat.runner.run import main
+
+    main()

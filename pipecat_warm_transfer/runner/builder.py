@@ -319,6 +319,8 @@ def build_bot(
     worker = PipelineWorker(
         pipeline,
         params=PipelineParams(audio_in_sample_rate=rate, audio_out_sample_rate=rate),
+        # A held or bridged call can be quiet for minutes: no idle timeout at all.
+        idle_timeout_secs=None,
         cancel_on_idle_timeout=False,
         enable_rtvi=False,
     )

@@ -32,7 +32,7 @@ from pipecat_warm_transfer.runner.agent_worker import (
     ServedCall,
     WorkerOptions,
 )
-from pipecat_warm_transfer.runner.builder import BotCall, run_call
+from pipecat_warm_transfer.runner.builder import BotCall
 from pipecat_warm_transfer.runner.health import HealthServer
 
 
@@ -58,10 +58,9 @@ class BotServedCall:
 
     async def run(self) -> None:
         """Run the call's pipeline to its end, then release its backend."""
-        try:
-            await run_call(self.call)
-        finally:
-            await self.call.backend.close()
+        from pipecat_warm_transfer.runner.livekit_serving import serve_call
+
+        await serve_call(self.call)
 
     async def stop(self, reason: str) -> None:
         """End the call cleanly: any transfer torn down, the pipeline cancelled."""

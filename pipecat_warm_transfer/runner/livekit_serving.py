@@ -10,7 +10,9 @@
 inbound calls (`dispatch_serving`); `run_livekit(loaded, room=...)` joins one room. Each
 call is its own pipeline, built by `pipecat_warm_transfer.runner.builder` on
 `LiveKitTransport` and `LiveKitSipBackend` (`livekit_call`). SIGINT/SIGTERM ends calls
-cleanly (each transfer torn down).
+cleanly (each transfer torn down). `livekit_room_call` builds a call that joins
+with a token minted elsewhere (a dispatched job, Pipecat's runner); `serve_call` runs one
+call to its end.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loguru import logger
+from pipecat.transports.base_transport import BaseTransport
 
 from pipecat_warm_transfer.config.loader import ConfigError
 from pipecat_warm_transfer.config.validate import LoadedConfig
@@ -36,6 +39,10 @@ from pipecat_warm_transfer.runner.builder import (
 
 #: Bound on a call's shutdown after SIGINT.
 SHUTDOWN_SECS = 15.0
+
+#: Builds the caller's transport: `factory(url, token, room_name, params=...)`, as
+#: `LiveKitTransport` is called (the default).
+CallerTransportFactory = Callable[..., BaseTransport]
 
 
 @dataclass
@@ -62,11 +69,17 @@ class LiveKitAccess:
         return self.url
 
     @classmethod
-    def from_config(cls, loaded: LoadedConfig) -> LiveKitAccess:
-        """Read the access, refusing a missing field with the field's line."""
+    def from_config(cls, loaded: LoadedConfig, *, url: str | None = None) -> LiveKitAccess:
+        """Read the access, refusing a missing field with the field's line.
+
+        Args:
+            loaded: The bot declaration.
+            url: The server the caller's room is on, when known (a runner's): it wins
+                over the YAML's, since the transfer must reach that same server.
+        """
         section = loaded.config.livekit
         values = {
-            "url": section.url or os.getenv("LIVEKIT_URL"),
+            "url": url or section.url or os.getenv("LIVEKIT_URL"),
             "api_key": (section.api_key.get_secret_value() if section.api_key else None)
             or os.getenv("LIVEKIT_API_KEY"),
             "api_secret": (section.api_secret.get_secret_value() if section.api_secret else None)
@@ -102,19 +115,36 @@ def livekit_call(loaded: LoadedConfig, access: LiveKitAccess, room: str) -> BotC
 
 
 def livekit_room_call(
-    loaded: LoadedConfig, access: LiveKitAccess, room: str, *, url: str, token: str
+    loaded: LoadedConfig,
+    access: LiveKitAccess,
+    room: str,
+    *,
+    url: str,
+    token: str,
+    transport_factory: CallerTransportFactory | None = None,
 ) -> BotCall:
-    """Build the bot of one LiveKit room, joining with a token minted elsewhere."""
+    """Build the bot of one LiveKit room, joining it with a token minted elsewhere.
+
+    Args:
+        loaded: The validated bot declaration.
+        access: The API key and secret the transfer uses (a join token is not enough to
+            dial or move anyone).
+        room: The caller's room.
+        url: The media URL to join it at.
+        token: A join token for that room.
+        transport_factory: Builds the caller's transport (default `LiveKitTransport`).
+
+    Returns:
+        The call, ready for `serve_call`.
+    """
     from pipecat.transports.livekit.transport import LiveKitParams, LiveKitTransport
 
     from pipecat_warm_transfer.backends.livekit import LiveKitSipBackend
 
     config = loaded.config
     mixer = hold_mixer(loaded)
-    identity = config.livekit.bot_identity
-    transport = LiveKitTransport(
-        url, token, room, params=transport_params(loaded, mixer, LiveKitParams)
-    )
+    factory = transport_factory or LiveKitTransport
+    transport = factory(url, token, room, params=transport_params(loaded, mixer, LiveKitParams))
     backend = LiveKitSipBackend(
         url=access.url,
         api_key=access.api_key,
@@ -127,15 +157,21 @@ def livekit_room_call(
         backend=backend,
         hold_mixer=mixer,
         caller_room=room,
-        bot_identity=identity,
+        bot_identity=config.livekit.bot_identity,
     )
 
 
-async def _serve(call: BotCall) -> None:
+async def serve_call(call: BotCall, *, handle_sigint: bool = False) -> BotCall:
+    """Run a call until it ends, then close its transfer backend.
+
+    Returns:
+        The ended call (its `results`).
+    """
     try:
-        await run_call(call)
+        await run_call(call, handle_sigint=handle_sigint)
     finally:
         await call.backend.close()
+    return call
 
 
 async def run_livekit(
@@ -184,7 +220,7 @@ async def run_livekit(
             pass
     logger.info(f"{loaded.config.bot.name}: joining room {room}")
     call = livekit_call(loaded, access, room)
-    task = asyncio.create_task(_serve(call), name=f"call-{room}")
+    task = asyncio.create_task(serve_call(call), name=f"call-{room}")
     calls = {room: (call, task)}
     try:
         stopper = asyncio.create_task(stop.wait())
