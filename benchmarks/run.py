@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "memory": "benchmarks.memory_bench",
     "livekit_path": "benchmarks.livekit_path_bench",
     "briefing_latency": "benchmarks.briefing_latency_bench",
+    "dispatch": "benchmarks.dispatch_bench",
 }
 
 

@@ -145,7 +145,21 @@ def _log_level(level: str) -> None:
     from loguru import logger
 
     logger.remove()
-    logger.add(sys.stderr, level=level)
+    logger.add(sys.stderr, level=level, format=_log_format)
+
+
+def _log_format(record) -> str:
+    """Loguru's default line, plus the call's room and id when the line is a call's."""
+    extra = record["extra"]
+    context = ""
+    if "room" in extra or "call_id" in extra:
+        context = f" [room={extra.get('room', '-')} call={extra.get('call_id', '-')}]"
+    return (
+        "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
+        "<cyan>{name}</cyan>:<cyan>{function}</cyan>:<cyan>{line}</cyan>"
+        + context.replace("{", "{{").replace("}", "}}").replace("<", "\\<")
+        + " - <level>{message}</level>\n{exception}"
+    )
 
 
 def _schema(args) -> int:

@@ -62,11 +62,7 @@ class LiveKitAccess:
     @property
     def rtc_url(self) -> str:
         """The media URL (`ws(s)://`)."""
-        if self.url.lower().startswith("https://"):
-            return "wss://" + self.url[len("https://") :]
-        if self.url.lower().startswith("http://"):
-            return "ws://" + self.url[len("http://") :]
-        return self.url
+        return media_url(self.url)
 
     @classmethod
     def from_config(cls, loaded: LoadedConfig, *, url: str | None = None) -> LiveKitAccess:
@@ -205,7 +201,7 @@ async def run_livekit(
             url=access.url,
             api_key=access.api_key,
             api_secret=access.api_secret,
-            make_call=make_call or _dispatched_call_maker(loaded, access),
+            make_call=make_call or dispatched_call_maker(loaded, access),
             health_host=health_host,
             health_port=health_port,
         )
@@ -236,15 +232,42 @@ async def run_livekit(
     return 0
 
 
-def _dispatched_call_maker(loaded: LoadedConfig, access: LiveKitAccess):
+def dispatched_call_maker(
+    loaded: LoadedConfig,
+    access: LiveKitAccess,
+    *,
+    transport_factory: CallerTransportFactory | None = None,
+) -> Callable[[CallAssignment], ServedCall]:
+    """How a dispatched job becomes a call: the YAML bot joins with the job's token.
+
+    Args:
+        loaded: The validated bot declaration.
+        access: The API key and secret the transfer uses.
+        transport_factory: Builds the caller's transport (default `LiveKitTransport`).
+    """
     from pipecat_warm_transfer.runner.dispatch_serving import BotServedCall
 
     def make_call(served: CallAssignment) -> ServedCall:
-        return BotServedCall(
-            livekit_room_call(loaded, access, served.room, url=served.url, token=served.token)
+        call = livekit_room_call(
+            loaded,
+            access,
+            served.room,
+            url=media_url(served.url),
+            token=served.token,
+            transport_factory=transport_factory,
         )
+        return BotServedCall(call)
 
     return make_call
+
+
+def media_url(url: str) -> str:
+    """A server URL as the media connection wants it (`http(s)://` → `ws(s)://`)."""
+    if url.lower().startswith("https://"):
+        return "wss://" + url[len("https://") :]
+    if url.lower().startswith("http://"):
+        return "ws://" + url[len("http://") :]
+    return url
 
 
 async def _stop_calls(loaded: LoadedConfig, calls: dict[str, tuple[BotCall, asyncio.Task]]):
