@@ -189,7 +189,9 @@ async def test_two_worker_processes_kill_and_drain(tmp_path):
         lk.add_dispatch_rule(dispatch_rule())
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+            ),
             "LIVEKIT_URL": lk.url,
             "LIVEKIT_API_KEY": lk.api_key,
             "LIVEKIT_API_SECRET": lk.api_secret,

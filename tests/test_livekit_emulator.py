@@ -2068,6 +2068,7 @@ COVERAGE = {
     ],
     "another participant joins or leaves while a client is connected": [
         "test_livekit_signal::test_the_join_response_then_participants_joining_and_leaving",
+        "test_livekit_signal::test_a_replaced_session_is_told_only_to_old_clients",
     ],
     "the client sends SignalRequest{leave}": [
         "test_livekit_signal::test_a_client_leave_is_answered_with_the_servers_leave_and_a_close",

@@ -149,6 +149,13 @@ async def test_the_join_response_then_participants_joining_and_leaving():
             State.DISCONNECTED,
             Reason.CLIENT_INITIATED,
         )
+        # A change of attributes is told with the participant's info.
+        caller.set_attributes({"sip.callStatus": "active"})
+        (info,) = (await receive(ws)).update.participants
+        assert (info.identity, dict(info.attributes)) == (
+            "sip_+15550100",
+            {"sip.callStatus": "active"},
+        )
         # A hidden participant is never announced.
         hidden = await connect(session, lk, join_token(lk, "call-1", "spy", hidden=True))
         spy_join = await joined(hidden)
@@ -314,3 +321,32 @@ async def test_signal_room_call_serves_a_dispatched_call_until_the_caller_leaves
         ]
         assert [c.kind for c in lk.rooms.get_room(second.room).connections()] == ["sip"]
         second.hang_up()
+
+
+async def test_a_replaced_session_is_told_only_to_old_clients():
+    async with LiveKitEmulator() as lk, aiohttp.ClientSession() as session:
+        new_client = await connect(session, lk, join_token(lk, "call-7", "new"), protocol=16)
+        old_client = await connect(session, lk, join_token(lk, "call-7", "old"), protocol=9)
+        await joined(new_client)
+        await joined(old_client)
+        assert (await receive(new_client)).update.participants[0].identity == "old"
+        token = join_token(lk, "call-7", "bot")
+        first = await connect(session, lk, token, protocol=16)
+        await joined(first)
+        for ws in (new_client, old_client):
+            (info,) = (await receive(ws)).update.participants
+            assert (info.identity, info.state) == ("bot", State.ACTIVE)
+            first_sid = info.sid
+        second = await connect(session, lk, token, protocol=16)
+        await joined(second)
+        (info,) = (await receive(new_client)).update.participants
+        assert (info.identity, info.state) == ("bot", State.ACTIVE) and info.sid != first_sid
+        gone, back = [(await receive(old_client)).update.participants[0] for _ in range(2)]
+        assert (gone.sid, gone.state, gone.disconnect_reason) == (
+            first_sid,
+            State.DISCONNECTED,
+            Reason.DUPLICATE_IDENTITY,
+        )
+        assert (back.sid, back.state) == (info.sid, State.ACTIVE)
+        for ws in (new_client, old_client, first, second):
+            await ws.close()

@@ -268,11 +268,14 @@ class _Session:
             )
             lost = await self._read()
         finally:
+            self._socket_gone(lost)  # first: the handler may be cancelled (connection lost)
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
-            self._socket_gone(lost)
             if not self.ws.closed:
-                await self.ws.close()
+                try:
+                    await self.ws.close()
+                except (ConnectionError, RuntimeError):
+                    pass
         return self.ws
 
     def _join_response(self) -> rtc.JoinResponse:
