@@ -2058,6 +2058,32 @@ COVERAGE = {
     "a participant whose client died without leaving": [
         "test_agent_dispatch::test_a_killed_worker_is_forgotten_and_new_calls_go_to_the_survivor",
     ],
+    # The signal endpoint: the tests live in test_livekit_signal.py.
+    "`/rtc` refusals": [
+        "test_livekit_signal::test_rtc_refuses_as_livekit_does",
+    ],
+    "a client joins over `/rtc`": [
+        "test_livekit_signal::test_the_join_response_then_participants_joining_and_leaving",
+        "test_dispatch_processes::test_two_worker_processes_kill_and_drain",
+    ],
+    "another participant joins or leaves while a client is connected": [
+        "test_livekit_signal::test_the_join_response_then_participants_joining_and_leaving",
+        "test_livekit_signal::test_a_replaced_session_is_told_only_to_old_clients",
+    ],
+    "the client sends SignalRequest{leave}": [
+        "test_livekit_signal::test_a_client_leave_is_answered_with_the_servers_leave_and_a_close",
+        "test_livekit_signal::test_signal_room_call_serves_a_dispatched_call_until_the_caller_leaves",
+    ],
+    "the server removes a signal participant (RemoveParticipant, DeleteRoom, same identity)": [
+        "test_livekit_signal::test_the_server_removing_a_participant_sends_leave_and_closes",
+    ],
+    "ping, ping_req and text frames on `/rtc`": [
+        "test_livekit_signal::test_pings_are_answered_and_text_frames_switch_to_json",
+    ],
+    "a signal socket that drops without a leave (the client's process died)": [
+        "test_livekit_signal::test_a_dropped_socket_stays_until_the_stale_timeout",
+        "test_dispatch_processes::test_two_worker_processes_kill_and_drain",
+    ],
     "an inbound SIP call and its dispatch rule": [
         "test_agent_dispatch::test_dispatch_rules_name_rooms_and_callers_as_livekit_does",
     ],

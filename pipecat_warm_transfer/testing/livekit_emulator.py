@@ -16,6 +16,8 @@ SDK) run against it unchanged:
 - `GET /agent`: the agent worker WebSocket of LiveKit's agent dispatch (`agents`), which
   gives rooms created by inbound SIP calls (`add_dispatch_rule`, `inbound_call`) to the
   registered workers (see `livekit_agent_dispatch`)
+- `GET /rtc`: the signal WebSocket a client joins a room with: presence only, no media
+  (see `livekit_signal`), for participants in other processes
 
 Every behaviour follows LiveKit's source; `FIDELITY` below lists each one with the file and
 function it was read from (livekit/livekit, livekit/sip, livekit/protocol, livekit/psrpc,
@@ -58,6 +60,7 @@ from pipecat_warm_transfer.testing.livekit_agent_dispatch import (
     InboundCall,
     SipInbound,
 )
+from pipecat_warm_transfer.testing.livekit_signal import SignalService
 from pipecat_warm_transfer.testing.livekit_sip_line import (
     DEFAULT_RINGING_TIMEOUT,
     OutboundCall,
@@ -404,6 +407,74 @@ FIDELITY: tuple[Fidelity, ...] = (
         "pkg/rtc/participant.go setupDisconnectTimer; pkg/rtc/types/interfaces.go "
         "ToDisconnectReason",
     ),
+    # The signal endpoint (/rtc): a participant's presence and its signal, no media
+    Fidelity(
+        "`/rtc` refusals",
+        "no WebSocket upgrade: 404 with no body; then text/plain (HandleError): no token or "
+        "no video claim 401 `no permissions to access the room`, no roomJoin 401 "
+        "`permissions denied`, no identity 400 `identity cannot be empty`, no room 400 `no "
+        "room name`, identity or room over 256 400 `... length exceeds limits: max length "
+        "256`; bad tokens get the auth middleware's 401 first",
+        "livekit/livekit pkg/service/rtcservice.go RTCService.serve, validateInternal; "
+        "pkg/service/utils.go ValidateConnectRequest, HandleError; auth.go "
+        "EnsureJoinPermission; pkg/service/errors.go; pkg/config/config.go Limit",
+    ),
+    Fidelity(
+        "a client joins over `/rtc`",
+        "SignalResponse{join}: room, participant (JOINING, sid `PA_`, kind and permission "
+        "from the token), other_participants (not hidden), server_info and server_version, "
+        "ping_interval 5, ping_timeout 15; then SignalResponse{refresh_token} (same grants, "
+        "expiring no sooner than 10 min); the participant is in the room (an agent token's "
+        "kind is agent)",
+        "livekit/livekit pkg/rtc/room.go Room.Join, createJoinResponseLocked, "
+        "GetOtherParticipantInfo; pkg/rtc/participant.go ToProtoWithVersion, "
+        "PingIntervalSeconds; participant_signal.go SendJoinResponse; pkg/service/"
+        "roommanager.go NewLocalRoomManager (serverInfo), rtcSessionWorker, refreshToken",
+    ),
+    Fidelity(
+        "another participant joins or leaves while a client is connected",
+        "SignalResponse{update: ParticipantUpdate} with its ParticipantInfo: ACTIVE on join "
+        "(a publisher: sent at once), new attributes on a change, DISCONNECTED with "
+        "disconnect_reason on leave; hidden participants never announced; a DUPLICATE_"
+        "IDENTITY leave not told to clients of protocol > 11",
+        "livekit/livekit pkg/rtc/room.go broadcastParticipantState, PushAndDequeueUpdates, "
+        "SendParticipantUpdates, RemoveParticipant; pkg/rtc/participant.go Close; "
+        "pkg/rtc/types/protocol_version.go SupportsIdentityBasedReconnection",
+    ),
+    Fidelity(
+        "the client sends SignalRequest{leave}",
+        "removed with its reason (CLIENT_INITIATED, or USER_UNAVAILABLE, USER_REJECTED, "
+        "AGENT_ERROR as given); the others see it leave; the server answers with its own "
+        "leave of that reason and closes the socket (1000)",
+        "livekit/livekit pkg/rtc/signalling/signalhandler.go (SignalRequest_Leave); "
+        "pkg/rtc/room.go onLeave, RemoveParticipant; pkg/rtc/participant.go Close(sendLeave)",
+    ),
+    Fidelity(
+        "the server removes a signal participant (RemoveParticipant, DeleteRoom, same identity)",
+        "SignalResponse{leave: LeaveRequest{reason PARTICIPANT_REMOVED / ROOM_DELETED / "
+        "DUPLICATE_IDENTITY, action DISCONNECT}} (protocol <= 12: can_reconnect false, no "
+        "action), then the socket closes (1000)",
+        "livekit/livekit pkg/service/roommanager.go RemoveParticipant, DeleteRoom, "
+        "StartSession; pkg/rtc/room.go Close; participant_signal.go sendLeaveRequest; "
+        "pkg/rtc/types/interfaces.go ToDisconnectReason; pkg/service/wsprotocol.go "
+        "CloseWithReason",
+    ),
+    Fidelity(
+        "ping, ping_req and text frames on `/rtc`",
+        "ping answered with pong (now in ms), ping_req with pong_resp{last_ping_timestamp, "
+        "timestamp}; a text frame switches the connection to protojson both ways; an "
+        "undecodable frame ends the signal connection",
+        "livekit/livekit pkg/service/rtcservice.go RTCService.serve; pkg/service/"
+        "wsprotocol.go ReadRequest, WriteResponse",
+    ),
+    Fidelity(
+        "a signal socket that drops without a leave (the client's process died)",
+        "the participant stays in the room, silent (its media, connected as it joined, "
+        "died with it), until the stale-participant timeout removes it with "
+        "CONNECTION_TIMEOUT; an agent's job is not terminated by the drop itself",
+        "livekit/livekit pkg/service/roommanager.go rtcSessionWorker; pkg/rtc/participant.go "
+        "HandleSignalSourceClose (kept once ICE connected), setupDisconnectTimer",
+    ),
     Fidelity(
         "an inbound SIP call and its dispatch rule",
         "individual rule: room `PREFIX_<from>_<random>`; callee: `PREFIX_<to>`; caller "
@@ -596,6 +667,7 @@ class LiveKitEmulator:
         self.stale_participant_secs = float(stale_participant_secs)
         self._agents: AgentDispatch | None = None
         self._sip_inbound: SipInbound | None = None
+        self._signal_service: SignalService | None = None
         self._all_parties: list[ScriptedParty] = []
         self._room_info: dict[str, models.Room] = {}
         self._participant_info: weakref.WeakKeyDictionary[MemoryConnection, dict[str, Any]] = (
@@ -853,6 +925,11 @@ class LiveKitEmulator:
         """
         self.rooms.vanish(connection, self.stale_participant_secs)
 
+    def _signal(self) -> SignalService:
+        if self._signal_service is None:
+            self._signal_service = SignalService(self)
+        return self._signal_service
+
     def _inbound(self) -> SipInbound:
         if self._sip_inbound is None:
             self._sip_inbound = SipInbound(self.rooms, self.agents, self._inbound_room)
@@ -991,6 +1068,8 @@ class LiveKitEmulator:
             raise refusal
         if path == "/agent":
             return await self._agent_socket(request, claims)
+        if path == "/rtc":
+            return await self._signal().serve(request, claims)
         if len(parts) < 3 or parts[1] != "twirp" or not parts[2].startswith("livekit."):
             return not_found_page()
         if service not in _SERVICES:
