@@ -131,7 +131,8 @@ async def _until(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def _latencies(calls, joins: dict) -> tuple[list[float], int, int]:
+def _outcome(calls, joins: dict, api_requests: int, elapsed: float) -> dict[str, Any]:
+    """Each call's wait for its bot, the calls no bot reached, the second bots, the API load."""
     waits, missed, duplicates = [], 0, 0
     for call in calls:
         times = joins.get(call.room, [])
@@ -140,7 +141,14 @@ def _latencies(calls, joins: dict) -> tuple[list[float], int, int]:
             continue
         waits.append(times[0] - call.joined_at)
         duplicates += len(times) - 1
-    return waits, missed, duplicates
+    return {
+        "latency": distribution_ms(waits),
+        "waits_s": waits,
+        "missed": missed,
+        "duplicate_joins": duplicates,
+        "api_requests": api_requests,
+        "api_requests_per_s": round(api_requests / elapsed, 2),
+    }
 
 
 async def _run_dispatch(settings) -> dict[str, Any]:
@@ -169,16 +177,7 @@ async def _run_dispatch(settings) -> dict[str, Any]:
         for worker in workers:
             await worker.close()
         await asyncio.gather(*runs)
-    waits, missed, duplicates = _latencies(calls, joins)
-    return {
-        "latency": distribution_ms(waits),
-        "waits_s": waits,
-        "missed": missed,
-        "duplicate_joins": duplicates,
-        "api_requests": api_requests,
-        "api_requests_per_s": round(api_requests / elapsed, 2),
-        "calls_per_worker": per_worker,
-    }
+    return {**_outcome(calls, joins, api_requests, elapsed), "calls_per_worker": per_worker}
 
 
 async def _poller(
@@ -238,15 +237,7 @@ async def _run_polling(settings) -> dict[str, Any]:
         stop.set()
         await asyncio.gather(*pollers)
         await asyncio.gather(*bots, return_exceptions=True)
-    waits, missed, duplicates = _latencies(calls, joins)
-    return {
-        "latency": distribution_ms(waits),
-        "waits_s": waits,
-        "missed": missed,
-        "duplicate_joins": duplicates,
-        "api_requests": api_requests,
-        "api_requests_per_s": round(api_requests / elapsed, 2),
-    }
+    return _outcome(calls, joins, api_requests, elapsed)
 
 
 def _plot(results: dict, profile: str, path: Path) -> None:

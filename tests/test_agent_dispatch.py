@@ -92,6 +92,19 @@ async def until(predicate, timeout: float = 10.0, step: float = 0.01) -> None:
         await asyncio.sleep(step)
 
 
+async def start(*workers: AgentWorker):
+    """Run the workers until they are registered; returns the coroutine that stops them."""
+    runs = [asyncio.create_task(worker.run()) for worker in workers]
+    await until(lambda: all(worker.registered for worker in workers))
+
+    async def stop() -> None:
+        for worker in workers:
+            await worker.close()
+        await asyncio.gather(*runs, return_exceptions=True)
+
+    return stop
+
+
 def test_agent_url():
     assert agent_url("https://x.livekit.cloud") == "wss://x.livekit.cloud/agent"
     assert agent_url("http://127.0.0.1:7880/") == "ws://127.0.0.1:7880/agent"
@@ -107,8 +120,7 @@ async def test_two_workers_serve_each_call_exactly_once():
             name: make_worker(lk, name, calls, log, max_calls=20, status_interval=0.1)
             for name in ("w1", "w2")
         }
-        runs = [asyncio.create_task(w.run()) for w in workers.values()]
-        await until(lambda: all(w.registered for w in workers.values()))
+        stop = await start(*workers.values())
         inbound = []
         for i in range(24):
             inbound.append(lk.inbound_call(f"+1555010{i:04d}"))
@@ -132,9 +144,7 @@ async def test_two_workers_serve_each_call_exactly_once():
         await until(lambda: all(w.active_calls == 0 for w in workers.values()))
         # LiveKit ended each job when the agent left (or the worker reported it ended).
         await until(lambda: all(not w.running for w in lk.agents.workers.values()))
-        for w in workers.values():
-            await w.close()
-        await asyncio.gather(*runs)
+        await stop()
 
 
 async def served_by(calls, name):
@@ -147,8 +157,7 @@ async def test_a_full_worker_declines_and_the_other_takes_the_call():
         calls, log = [], []
         small = make_worker(lk, "small", calls, log, max_calls=2, load_threshold=1.0)
         big = make_worker(lk, "big", calls, log, max_calls=50)
-        runs = [asyncio.create_task(w.run()) for w in (small, big)]
-        await until(lambda: small.registered and big.registered)
+        stop = await start(small, big)
         inbound = [lk.inbound_call(f"+1555020{i:04d}") for i in range(12)]
         await until(lambda: sum(1 for e in log if e[0] == "joined") == 12)
         assert small.active_calls <= 2
@@ -161,9 +170,7 @@ async def test_a_full_worker_declines_and_the_other_takes_the_call():
         assert all(r.offered_to[0] == small_id for r in declined)
         for call in inbound:
             call.hang_up()
-        for w in (small, big):
-            await w.close()
-        await asyncio.gather(*runs)
+        await stop()
 
 
 async def test_no_worker_for_the_agent_leaves_the_caller_alone_as_livekit_does():
@@ -171,16 +178,14 @@ async def test_no_worker_for_the_agent_leaves_the_caller_alone_as_livekit_does()
         lk.add_dispatch_rule(dispatch_rule("another-agent"))
         calls, log = [], []
         worker = make_worker(lk, "w", calls, log)
-        run = asyncio.create_task(worker.run())
-        await until(lambda: worker.registered)
+        stop = await start(worker)
         call = lk.inbound_call("+15550300001")
         await asyncio.gather(*call.jobs)
         assert [r.outcome for r in lk.agents.jobs] == ["no_worker"]
         assert calls == []
         assert [c.kind for c in lk.rooms.get_room(call.room).connections()] == ["sip"]
         call.hang_up()
-        await worker.close()
-        await run
+        await stop()
 
 
 class CrashingWorker(AgentWorker):
@@ -208,8 +213,7 @@ async def test_a_killed_worker_is_forgotten_and_new_calls_go_to_the_survivor():
         opts = WorkerOptions(agent_name=AGENT, identity="acme-bot", max_calls=50)
         doomed = CrashingWorker(lk.url, lk.api_key, lk.api_secret, opts, make_call)
         survivor = make_worker(lk, "survivor", calls, log, max_calls=50)
-        runs = [asyncio.create_task(w.run()) for w in (doomed, survivor)]
-        await until(lambda: doomed.registered and survivor.registered)
+        stop = await start(doomed, survivor)
         first = [lk.inbound_call(f"+1555040{i:04d}") for i in range(8)]
         await until(lambda: sum(1 for e in log if e[0] == "joined") == 8)
         assert doomed.active_calls > 0
@@ -250,8 +254,7 @@ async def test_a_killed_worker_is_forgotten_and_new_calls_go_to_the_survivor():
             assert record.offered_to == [survivor.worker_id]
         for call in first + second:
             call.hang_up()
-        await survivor.close()
-        await asyncio.gather(*runs, return_exceptions=True)
+        await stop()
 
 
 async def test_drain_takes_no_new_call_and_drops_none():
@@ -260,8 +263,7 @@ async def test_drain_takes_no_new_call_and_drops_none():
         calls, log = [], []
         leaving = make_worker(lk, "leaving", calls, log, max_calls=50)
         staying = make_worker(lk, "staying", calls, log, max_calls=50)
-        runs = [asyncio.create_task(w.run()) for w in (leaving, staying)]
-        await until(lambda: leaving.registered and staying.registered)
+        stop = await start(leaving, staying)
         first = [lk.inbound_call(f"+1555050{i:04d}") for i in range(10)]
         await until(lambda: sum(1 for e in log if e[0] == "joined") == 10)
         held = [s.room for name, s, _c in calls if name == "leaving"]
@@ -287,9 +289,7 @@ async def test_drain_takes_no_new_call_and_drops_none():
             assert left[room] >= hung_up_at  # the bot stayed until the caller left
         for call in first + second:
             call.hang_up()
-        for w in (leaving, staying):
-            await w.close()
-        await asyncio.gather(*runs)
+        await stop()
 
 
 async def test_a_drain_timeout_ends_the_calls_left_cleanly():
@@ -297,8 +297,7 @@ async def test_a_drain_timeout_ends_the_calls_left_cleanly():
         lk.add_dispatch_rule(dispatch_rule())
         calls, log = [], []
         worker = make_worker(lk, "w", calls, log)
-        run = asyncio.create_task(worker.run())
-        await until(lambda: worker.registered)
+        stop = await start(worker)
         inbound = [lk.inbound_call(f"+1555060{i:04d}") for i in range(3)]
         await until(lambda: worker.active_calls == 3)
         assert await worker.drain(timeout=0.2) is False
@@ -308,8 +307,7 @@ async def test_a_drain_timeout_ends_the_calls_left_cleanly():
             room = lk.rooms.get_room(call.room)
             assert [c.kind for c in room.connections()] == ["sip"]
             call.hang_up()
-        await worker.close()
-        await run
+        await stop()
 
 
 async def test_livekit_terminates_the_job_when_its_bot_is_removed():
@@ -319,8 +317,7 @@ async def test_livekit_terminates_the_job_when_its_bot_is_removed():
         lk.add_dispatch_rule(dispatch_rule())
         calls, log = [], []
         worker = make_worker(lk, "w", calls, log)
-        run = asyncio.create_task(worker.run())
-        await until(lambda: worker.registered)
+        stop = await start(worker)
         call = lk.inbound_call("+15550700001")
         await until(lambda: worker.active_calls == 1)
         lkapi = api.LiveKitAPI(lk.url, lk.api_key, lk.api_secret)
@@ -336,8 +333,7 @@ async def test_livekit_terminates_the_job_when_its_bot_is_removed():
         assert record.job.state.status == agent.JobStatus.JS_FAILED
         assert record.job.state.error == "agent worker left the room"
         call.hang_up()
-        await worker.close()
-        await run
+        await stop()
 
 
 async def test_the_agent_socket_answers_as_livekit_does():
@@ -381,8 +377,7 @@ async def test_a_worker_reregisters_when_livekit_drops_it_and_its_calls_go_on():
         lk.add_dispatch_rule(dispatch_rule())
         calls, log = [], []
         worker = make_worker(lk, "w", calls, log)
-        run = asyncio.create_task(worker.run())
-        await until(lambda: worker.registered)
+        stop = await start(worker)
         call = lk.inbound_call("+15550800001")
         await until(lambda: worker.active_calls == 1)
         first_id = worker.worker_id
@@ -394,8 +389,7 @@ async def test_a_worker_reregisters_when_livekit_drops_it_and_its_calls_go_on():
         await until(lambda: worker.active_calls == 2)
         for c in (call, second):
             c.hang_up()
-        await worker.close()
-        await run
+        await stop()
 
 
 async def test_the_job_token_is_livekits_agent_token():
@@ -405,8 +399,7 @@ async def test_the_job_token_is_livekits_agent_token():
         lk.add_dispatch_rule(dispatch_rule())
         calls, log = [], []
         worker = make_worker(lk, "w", calls, log)
-        run = asyncio.create_task(worker.run())
-        await until(lambda: worker.registered)
+        stop = await start(worker)
         call = lk.inbound_call("+15550900001")
         await until(lambda: len(calls) == 1)
         served = calls[0][1]
@@ -421,8 +414,7 @@ async def test_the_job_token_is_livekits_agent_token():
         assert record.job.state.participant_identity == "acme-bot"
         assert record.job.state.worker_id == worker.worker_id
         call.hang_up()
-        await worker.close()
-        await run
+        await stop()
 
 
 async def test_worker_messages_after_registration():
@@ -470,16 +462,14 @@ async def test_a_room_config_without_agents_dispatches_to_unnamed_workers():
         lk.add_dispatch_rule(rule)
         calls, log = [], []
         named = make_worker(lk, "named", calls, log)
-        run = asyncio.create_task(named.run())
-        await until(lambda: named.registered)
+        stop = await start(named)
         call = lk.inbound_call("+15551000001")
         await asyncio.gather(*call.jobs)
         (record,) = lk.agents.jobs
         assert record.job.agent_name == "" and record.outcome == "no_worker"
         assert calls == []  # a named worker gets explicit dispatches only
         call.hang_up()
-        await named.close()
-        await run
+        await stop()
 
 
 def test_dispatch_rules_name_rooms_and_callers_as_livekit_does():
