@@ -120,6 +120,7 @@ class TransferTarget:
         headers: Extra SIP headers (X- names only).
         dtmf: Digits to send after the call connects (e.g. an extension, `ww1234`).
         display_name: The human's name, for the briefing and the events.
+        ring_timeout: Seconds this human's phone may ring (default: the transfer's).
         trunk_id: Deprecated name of `route` (keyword only).
     """
 
@@ -129,6 +130,7 @@ class TransferTarget:
     headers: dict[str, str] = field(default_factory=dict)
     dtmf: str | None = None
     display_name: str | None = None
+    ring_timeout: float | None = None
     trunk_id: InitVar[str | None] = None
 
     def __post_init__(self, trunk_id: str | None = None):
@@ -145,6 +147,8 @@ class TransferTarget:
         self.headers = validate_headers(self.headers, "target.headers")
         if self.dtmf is not None and not _DTMF.match(self.dtmf):
             raise TransferConfigError("target.dtmf: only 0-9, *, # and w (pause) are allowed")
+        if self.ring_timeout is not None and not 0 < self.ring_timeout <= 600:
+            raise TransferConfigError("target.ring_timeout: must be between 0 and 600 seconds")
 
 
 @dataclass

@@ -109,6 +109,61 @@ class TransferTimings:
 
 
 @dataclass
+class TargetAttempt:
+    """One human tried, and how it ended.
+
+    Parameters:
+        index: The human's place in the group.
+        number: The number, masked to its last digits (never the whole number).
+        display_name: The human's name, when given.
+        outcome: `accepted`, a `FailureReason` value, or `stopped` (a simultaneous
+            group's other phones once someone answered).
+        sip_status: The SIP status of a failed dial.
+        human_identity: The human's participant identity in the consult room.
+        dialed_at: Seconds from the transfer request to the dial.
+        answered_at: Seconds from the transfer request to the answer (None: no answer).
+        ended_at: Seconds from the transfer request to this human's outcome.
+    """
+
+    index: int
+    number: str
+    display_name: str | None = None
+    outcome: str = ""
+    sip_status: int | None = None
+    human_identity: str | None = None
+    dialed_at: float | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+
+    @property
+    def ring(self) -> float | None:
+        """Dial → answer, or dial → outcome when nobody answered (seconds)."""
+        if self.dialed_at is None:
+            return None
+        end = self.answered_at if self.answered_at is not None else self.ended_at
+        return None if end is None else end - self.dialed_at
+
+    def as_dict(self) -> dict:
+        """JSON-ready, times rounded to the millisecond."""
+
+        def r(value):
+            return None if value is None else round(value, 3)
+
+        return {
+            "index": self.index,
+            "number": self.number,
+            "display_name": self.display_name,
+            "outcome": self.outcome,
+            "sip_status": self.sip_status,
+            "human_identity": self.human_identity,
+            "dialed_at": r(self.dialed_at),
+            "answered_at": r(self.answered_at),
+            "ended_at": r(self.ended_at),
+            "ring": r(self.ring),
+        }
+
+
+@dataclass
 class TransferResult:
     """The one result of a transfer.
 
@@ -120,6 +175,8 @@ class TransferResult:
         timings: Milestone timings.
         sip_status: The SIP status of a failed dial, kept for `dial_failed` and others.
         detail: A human-readable detail of the failure (never a secret).
+        tried: Each human tried, in the order they were dialed (a ring group's).
+        answered_by: The human who took the call (display name, or masked number).
     """
 
     outcome: TransferOutcome
@@ -129,6 +186,8 @@ class TransferResult:
     timings: TransferTimings = field(default_factory=TransferTimings)
     sip_status: int | None = None
     detail: str | None = None
+    tried: list[TargetAttempt] = field(default_factory=list)
+    answered_by: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -145,4 +204,6 @@ class TransferResult:
             "timings": self.timings.as_dict(),
             "sip_status": self.sip_status,
             "detail": self.detail,
+            "tried": [attempt.as_dict() for attempt in self.tried],
+            "answered_by": self.answered_by,
         }

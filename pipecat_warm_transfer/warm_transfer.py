@@ -47,11 +47,13 @@ from pipecat_warm_transfer.frames import (
 )
 from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
 from pipecat_warm_transfer.processors import CallerGate, CallerOutput
+from pipecat_warm_transfer.ring_group import RingGroup, group_reason
 from pipecat_warm_transfer.summary import summarize_conversation, transcript_from_context
 from pipecat_warm_transfer.transfer_handle import TransferHandle
 from pipecat_warm_transfer.types import (
     ConnectMode,
     FailureReason,
+    TargetAttempt,
     TransferOutcome,
     TransferResult,
     TransferState,
@@ -109,11 +111,27 @@ class _Attempt:
         self.summary_task: asyncio.Task | None = None
         self.turns: list = []
         self.human_left: str | None = None  # the human hung up before being joined
+        self.tries: list[_Try] = []  # every human tried, in order
+        self.open_tries: list[_Try] = []  # the tries whose leg is not closed yet
+        self.remaining = 0  # humans of the group not tried yet
+        self.accepted_by: _Try | None = None
 
     @property
     def moved(self) -> bool:
         """Whether the human is in the caller's room (the leg is the one source)."""
         return self.leg is not None and self.leg.moved
+
+
+class _Try:
+    """One human of the group: their leg, and the bot's briefing in their consult room."""
+
+    def __init__(self, index: int, target: TransferTarget, record: TargetAttempt):
+        self.index = index
+        self.target = target
+        self.record = record
+        self.leg: ConsultLeg | None = None
+        self.briefing: BriefingSession | None = None
+        self.dial_started_at: float | None = None
 
 
 class WarmTransfer(BaseObject):
@@ -148,7 +166,7 @@ class WarmTransfer(BaseObject):
         self,
         *,
         backend: TransferBackend,
-        target: TransferTarget,
+        target: TransferTarget | RingGroup,
         briefing: BriefingParams,
         params: WarmTransferParams | None = None,
         hold_mixer: HoldMusicMixer | None = None,
@@ -162,7 +180,8 @@ class WarmTransfer(BaseObject):
 
         Args:
             backend: How the human is reached (LiveKit SIP, or in-memory in tests).
-            target: Who to dial.
+            target: Who to dial: one human, or a `RingGroup` of several tried in turn
+                or all at once.
             briefing: How the human is briefed (services are factories).
             params: Caller-side settings.
             hold_mixer: The caller output's mixer (default: bundled music at the
@@ -177,13 +196,15 @@ class WarmTransfer(BaseObject):
             name: Optional object name.
         """
         super().__init__(name=name)
-        if not isinstance(target, TransferTarget):
-            raise TransferConfigError("target: expected a TransferTarget")
+        if not isinstance(target, TransferTarget | RingGroup):
+            raise TransferConfigError("target: expected a TransferTarget or a RingGroup")
         if not isinstance(briefing, BriefingParams):
             raise TransferConfigError("briefing: expected BriefingParams")
-        backend.check_target(target)
+        self._group = RingGroup.of(target)
+        for member in self._group.targets:
+            backend.check_target(member)
         self._backend = backend
-        self._target = target
+        self._target = self._group.targets[0]
         self._briefing_params = briefing
         self._params = params or WarmTransferParams()
         self._hold_mixer = hold_mixer or HoldMusicMixer(
@@ -412,10 +433,7 @@ class WarmTransfer(BaseObject):
         await self._emit("transfer_requested", reason=attempt.reason)
         try:
             await self._hold(attempt)
-            leg = await self._dial(attempt)
-            decision = await self._brief(attempt, leg)
-            if decision.kind != "accept":
-                raise _TransferFailed(_DECISION_FAILURES[decision.kind], detail=decision.reason)
+            leg = await self._reach_someone(attempt)
             await self._connect(attempt, leg)
         except _TransferFailed as failure:
             await self._return_to_caller(attempt, failure)
@@ -453,15 +471,8 @@ class WarmTransfer(BaseObject):
                 return
             await self._gate.announce(self._params.hold_reminder, append_to_context=False)
 
-    async def _dial(self, attempt: _Attempt) -> ConsultLeg:
-        request = DialRequest(
-            target=self._target,
-            consult_room=f"consult-{attempt.id}",
-            human_identity=f"human-{attempt.id}",
-            bot_identity=self._bot_identity,
-            ring_timeout=self._params.ring_timeout,
-            caller_room=self._caller_room,
-        )
+    async def _reach_someone(self, attempt: _Attempt) -> ConsultLeg:
+        """Dial the group until a human accepts; returns the leg of the one who did."""
         # The summary is written while the bot joins the consult room and the phone rings.
         attempt.turns = turns = transcript_from_context(self._context)
         attempt.summary_task = self._spawn(
@@ -474,44 +485,245 @@ class WarmTransfer(BaseObject):
             ),
             "summary",
         )
-        attempt.leg = leg = await self._backend.open_leg(request)
-        leg.on_human_left(lambda reason: self._on_human_left(attempt, reason))
+        if self._group.strategy == "simultaneous" and len(self._group.targets) > 1:
+            return await self._ring_all(attempt)
+        return await self._ring_in_turn(attempt)
+
+    async def _ring_in_turn(self, attempt: _Attempt) -> ConsultLeg:
+        """One human after another until one accepts (or the group says stop)."""
+        targets = self._group.targets
+        reasons: list[FailureReason] = []
+        for index, target in enumerate(targets):
+            attempt.remaining = len(targets) - index - 1
+            current = self._new_try(attempt, index, target)
+            try:
+                await self._open_try(attempt, current, current_leg=True)
+                await self._ring(attempt, current)
+                await self._answered(attempt, current)
+                decision = await self._brief(attempt, current.leg)
+                if decision.kind != "accept":
+                    reason = _DECISION_FAILURES[decision.kind]
+                    raise _TransferFailed(reason, detail=decision.reason)
+            except _TransferFailed as failure:
+                self._settle_try(attempt, current, str(failure.reason), failure.sip_status)
+                reasons.append(failure.reason)
+                if (
+                    index == len(targets) - 1
+                    or self._caller_gone
+                    or self._ended
+                    or not self._group.moves_on_after(failure.reason)
+                ):
+                    raise self._group_failure(failure, reasons) from None
+                await self._emit(
+                    "target_failed",
+                    target=index,
+                    reason=str(failure.reason),
+                    sip_status=failure.sip_status,
+                    remaining=attempt.remaining,
+                )
+                await self._drop_try(attempt, current)
+                continue
+            self._settle_try(attempt, current, "accepted")
+            attempt.accepted_by = current
+            return current.leg
+        raise _TransferFailed(FailureReason.DIAL_FAILED, detail="nobody to dial")
+
+    async def _ring_all(self, attempt: _Attempt) -> ConsultLeg:
+        """Every phone at once; the first to answer is briefed, the others stop ringing."""
+        tries = [
+            self._new_try(attempt, index, target)
+            for index, target in enumerate(self._group.targets)
+        ]
+        reasons: list[FailureReason] = []
+        opened = await asyncio.gather(
+            *(self._open_try(attempt, current) for current in tries), return_exceptions=True
+        )
+        for current, outcome in zip(tries, opened, strict=True):
+            if isinstance(outcome, _TransferFailed):
+                self._settle_try(attempt, current, str(outcome.reason), outcome.sip_status)
+                reasons.append(outcome.reason)
+                await self._drop_try(attempt, current)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        dials = {
+            asyncio.create_task(self._ring(attempt, current), name=f"{self}::ring-{i}"): current
+            for i, current in enumerate(tries)
+            if current.leg is not None and not current.record.outcome
+        }
+        winner: _Try | None = None
+        pending = set(dials)
+        last_failure: _TransferFailed | None = None
+        drops: list[asyncio.Task] = []  # failed phones hung up while the others ring
+        try:
+            while pending and winner is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: dials[t].index):
+                    current = dials[task]
+                    error = task.exception()
+                    if error is None and winner is None:
+                        winner = current
+                    elif error is None:
+                        self._settle_try(attempt, current, "stopped")  # answered a moment late
+                    elif isinstance(error, _TransferFailed):
+                        self._settle_try(attempt, current, str(error.reason), error.sip_status)
+                        reasons.append(error.reason)
+                        last_failure = error
+                        drops.append(self._spawn(self._drop_try(attempt, current), "drop-try"))
+                    else:
+                        raise error
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*drops, return_exceptions=True)
+        if winner is None:
+            failure = last_failure or _TransferFailed(FailureReason.DIAL_FAILED)
+            raise self._group_failure(failure, reasons)
+        answered_at = time.monotonic()
+        losers = [t for t in attempt.open_tries if t is not winner]
+        for loser in losers:
+            if not loser.record.outcome:
+                self._settle_try(attempt, loser, "stopped")
+        await asyncio.gather(*(self._drop_try(attempt, loser) for loser in losers))
+        if losers:
+            await self._emit(
+                "others_stopped",
+                count=len(losers),
+                secs=round(time.monotonic() - answered_at, 3),
+            )
+        attempt.leg, attempt.briefing = winner.leg, winner.briefing
+        await self._answered(attempt, winner)
+        try:
+            decision = await self._brief(attempt, winner.leg)
+        except _TransferFailed as failure:
+            self._settle_try(attempt, winner, str(failure.reason), failure.sip_status)
+            raise
+        if decision.kind != "accept":
+            reason = _DECISION_FAILURES[decision.kind]
+            self._settle_try(attempt, winner, str(reason))
+            raise _TransferFailed(reason, detail=decision.reason)
+        self._settle_try(attempt, winner, "accepted")
+        attempt.accepted_by = winner
+        return winner.leg
+
+    def _new_try(self, attempt: _Attempt, index: int, target: TransferTarget) -> _Try:
+        record = TargetAttempt(
+            index=index, number=_mask(target.number), display_name=target.display_name
+        )
+        current = _Try(index, target, record)
+        attempt.tries.append(current)
+        return current
+
+    def _group_failure(
+        self, failure: _TransferFailed, reasons: list[FailureReason]
+    ) -> _TransferFailed:
+        """The failure the caller hears: the human's own, or the whole group's."""
+        if len(self._group.targets) == 1 or len(reasons) <= 1:
+            return failure
+        reason = group_reason(reasons)
+        tried = len(reasons)
+        detail = f"none of the {tried} people tried took the call"
+        return _TransferFailed(reason, failure.sip_status, detail)
+
+    async def _open_try(self, attempt: _Attempt, current: _Try, *, current_leg: bool = False):
+        """Open one human's leg and put the bot in their consult room, before the dial."""
+        suffix = "" if current.index == 0 else f"-{current.index}"
+        target = current.target
+        request = DialRequest(
+            target=target,
+            consult_room=f"consult-{attempt.id}{suffix}",
+            human_identity=f"human-{attempt.id}{suffix}",
+            bot_identity=self._bot_identity,
+            ring_timeout=target.ring_timeout or self._params.ring_timeout,
+            caller_room=self._caller_room,
+        )
+        current.leg = leg = await self._backend.open_leg(request)
+        attempt.open_tries.append(current)
+        if current_leg:
+            attempt.leg = leg
+            attempt.human_left = None
+        leg.on_human_left(lambda reason: self._on_human_left(attempt, reason, current))
         leg.on_ringing(self._on_ringing)
-        briefing = await self._join_consult_room(attempt, leg)
-        self._spawn(self._hand_over_summary(attempt, briefing), "summary-handover")
-        attempt.dial_started_at = time.monotonic()
-        await self._emit("dialing", number=_mask(self._target.number), room=leg.room_name)
+        await self._join_consult_room(attempt, current, current_leg=current_leg)
+        self._spawn(self._hand_over_summary(attempt, current.briefing), "summary-handover")
+
+    async def _ring(self, attempt: _Attempt, current: _Try):
+        """Dial one human and wait for the answer; a failed dial is a `_TransferFailed`."""
+        leg = current.leg
+        current.dial_started_at = time.monotonic()
+        current.record.dialed_at = current.dial_started_at - attempt.requested_at
+        await self._emit(
+            "dialing",
+            number=_mask(current.target.number),
+            room=leg.room_name,
+            target=current.index,
+            name=current.target.display_name,
+        )
         try:
             await asyncio.wait_for(leg.dial(), leg.dial_timeout)
         except DialError as e:
-            attempt.timings.ring = time.monotonic() - attempt.dial_started_at
+            attempt.timings.ring = time.monotonic() - current.dial_started_at
             raise _TransferFailed(e.reason, e.sip_status, e.detail) from None
         except TimeoutError:
             raise _TransferFailed(FailureReason.NO_ANSWER, 408, "ring timeout") from None
-        attempt.answered = True
-        attempt.answered_at = time.monotonic()
-        await briefing.human_answered()
-        attempt.timings.ring = attempt.answered_at - attempt.dial_started_at
-        await self._emit("human_answered", identity=leg.human_identity)
-        return leg
 
-    async def _join_consult_room(self, attempt: _Attempt, leg: ConsultLeg) -> BriefingSession:
+    async def _answered(self, attempt: _Attempt, current: _Try):
+        """The human picked up: the briefing follows them from here."""
+        now = time.monotonic()
+        attempt.answered = True
+        attempt.answered_at = now
+        attempt.dial_started_at = current.dial_started_at
+        attempt.timings.ring = now - current.dial_started_at
+        current.record.answered_at = now - attempt.requested_at
+        current.record.human_identity = current.leg.human_identity
+        await current.briefing.human_answered()
+        await self._emit(
+            "human_answered", identity=current.leg.human_identity, target=current.index
+        )
+
+    def _settle_try(
+        self, attempt: _Attempt, current: _Try, outcome: str, sip_status: int | None = None
+    ):
+        record = current.record
+        if record.outcome:
+            return
+        record.outcome = outcome
+        record.sip_status = sip_status
+        record.ended_at = time.monotonic() - attempt.requested_at
+
+    async def _drop_try(self, attempt: _Attempt, current: _Try):
+        """Hang up a human the group moves past (or who lost a simultaneous race)."""
+        if current in attempt.open_tries:
+            attempt.open_tries.remove(current)
+        if current.briefing is not None:
+            await _quietly(current.briefing.close(), "close the briefing")
+        if current.leg is not None:
+            await _quietly(current.leg.close(), "close the consult leg")
+        if attempt.leg is current.leg:
+            attempt.leg = None
+            attempt.briefing = None
+            attempt.answered = False
+
+    async def _join_consult_room(self, attempt: _Attempt, current: _Try, *, current_leg: bool):
         """Put the bot, briefing pipeline running, in the consult room before the dial.
 
         LiveKit reports to a newcomer only the participants that join after it; in the
         room first, the bot hears the human's first "Hello?".
         """
+        leg = current.leg
         try:
             await leg.open_transport()
-            attempt.briefing = briefing = BriefingSession(
+            current.briefing = briefing = BriefingSession(
                 leg=leg,
                 params=self._briefing_params,
                 reason=attempt.reason,
-                human_name=self._target.display_name,
+                human_name=current.target.display_name,
                 on_event=self._on_briefing_event,
                 relay_to_caller=self._bridge.from_human,
                 answered=False,
             )
+            if current_leg:
+                attempt.briefing = briefing
             await briefing.start()
         except DialError as e:
             raise _TransferFailed(e.reason, e.sip_status, e.detail) from None
@@ -521,7 +733,6 @@ class WarmTransfer(BaseObject):
                 FailureReason.DIAL_FAILED,
                 detail=f"the bot could not join the consult room ({type(e).__name__})",
             ) from None
-        return briefing
 
     async def _hand_over_summary(self, attempt: _Attempt, briefing: BriefingSession):
         summary, _from_llm = await attempt.summary_task
@@ -575,6 +786,8 @@ class WarmTransfer(BaseObject):
             human_identity=leg.human_identity,
             connect_mode=attempt.mode,
             timings=attempt.timings,
+            tried=[t.record for t in attempt.tries],
+            answered_by=_who(attempt.accepted_by),
         )
         attempt.timings.total = time.monotonic() - attempt.requested_at
         await self._emit("connected", mode=str(attempt.mode))
@@ -617,13 +830,18 @@ class WarmTransfer(BaseObject):
         if attempt.result is not None:
             return
         attempt.timings.total = time.monotonic() - attempt.requested_at
+        for current in attempt.tries:
+            if not current.record.outcome:
+                self._settle_try(attempt, current, str(failure.reason), failure.sip_status)
+        answered = attempt.answered and attempt.leg is not None
         attempt.result = TransferResult(
             outcome=TransferOutcome.FAILED,
             reason=failure.reason,
-            human_identity=attempt.leg.human_identity if attempt.answered else None,
+            human_identity=attempt.leg.human_identity if answered else None,
             timings=attempt.timings,
             sip_status=failure.sip_status,
             detail=failure.detail,
+            tried=[t.record for t in attempt.tries],
         )
 
     async def _publish_result(self, attempt: _Attempt):
@@ -642,14 +860,16 @@ class WarmTransfer(BaseObject):
     async def _on_ringing(self):
         await self._emit("ringing")
 
-    async def _on_human_left(self, attempt: _Attempt, reason: str):
+    async def _on_human_left(self, attempt: _Attempt, reason: str, current: _Try):
         # Handled in a task of its own: the leg may call this from inside the briefing
         # pipeline, which the handling tears down.
-        self._spawn(self._handle_human_left(attempt, reason), "human-left")
+        self._spawn(self._handle_human_left(attempt, reason, current), "human-left")
 
-    async def _handle_human_left(self, attempt: _Attempt, reason: str):
+    async def _handle_human_left(self, attempt: _Attempt, reason: str, current: _Try):
         if attempt is not self._attempt or self._caller_gone:
             return  # an earlier attempt's leg, or our own hang-up after the caller left
+        if current.leg is not attempt.leg:
+            return  # a human the group moved past, or one still ringing (its dial says)
         if attempt.torn_down and not attempt.moved:
             return  # already torn down
         await self._emit("human_hung_up", reason=reason)
@@ -738,6 +958,14 @@ class WarmTransfer(BaseObject):
             await _quietly(attempt.leg.hang_up(), "hang up the moved human")
 
     async def _close_attempt(self, attempt: _Attempt):
+        others = [t for t in attempt.open_tries if t.leg is not attempt.leg]
+        attempt.open_tries = []
+        await asyncio.gather(
+            *(_quietly(t.briefing.close(), "close the briefing") for t in others if t.briefing)
+        )
+        await asyncio.gather(
+            *(_quietly(t.leg.close(), "close the consult leg") for t in others if t.leg)
+        )
         if attempt.briefing is not None:
             await _quietly(attempt.briefing.close(), "close the briefing")
         await self._hang_up_if_due(attempt)
@@ -800,6 +1028,13 @@ class WarmTransfer(BaseObject):
 
 
 _HELD = (TransferState.HOLDING, TransferState.BRIEFING)
+
+
+def _who(current: _Try | None) -> str | None:
+    """The name of the human who took the call, or their masked number."""
+    if current is None:
+        return None
+    return current.target.display_name or _mask(current.target.number)
 
 
 def _mask(number: str) -> str:

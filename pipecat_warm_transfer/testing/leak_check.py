@@ -85,7 +85,8 @@ class LeakWatch:
         self._joined_human: str | None = None  # moved into the caller's room
         self._joined_room: str | None = None  # the consult room it came from
         self._humans: dict[int, str] = {}
-        self._rooms: dict[int, str] = {}
+        self._rooms: dict[int, str] = {}  # the room of the human who answered
+        self._dialed: dict[tuple[int, int], str] = {}  # each human's room, by group place
 
     def on_event(self, event: dict) -> None:
         """Follow the transfer; look for leftovers at `teardown_done`."""
@@ -93,9 +94,10 @@ class LeakWatch:
         if name == "transfer_requested":
             self._requested += 1
         elif name == "dialing":
-            self._rooms[number] = event.get("room")
+            self._dialed[(number, event.get("target", 0))] = event.get("room")
         elif name == "human_answered":
             self._humans[number] = event.get("identity")
+            self._rooms[number] = self._dialed.get((number, event.get("target", 0)))
         elif name == "connected" and event.get("mode") == "move":
             self._joined_human = self._humans.get(number)
             self._joined_room = self._rooms.get(number)

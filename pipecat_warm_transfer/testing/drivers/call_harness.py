@@ -225,12 +225,15 @@ class CallHarness:
         backend_kwargs: dict | None = None,
         caller_output: str = "memory",
         check_leaks: bool = True,
+        target=None,
     ):
         """Describe the call (nothing runs until `async with`).
 
         Args:
             humans: Scripted humans by number (for the default in-memory backend).
             number: The number the transfer dials.
+            target: Who the transfer dials, when not just `number`: a `TransferTarget`,
+                or a `RingGroup` of several humans (each scripted in `humans`).
             params: Caller-side transfer settings (default: `fast_params()`).
             briefing: Briefing settings (default: scripted tone TTS, DTMF decisions).
             supports_move: Whether the in-memory server supports `move`.
@@ -258,6 +261,7 @@ class CallHarness:
             raise ValueError(f"caller_output: expected one of {CALLER_OUTPUTS}")
         self._humans = humans or {}
         self._number = number
+        self._target = target
         self._params = params or fast_params()
         self._briefing = briefing or BriefingParams(
             tts=lambda: ScriptedToneTTSService(pitch_hz=BRIEFING_PITCH_HZ, sample_rate=sample_rate)
@@ -300,7 +304,7 @@ class CallHarness:
             )
         self.transfer = WarmTransfer(
             backend=self.backend,
-            target=TransferTarget(self._number),
+            target=self._target or TransferTarget(self._number),
             briefing=self._briefing,
             params=self._params,
             caller_room=CALLER_ROOM,
