@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipecat_warm_transfer.availability import BusinessHours, HoldPolicy, check_reminder
 from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferConfigError
 
 #: What the caller is told when the transfer fails, one sentence a reason.
@@ -74,7 +75,9 @@ class WarmTransferParams(_Settings):
         briefing_timeout: Seconds the human may take to accept or decline.
         summary_timeout: Seconds allowed to the summary LLM call before the fallback.
         hold_message: Said to the caller before the music starts.
-        hold_reminder: Said over the music every `hold_reminder_every` seconds.
+        hold_reminder: Said over the music every `hold_reminder_every` seconds;
+            `{remaining}` (colleagues left to try) and `{elapsed}` (time held) are filled
+            in by `availability.hold_reminder`, so it says what is happening.
         hold_reminder_every: Seconds between reminders (None: no reminders).
         failure_messages: One sentence per failure reason, told to the caller.
         connected_message: Said to the caller just before the human is joined (None: silent).
@@ -86,9 +89,16 @@ class WarmTransferParams(_Settings):
             per-frame loop (the same audio, a fraction of the CPU; transports without a
             non-blocking write keep the per-frame path).
         max_transfers: Transfers allowed per call (a refused request gets a tool error).
+        availability: When humans answer (`BusinessHours`); outside them nobody is
+            dialed and the caller can be told when to call back (None: always).
+        max_total_hold: Seconds the caller may be held over the whole transfer, across
+            every colleague tried, so a ring group cannot hold them indefinitely
+            (None: unbounded).
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, arbitrary_types_allowed=True
+    )
 
     connect_mode: ConnectMode = ConnectMode.AUTO
     ring_timeout: float = 30.0
@@ -106,16 +116,23 @@ class WarmTransferParams(_Settings):
     hold_music_level_dbfs: float = -24.0
     shared_hold_engine: bool = True
     max_transfers: int = 3
+    availability: BusinessHours | None = None
+    max_total_hold: float | None = None
 
     @field_validator("ring_timeout", "briefing_timeout", "summary_timeout")
     @classmethod
     def _positive_seconds(cls, value: float, info) -> float:
         return _check_seconds(value, info.field_name)
 
-    @field_validator("hold_reminder_every")
+    @field_validator("hold_reminder_every", "max_total_hold")
     @classmethod
-    def _reminder_seconds(cls, value: float | None, info) -> float | None:
+    def _optional_seconds(cls, value: float | None, info) -> float | None:
         return None if value is None else _check_seconds(value, info.field_name)
+
+    @field_validator("hold_reminder")
+    @classmethod
+    def _reminder(cls, value: str | None, info) -> str | None:
+        return None if value is None else check_reminder(value, info.field_name)
 
     @field_validator("hold_music_level_dbfs")
     @classmethod
@@ -130,6 +147,10 @@ class WarmTransferParams(_Settings):
         merged = dict(DEFAULT_FAILURE_MESSAGES)
         merged.update(value)
         return merged
+
+    def hold_policy(self) -> HoldPolicy:
+        """The hold bound and reminder wording, as one object the transfer asks."""
+        return HoldPolicy(self.max_total_hold, self.hold_reminder)
 
     def failure_message(self, reason: FailureReason) -> str:
         """The sentence told to the caller for a failure reason."""

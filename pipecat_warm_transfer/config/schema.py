@@ -7,9 +7,9 @@
 """The bot declaration's schema: pydantic models, published as JSON Schema.
 
 Every section forbids unknown keys. Field rules are not restated here: each field that
-maps onto `WarmTransferParams`, `BriefingParams`, `TransferTarget` or the hold-music
-source is checked by that class's own validator (`delegate_to`), so the YAML refuses
-exactly what the Python API refuses, with the same words.
+maps onto `WarmTransferParams`, `BriefingParams`, `TransferTarget`, `BusinessHours` or the
+hold-music source is checked by that class's own validator (`delegate_to`), so the YAML
+refuses exactly what the Python API refuses, with the same words.
 
 Durations are seconds, written as a number or with a unit: `30s`, `2m`, `1.5s`,
 `250ms`, `1h`.
@@ -17,8 +17,10 @@ Durations are seconds, written as a number or with a unit: `30s`, `2m`, `1.5s`,
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -39,6 +41,12 @@ from pydantic import (
 
 from pipecat_warm_transfer.audio.hold_music_mixer import MAX_FADE_MS, HoldMusicMixer
 from pipecat_warm_transfer.audio.music_source import HoldMusicError, resolve_source, validate_level
+from pipecat_warm_transfer.availability import (
+    parse_date,
+    parse_day,
+    parse_interval,
+    parse_time_zone,
+)
 from pipecat_warm_transfer.consult_leg import validate_destination, validate_headers
 from pipecat_warm_transfer.params import (
     DEFAULT_BRIEFING_INSTRUCTIONS,
@@ -368,7 +376,9 @@ class HoldMusicSection(_Section):
         telephone_band: Band-limit the music to 300-3400 Hz.
         shared_engine: Let the process's shared hold engine play steady held music
             (the same audio for a fraction of the CPU; see `SharedHoldEngine`).
-        reminder: Said over the music every `reminder_every` (None: no reminders).
+        reminder: Said over the music every `reminder_every` (None: no reminders);
+            `{remaining}` (colleagues left to try, in words) and `{elapsed}` (time
+            held) are filled in.
         reminder_every: Time between reminders (None: no reminders).
     """
 
@@ -380,7 +390,9 @@ class HoldMusicSection(_Section):
     duck_db: float = 12.0
     telephone_band: bool = False
     shared_engine: bool = _WT["shared_hold_engine"].default
-    reminder: str | None = _WT["hold_reminder"].default
+    reminder: Annotated[str, delegate_to(WarmTransferParams, "hold_reminder")] | None = _WT[
+        "hold_reminder"
+    ].default
     reminder_every: Annotated[Duration, delegate_to(WarmTransferParams, "hold_reminder_every")] | (
         None
     ) = _WT["hold_reminder_every"].default
@@ -535,6 +547,128 @@ class BriefingSection(_Section):
         return value
 
 
+def _checked(function, *args):
+    """Run a library parser that raises `TransferConfigError`, as a pydantic error."""
+    try:
+        return function(*args)
+    except TransferConfigError as e:
+        raise ValueError(problem_text(str(e))) from None
+
+
+def _one_or_more(value: Any) -> Any:
+    """A day's hours: one opening is checked where it is written, then listed."""
+    if isinstance(value, list):
+        return value
+    if value is None:
+        return []
+    _checked(parse_interval, value, "opening")
+    return [value]
+
+
+_OPENING_SCHEMA = {"type": "string", "pattern": r"^\s*\d{1,2}:\d{2}\s*[-–]\s*\d{1,2}:\d{2}\s*$"}
+
+#: One opening, `09:00-17:30` (24-hour clock, wall time in the section's zone).
+Opening = Annotated[
+    Any,
+    _delegate_call(parse_interval, "opening"),
+    WithJsonSchema(_OPENING_SCHEMA),
+]
+
+#: A weekday's hours: one opening or a list of them, none overlapping.
+DayHours = Annotated[
+    list[Opening],
+    BeforeValidator(_one_or_more),
+    _delegate_call(parse_day, "hours"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _OPENING_SCHEMA,
+                {"type": "array", "items": _OPENING_SCHEMA},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
+
+
+class HoursSection(_Section):
+    """Opening hours per weekday: `09:00-17:30`, or a list (`[09:00-12:00, 13:00-17:30]`).
+
+    Wall-clock times in the section's `time_zone`, 24-hour. A day left out is closed.
+    An opening ends on its own day: a night shift is `22:00-24:00`, then `00:00-06:00`
+    on the next day.
+
+    Parameters:
+        mon: Monday.
+        tue: Tuesday.
+        wed: Wednesday.
+        thu: Thursday.
+        fri: Friday.
+        sat: Saturday.
+        sun: Sunday.
+    """
+
+    mon: DayHours = Field(default_factory=list)
+    tue: DayHours = Field(default_factory=list)
+    wed: DayHours = Field(default_factory=list)
+    thu: DayHours = Field(default_factory=list)
+    fri: DayHours = Field(default_factory=list)
+    sat: DayHours = Field(default_factory=list)
+    sun: DayHours = Field(default_factory=list)
+
+
+def _date_or_holiday(schema: dict[str, Any]) -> None:
+    """In the JSON Schema, a holiday is a bare date or the mapping with its name."""
+    schema["items"] = {"anyOf": [{"type": "string", "format": "date"}, schema["items"]]}
+
+
+def _holiday_mapping(value: Any) -> Any:
+    """A bare date is a holiday without a name; it is checked where it is written."""
+    if isinstance(value, Mapping):
+        return value
+    return {"date": _checked(parse_date, value, "date")}
+
+
+class HolidaySection(_Section):
+    """A holiday with its name.
+
+    Parameters:
+        date: The day, `YYYY-MM-DD`.
+        name: What it is called (`Christmas Day`).
+    """
+
+    date: Annotated[dt.date, BeforeValidator(lambda value: _checked(parse_date, value, "date"))]
+    name: Annotated[str, Field(min_length=1)] | None = None
+
+
+class AvailabilitySection(_Section):
+    """When humans answer; outside these hours nobody is dialed.
+
+    Parameters:
+        time_zone: IANA time zone the hours and holidays are read in
+            (`America/New_York`, `Europe/London`).
+        hours: Openings per weekday.
+        holidays: Days closed all day: `2026-12-25`, or
+            `{date: 2026-12-25, name: Christmas Day}`.
+    """
+
+    time_zone: Annotated[str, _delegate_call(parse_time_zone, "time_zone")]
+    hours: HoursSection
+    holidays: list[Annotated[HolidaySection, BeforeValidator(_holiday_mapping)]] = Field(
+        default_factory=list, json_schema_extra=_date_or_holiday
+    )
+
+    @field_validator("holidays")
+    @classmethod
+    def _once(cls, value: list[HolidaySection]) -> list[HolidaySection]:
+        seen: set[dt.date] = set()
+        for holiday in value:
+            if holiday.date in seen:
+                raise ValueError(f"{holiday.date.isoformat()} is listed twice")
+            seen.add(holiday.date)
+        return value
+
+
 class TransferSection(_Section):
     """The warm transfer: who, how long, what is heard and said.
 
@@ -545,6 +679,9 @@ class TransferSection(_Section):
         briefing_timeout: How long the human may take to accept or decline.
         summary_timeout: Time allowed to the summary LLM call.
         max_transfers: Transfers allowed per call.
+        max_hold: The longest the caller is held over the whole transfer, every
+            colleague tried (None: no bound).
+        availability: When humans answer (None: always).
         hold_music: Music and reminders while held.
         messages: Every sentence said to the caller and to the human.
         briefing: How the human is briefed.
@@ -562,6 +699,8 @@ class TransferSection(_Section):
         "summary_timeout"
     ].default
     max_transfers: Annotated[int, Field(ge=1, le=100)] = _WT["max_transfers"].default
+    max_hold: Annotated[Duration, delegate_to(WarmTransferParams, "max_total_hold")] | None = None
+    availability: AvailabilitySection | None = None
     hold_music: HoldMusicSection = Field(default_factory=HoldMusicSection)
     messages: MessagesSection = Field(default_factory=MessagesSection)
     briefing: BriefingSection = Field(default_factory=BriefingSection)

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pipecat_warm_transfer.audio import HoldMusicMixer
-from pipecat_warm_transfer.config.schema import BUILTIN_MUSIC, BotConfig
+from pipecat_warm_transfer.availability import WEEKDAYS, BusinessHours, Holiday
+from pipecat_warm_transfer.config.schema import BUILTIN_MUSIC, AvailabilitySection, BotConfig
 from pipecat_warm_transfer.consult_leg import TransferTarget
 from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
 from pipecat_warm_transfer.types import FailureReason
@@ -95,6 +96,17 @@ class TransferSettings:
         )
 
 
+def business_hours(section: AvailabilitySection | None) -> BusinessHours | None:
+    """The `BusinessHours` of a validated `transfer.availability` section (None: always open)."""
+    if section is None:
+        return None
+    return BusinessHours(
+        section.time_zone,
+        {day: list(getattr(section.hours, day)) for day in WEEKDAYS},
+        [Holiday(h.date, h.name) for h in section.holidays],
+    )
+
+
 def transfer_settings(config: BotConfig, *, base_dir: Path | None = None) -> TransferSettings:
     """Map a validated bot declaration onto the library's settings objects.
 
@@ -132,6 +144,8 @@ def transfer_settings(config: BotConfig, *, base_dir: Path | None = None) -> Tra
         hold_music_level_dbfs=music.level_dbfs,
         shared_hold_engine=music.shared_engine,
         max_transfers=t.max_transfers,
+        availability=business_hours(t.availability),
+        max_total_hold=t.max_hold,
     )
     briefing = t.briefing
     options = {
