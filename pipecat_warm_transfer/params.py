@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipecat_warm_transfer.availability import BusinessHours, HoldPolicy, check_reminder
-from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferConfigError
+from pipecat_warm_transfer.types import NOBODY_FREE, ConnectMode, FailureReason, TransferConfigError
 
 #: What the caller is told when the transfer fails, one sentence a reason.
 DEFAULT_FAILURE_MESSAGES: dict[FailureReason, str] = {
@@ -31,7 +31,12 @@ DEFAULT_FAILURE_MESSAGES: dict[FailureReason, str] = {
     FailureReason.BRIEFING_TIMEOUT: "I'm sorry, they didn't pick up the transfer in time. I'm back with you — how else can I help?",
     FailureReason.CONNECT_FAILED: "I'm sorry, I couldn't connect you. I'm back with you — how else can I help?",
     FailureReason.CANCELLED: "The transfer was cancelled. I'm back with you — how else can I help?",
+    FailureReason.AFTER_HOURS: "I'm sorry, nobody can take calls right now; the team is back {opens}. I'm back with you — how else can I help?",
+    FailureReason.HOLD_TIMEOUT: "I'm sorry, I couldn't reach anyone in time. I'm back with you — how else can I help?",
 }
+
+#: What follows when nobody could take the call (see `types.NOBODY_FREE`).
+NextStep = Literal["return", "callback", "end_call"]
 
 _MAX_SECONDS = 3600.0
 
@@ -94,6 +99,14 @@ class WarmTransferParams(_Settings):
         max_total_hold: Seconds the caller may be held over the whole transfer, across
             every colleague tried, so a ring group cannot hold them indefinitely
             (None: unbounded).
+        nobody_free: What follows when nobody could take the call: `return` (back to
+            the bot), `callback` (the bot collects a callback request) or `end_call`
+            (a polite goodbye, then the call ends).
+        nobody_free_by_reason: The same, per failure reason (e.g. `after_hours:
+            callback`); reasons not listed follow `nobody_free`.
+        callback_offer_message: Said when offering a callback (instead of the failure
+            sentence); `{opens}` is when the team is back.
+        goodbye_message: Said before ending the call; `{opens}` as above.
     """
 
     model_config = ConfigDict(
@@ -118,6 +131,16 @@ class WarmTransferParams(_Settings):
     max_transfers: int = 3
     availability: BusinessHours | None = None
     max_total_hold: float | None = None
+    nobody_free: NextStep = "return"
+    nobody_free_by_reason: dict[FailureReason, NextStep] = Field(default_factory=dict)
+    callback_offer_message: str = (
+        "I'm sorry, nobody can take your call right now. I can have a colleague call you "
+        "back — when would suit you?"
+    )
+    goodbye_message: str = (
+        "I'm sorry, nobody can take your call right now; the team is back {opens}. "
+        "Thank you for calling, goodbye."
+    )
 
     @field_validator("ring_timeout", "briefing_timeout", "summary_timeout")
     @classmethod
@@ -152,9 +175,27 @@ class WarmTransferParams(_Settings):
         """The hold bound and reminder wording, as one object the transfer asks."""
         return HoldPolicy(self.max_total_hold, self.hold_reminder)
 
-    def failure_message(self, reason: FailureReason) -> str:
-        """The sentence told to the caller for a failure reason."""
-        return self.failure_messages.get(reason, DEFAULT_FAILURE_MESSAGES[FailureReason.CANCELLED])
+    def failure_message(self, reason: FailureReason, *, opens: str | None = None) -> str:
+        """The sentence told to the caller for a failure reason.
+
+        Args:
+            reason: Why the transfer failed.
+            opens: When the team is back (`{opens}` in the sentence), e.g. "tomorrow at
+                9:00"; "later" when unknown.
+        """
+        text = self.failure_messages.get(reason, DEFAULT_FAILURE_MESSAGES[FailureReason.CANCELLED])
+        return fill_opens(text, opens)
+
+    def next_step(self, reason: FailureReason) -> str:
+        """What follows a failure: `return`, `callback` or `end_call` (faults: `return`)."""
+        if reason not in NOBODY_FREE:
+            return "return"
+        return self.nobody_free_by_reason.get(reason, self.nobody_free)
+
+
+def fill_opens(text: str, opens: str | None) -> str:
+    """`{opens}` in a sentence, filled with when the team is back ("later" when unknown)."""
+    return text.replace("{opens}", opens or "later")
 
 
 #: A factory returns a fresh service for each transfer (a finished pipeline cannot be reused).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class TransferConfigError(ValueError):
@@ -54,6 +55,23 @@ class FailureReason(StrEnum):
     BRIEFING_TIMEOUT = "briefing_timeout"
     CONNECT_FAILED = "connect_failed"
     CANCELLED = "cancelled"
+    AFTER_HOURS = "after_hours"
+    HOLD_TIMEOUT = "hold_timeout"
+
+
+#: The reasons that mean "nobody could take the call" (not a fault): what happens next is
+#: the `nobody_free` policy's (back to the bot, a callback request, or a polite end).
+NOBODY_FREE = frozenset(
+    {
+        FailureReason.NO_ANSWER,
+        FailureReason.BUSY,
+        FailureReason.DECLINED,
+        FailureReason.VOICEMAIL,
+        FailureReason.BRIEFING_TIMEOUT,
+        FailureReason.AFTER_HOURS,
+        FailureReason.HOLD_TIMEOUT,
+    }
+)
 
 
 def reason_for_sip_status(status: int | None) -> FailureReason:
@@ -177,6 +195,9 @@ class TransferResult:
         detail: A human-readable detail of the failure (never a secret).
         tried: Each human tried, in the order they were dialed (a ring group's).
         answered_by: The human who took the call (display name, or masked number).
+        next_step: After a failure: `return` (back to the bot), `callback` (a callback
+            request is being collected) or `end_call` (the call was ended politely).
+        callback: The `CallbackRequest` the caller confirmed (set when they confirm).
     """
 
     outcome: TransferOutcome
@@ -188,6 +209,8 @@ class TransferResult:
     detail: str | None = None
     tried: list[TargetAttempt] = field(default_factory=list)
     answered_by: str | None = None
+    next_step: str | None = None
+    callback: Any = None
 
     @property
     def connected(self) -> bool:
@@ -206,4 +229,6 @@ class TransferResult:
             "detail": self.detail,
             "tried": [attempt.as_dict() for attempt in self.tried],
             "answered_by": self.answered_by,
+            "next_step": self.next_step,
+            "callback": None if self.callback is None else self.callback.as_dict(),
         }

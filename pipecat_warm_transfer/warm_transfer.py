@@ -18,18 +18,22 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
-from pipecat.frames.frames import InputAudioRawFrame
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.frames.frames import EndWorkerFrame, InputAudioRawFrame, LLMSetToolsFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import FunctionCallParams, FunctionCallResultProperties
 from pipecat.utils.base_object import BaseObject
 
 from pipecat_warm_transfer.audio import HoldMusicMixer
 from pipecat_warm_transfer.bridge import AudioBridge
 from pipecat_warm_transfer.briefing import BriefingDecision, BriefingSession
+from pipecat_warm_transfer.callback import CallbackCollector, CallbackRequest, mask_number
 from pipecat_warm_transfer.connect_modes import Join, ModeUnavailableError, strategy_for
 from pipecat_warm_transfer.consult_leg import (
     ConnectError,
@@ -45,7 +49,7 @@ from pipecat_warm_transfer.frames import (
     TransferResultFrame,
     TransferStateFrame,
 )
-from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
+from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams, fill_opens
 from pipecat_warm_transfer.processors import CallerGate, CallerOutput
 from pipecat_warm_transfer.ring_group import RingGroup, group_reason
 from pipecat_warm_transfer.summary import summarize_conversation, transcript_from_context
@@ -145,6 +149,8 @@ class WarmTransfer(BaseObject):
       `caller_hung_up`, `human_hung_up`, `teardown_done`).
     - ``on_state_changed(transfer, state: TransferState)``
     - ``on_transfer_result(transfer, result: TransferResult)``
+    - ``on_callback_requested(transfer, request: CallbackRequest)`` — the caller confirmed
+      a callback after nobody was free (`nobody_free="callback"`); also on the result.
 
     Example::
 
@@ -245,10 +251,19 @@ class WarmTransfer(BaseObject):
         self._caller_gone = False
         self._ended = False
         self._hold_line_event: asyncio.Event | None = None
+        self._caller_llm: Any = None
+        hours = self._params.availability
+        self._callback = CallbackCollector(
+            time_zone=hours.zone if hours is not None else "UTC",
+            name=f"{self.name}::Callback",
+        )
+        self._callback.add_event_handler("on_callback_requested", self._on_callback_requested)
+        self._callback_tools_added = False
 
         self._register_event_handler("on_transfer_event")
         self._register_event_handler("on_state_changed")
         self._register_event_handler("on_transfer_result")
+        self._register_event_handler("on_callback_requested")
 
     #
     # What the user wires in
@@ -284,6 +299,16 @@ class WarmTransfer(BaseObject):
             },
             required=["reason"],
         )
+
+    @property
+    def callback_collector(self) -> CallbackCollector:
+        """The callback request tools the caller's LLM gets when nobody is free.
+
+        The transfer registers them on the caller's LLM (the one that called
+        `transfer_to_human`) when `nobody_free` says `callback`; give it the caller's
+        number with `set_caller_attributes(...)` so it is offered as the default.
+        """
+        return self._callback
 
     @property
     def hold_message(self) -> str:
@@ -354,6 +379,7 @@ class WarmTransfer(BaseObject):
             self._context = params.context
         if self._summary_llm is None:
             self._summary_llm = params.llm
+        self._caller_llm = params.llm
         accepted, why = self._can_start()
         if not accepted:
             await params.result_callback({"status": "refused", "reason": why})
@@ -432,6 +458,7 @@ class WarmTransfer(BaseObject):
     async def _run(self, attempt: _Attempt):
         await self._emit("transfer_requested", reason=attempt.reason)
         try:
+            self._check_open()
             await self._hold(attempt)
             leg = await self._reach_someone(attempt)
             await self._connect(attempt, leg)
@@ -443,6 +470,17 @@ class WarmTransfer(BaseObject):
             logger.exception(f"{self}: transfer error")
             reason = FailureReason.CONNECT_FAILED if attempt.answered else FailureReason.DIAL_FAILED
             await self._return_to_caller(attempt, _TransferFailed(reason, detail=type(e).__name__))
+
+    def _check_open(self):
+        """Outside business hours nobody is dialed: the caller is told when to call back."""
+        hours = self._params.availability
+        if hours is not None and not hours.is_open(datetime.now(UTC)):
+            raise _TransferFailed(FailureReason.AFTER_HOURS, detail="outside business hours")
+
+    def _opens(self) -> str | None:
+        """When the team is back, in words ("tomorrow at 9:00"), if hours are known."""
+        hours = self._params.availability
+        return None if hours is None else hours.describe_next_opening(datetime.now(UTC))
 
     async def _hold(self, attempt: _Attempt):
         await self._set_state(TransferState.HOLDING)
@@ -465,11 +503,15 @@ class WarmTransfer(BaseObject):
         every = self._params.hold_reminder_every
         if not self._params.hold_reminder or not every:
             return
+        policy = self._params.hold_policy()
         while True:
             await asyncio.sleep(every)
             if self._attempt is not attempt or self._state not in _HELD:
                 return
-            await self._gate.announce(self._params.hold_reminder, append_to_context=False)
+            elapsed = time.monotonic() - attempt.requested_at
+            text = policy.reminder_text(attempt.remaining, elapsed)
+            if text:
+                await self._gate.announce(text, append_to_context=False)
 
     async def _reach_someone(self, attempt: _Attempt) -> ConsultLeg:
         """Dial the group until a human accepts; returns the leg of the one who did."""
@@ -493,8 +535,14 @@ class WarmTransfer(BaseObject):
         """One human after another until one accepts (or the group says stop)."""
         targets = self._group.targets
         reasons: list[FailureReason] = []
+        policy = self._params.hold_policy()
         for index, target in enumerate(targets):
             attempt.remaining = len(targets) - index - 1
+            if index > 0 and policy.exhausted(time.monotonic() - attempt.requested_at):
+                raise _TransferFailed(
+                    FailureReason.HOLD_TIMEOUT,
+                    detail=f"the caller was held the longest allowed; {index} tried",
+                )
             current = self._new_try(attempt, index, target)
             try:
                 await self._open_try(attempt, current, current_leg=True)
@@ -634,7 +682,10 @@ class WarmTransfer(BaseObject):
             consult_room=f"consult-{attempt.id}{suffix}",
             human_identity=f"human-{attempt.id}{suffix}",
             bot_identity=self._bot_identity,
-            ring_timeout=target.ring_timeout or self._params.ring_timeout,
+            ring_timeout=self._params.hold_policy().ring_budget(
+                target.ring_timeout or self._params.ring_timeout,
+                time.monotonic() - attempt.requested_at,
+            ),
             caller_room=self._caller_room,
         )
         current.leg = leg = await self._backend.open_leg(request)
@@ -816,15 +867,63 @@ class WarmTransfer(BaseObject):
         await self._publish_result(attempt)
         if not (self._caller_gone or self._ended):
             await self._set_state(TransferState.RETURNING)
-            await self._gate.announce(self._params.failure_message(failure.reason))
-            await self._gate.note_to_context(
-                f"[warm transfer] The transfer to a human failed ({failure.reason}). "
-                "The caller is back with you; they were told why. Continue helping them."
-            )
-            await self._emit("returned_to_caller", reason=str(failure.reason))
+            step = self._params.next_step(failure.reason)
+            attempt.result.next_step = step
+            if step == "callback":
+                await self._offer_callback(failure)
+            elif step == "end_call":
+                await self._end_call_politely(failure)
+            else:
+                opens = self._opens() if failure.reason == FailureReason.AFTER_HOURS else None
+                await self._gate.announce(self._params.failure_message(failure.reason, opens=opens))
+                await self._gate.note_to_context(
+                    f"[warm transfer] The transfer to a human failed ({failure.reason}). "
+                    "The caller is back with you; they were told why. Continue helping them."
+                )
+            await self._emit("returned_to_caller", reason=str(failure.reason), next_step=step)
         attempt.handle.settle(attempt.result)
         await self._teardown(attempt)
         await self._set_state(TransferState.IDLE)
+
+    async def _offer_callback(self, failure: _TransferFailed):
+        """Nobody is free: the bot offers a callback and gets the tools to collect it."""
+        collector = self._callback
+        collector.reset()
+        collector.reason = str(failure.reason)
+        await self._gate.announce(fill_opens(self._params.callback_offer_message, self._opens()))
+        if self._caller_llm is not None and not self._callback_tools_added:
+            collector.register(self._caller_llm)
+            self._callback_tools_added = True
+            tools = []
+            if self._context is not None and isinstance(self._context.tools, ToolsSchema):
+                tools = list(self._context.tools.standard_tools)
+            tools += [t for t in collector.tool_schemas if t.name not in {x.name for x in tools}]
+            await self._gate.push_frame(LLMSetToolsFrame(tools=ToolsSchema(standard_tools=tools)))
+        await self._gate.note_to_context(
+            f"[warm transfer] Nobody could take the call ({failure.reason}); the caller was "
+            f"offered a callback. {collector.instructions}"
+        )
+
+    async def _end_call_politely(self, failure: _TransferFailed):
+        """Nobody is free and the bot is not to go on: a goodbye, then the call ends."""
+        await self._gate.announce(fill_opens(self._params.goodbye_message, self._opens()))
+        await self._emit("ending_call", reason=str(failure.reason))
+        # Upstream to the worker, which ends the pipeline after the goodbye is played.
+        await self._gate.push_frame(
+            EndWorkerFrame(reason=f"nobody free: {failure.reason}"), FrameDirection.UPSTREAM
+        )
+
+    async def _on_callback_requested(self, _collector, request: CallbackRequest):
+        """The caller confirmed a callback: it goes on the transfer's result and out."""
+        result = self._results[-1] if self._results else None
+        if result is not None:
+            result.callback = request
+        await self._emit(
+            "callback_requested",
+            number=mask_number(request.number),
+            preferred_time=request.preferred_time,
+        )
+        await self._call_event_handler("on_callback_requested", request)
 
     def _finish(self, attempt: _Attempt, failure: _TransferFailed):
         if attempt.result is not None:
@@ -927,6 +1026,7 @@ class WarmTransfer(BaseObject):
         finally:
             self._bridge.stop()
             await self._stop_tasks()
+            await self._callback.cleanup()
             await self._set_state(TransferState.IDLE, push=False)
 
     #
