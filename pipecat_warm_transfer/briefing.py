@@ -43,8 +43,11 @@ from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
+    AggregatedTextFrame,
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
     EndWorkerFrame,
     Frame,
     FunctionCallResultProperties,
@@ -428,6 +431,8 @@ class HumanTranscripts(_SessionProcessor):
         if direction == FrameDirection.DOWNSTREAM and isinstance(
             frame, (TranscriptionFrame, InterimTranscriptionFrame)
         ):
+            if session.answered and isinstance(frame, TranscriptionFrame):
+                session.note_human_words(frame.text)
             if session.answered and frame.text.strip():
                 session.transcribed = True  # the voicemail detector has words to judge
             if not session.started:
@@ -490,6 +495,14 @@ class HumanPlayout(_SessionProcessor):
                 playout.on_stopped(frame.context_id)
             elif isinstance(frame, InterruptionFrame):
                 playout.on_interruption()
+            # The record: text frames come after their audio played; a stop, a cut or the
+            # end closes the bot's turn.
+            if isinstance(frame, AggregatedTextFrame):
+                self._session.note_played(frame.text)
+            elif isinstance(frame, TTSStoppedFrame | BotStoppedSpeakingFrame | InterruptionFrame):
+                self._session.note_played(None)
+            elif isinstance(frame, EndFrame | CancelFrame):
+                self._session.note_played(None)
         await self.push_frame(frame, direction)
 
 
@@ -604,6 +617,10 @@ class BriefingSession:
         self._voicemail = EventNotifier()  # drops what the gate holds
         self._has_detector = False
         self.transcribed = False  # a transcript of the human came since the answer
+        #: What was said in the consult room, in order: the human's final transcripts
+        #: (`human`) and each sentence the bot played to them (`bot`), for the record.
+        self.transcript: list[Turn] = []
+        self._played: list[str] = []  # the bot's turn being played
         self._verdict = False  # the detector said conversation or voicemail
         self._verdict_task: asyncio.Task | None = None
         self._playout = _Playout()
@@ -656,6 +673,26 @@ class BriefingSession:
     def context(self) -> LLMContext | None:
         """The briefing LLM's context (None without an LLM or before `start()`)."""
         return self._context
+
+    @property
+    def summary(self) -> str | None:
+        """The caller's summary the human was given (None until it was handed over)."""
+        return self._summary
+
+    def note_human_words(self, text: str) -> None:
+        """Record a final transcript of the human (the greeting too)."""
+        if text.strip():
+            self.transcript.append(Turn("human", text.strip()))
+
+    def note_played(self, text: str | None) -> None:
+        """Record text the bot played; None ends the turn (it stopped, or was cut off)."""
+        if text is not None:
+            self._played.append(text)
+            return
+        sentence = " ".join(piece.strip() for piece in self._played if piece.strip())
+        self._played = []
+        if sentence:
+            self.transcript.append(Turn("bot", sentence))
 
     #
     # Pipeline

@@ -141,6 +141,8 @@ class TargetAttempt:
         dialed_at: Seconds from the transfer request to the dial.
         answered_at: Seconds from the transfer request to the answer (None: no answer).
         ended_at: Seconds from the transfer request to this human's outcome.
+        transcript: What was said in this human's consult room, in order: `{"role":
+            "human" | "bot", "text": ...}` (the human's greeting included).
     """
 
     index: int
@@ -152,6 +154,7 @@ class TargetAttempt:
     dialed_at: float | None = None
     answered_at: float | None = None
     ended_at: float | None = None
+    transcript: list[dict] = field(default_factory=list)
 
     @property
     def ring(self) -> float | None:
@@ -178,6 +181,7 @@ class TargetAttempt:
             "answered_at": r(self.answered_at),
             "ended_at": r(self.ended_at),
             "ring": r(self.ring),
+            "transcript": [dict(turn) for turn in self.transcript],
         }
 
 
@@ -198,6 +202,7 @@ class TransferResult:
         next_step: After a failure: `return` (back to the bot), `callback` (a callback
             request is being collected) or `end_call` (the call was ended politely).
         callback: The `CallbackRequest` the caller confirmed (set when they confirm).
+        summary: The summary of the caller's conversation the humans were briefed with.
     """
 
     outcome: TransferOutcome
@@ -211,6 +216,15 @@ class TransferResult:
     answered_by: str | None = None
     next_step: str | None = None
     callback: Any = None
+    summary: str | None = None
+
+    @property
+    def consult_transcript(self) -> list[dict]:
+        """What was said with the human who took the call (or the last one who answered)."""
+        for attempt in reversed(self.tried):
+            if attempt.transcript:
+                return attempt.transcript
+        return []
 
     @property
     def connected(self) -> bool:
@@ -231,4 +245,5 @@ class TransferResult:
             "answered_by": self.answered_by,
             "next_step": self.next_step,
             "callback": None if self.callback is None else self.callback.as_dict(),
+            "summary": self.summary,
         }

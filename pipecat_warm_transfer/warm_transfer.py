@@ -741,6 +741,17 @@ class WarmTransfer(BaseObject):
         record.outcome = outcome
         record.sip_status = sip_status
         record.ended_at = time.monotonic() - attempt.requested_at
+        self._keep_transcript(current)
+
+    def _keep_transcript(self, current: _Try):
+        """Copy what was said in this human's consult room onto their call record.
+
+        The briefing goes on recording until it is closed, so this runs again then.
+        """
+        if current.briefing is not None and current.briefing.transcript:
+            current.record.transcript = [
+                {"role": turn.role, "text": turn.text} for turn in current.briefing.transcript
+            ]
 
     async def _drop_try(self, attempt: _Attempt, current: _Try):
         """Hang up a human the group moves past (or who lost a simultaneous race)."""
@@ -748,6 +759,7 @@ class WarmTransfer(BaseObject):
             attempt.open_tries.remove(current)
         if current.briefing is not None:
             await _quietly(current.briefing.close(), "close the briefing")
+            self._keep_transcript(current)
         if current.leg is not None:
             await _quietly(current.leg.close(), "close the consult leg")
         if attempt.leg is current.leg:
@@ -839,6 +851,7 @@ class WarmTransfer(BaseObject):
             timings=attempt.timings,
             tried=[t.record for t in attempt.tries],
             answered_by=_who(attempt.accepted_by),
+            summary=_summary_heard(attempt),
         )
         attempt.timings.total = time.monotonic() - attempt.requested_at
         await self._emit("connected", mode=str(attempt.mode))
@@ -941,6 +954,7 @@ class WarmTransfer(BaseObject):
             sip_status=failure.sip_status,
             detail=failure.detail,
             tried=[t.record for t in attempt.tries],
+            summary=_summary_heard(attempt),
         )
 
     async def _publish_result(self, attempt: _Attempt):
@@ -1071,6 +1085,8 @@ class WarmTransfer(BaseObject):
         await self._hang_up_if_due(attempt)
         if attempt.leg is not None:
             await _quietly(attempt.leg.close(), "close the consult leg")
+        for current in attempt.tries:
+            self._keep_transcript(current)
         summary_task = attempt.summary_task
         if summary_task is not None and not summary_task.done():
             summary_task.cancel()
@@ -1128,6 +1144,14 @@ class WarmTransfer(BaseObject):
 
 
 _HELD = (TransferState.HOLDING, TransferState.BRIEFING)
+
+
+def _summary_heard(attempt: _Attempt) -> str | None:
+    """The summary a human was briefed with, if any briefing got it."""
+    for current in attempt.tries:
+        if current.briefing is not None and current.briefing.summary:
+            return current.briefing.summary
+    return None
 
 
 def _who(current: _Try | None) -> str | None:

@@ -163,3 +163,17 @@ def test_the_group_reason():
     assert group_reason([F.NO_ANSWER, F.DECLINED, F.BUSY]) == F.DECLINED
     assert group_reason([F.VOICEMAIL, F.NO_ANSWER]) == F.VOICEMAIL
     assert group_reason([F.DIAL_FAILED]) == F.DIAL_FAILED
+
+
+async def test_the_call_record_keeps_what_each_human_heard_and_said():
+    group = RingGroup([person(ALICE, "Alice"), person(BOB, "Bob")])
+    humans = {ALICE: declines(), BOB: accepts()}
+    call, result = await transfer(group, humans, ["connected", "teardown_done"])
+    alice, bob = result.tried
+    assert result.summary and "billing dispute" in result.summary
+    # Each human's consult room: the bot's words to them, in order.
+    for record in (alice, bob):
+        said = [turn["text"] for turn in record.transcript if turn["role"] == "bot"]
+        assert said, record.transcript
+    assert result.consult_transcript == bob.transcript
+    assert result.as_dict()["tried"][1]["transcript"] == bob.transcript
