@@ -177,12 +177,11 @@ def _schema(args) -> int:
 def _summary(loaded) -> str:
     config = loaded.config
     services = config.services
-    number = config.transfer.target.number
-    if number.lower().startswith(("sip:", "sips:", "tel:")):
-        scheme, _, rest = number.partition(":")
-        shown = f"{scheme}:…@{rest.rpartition('@')[2]}" if "@" in rest else f"{scheme}:…"
+    transfer = config.transfer
+    if transfer.target is not None:
+        shown = _masked_destination(transfer.target.number)
     else:
-        shown = number if len(number) <= 4 else "…" + number[-4:]
+        shown = f"a {transfer.strategy} group of {len(transfer.targets)}"
     parts = [
         f"bot {config.bot.name!r}",
         f"stt {services.stt.provider}, llm {services.llm.provider}, tts {services.tts.provider}",
@@ -191,6 +190,14 @@ def _summary(loaded) -> str:
     if config.flow is not None:
         parts.append(f"flow with {len(config.flow.nodes)} nodes")
     return "; ".join(parts)
+
+
+def _masked_destination(number: str) -> str:
+    """A number or URI as `validate` shows it: its last digits, or a URI's host."""
+    if number.lower().startswith(("sip:", "sips:", "tel:")):
+        scheme, _, rest = number.partition(":")
+        return f"{scheme}:…@{rest.rpartition('@')[2]}" if "@" in rest else f"{scheme}:…"
+    return number if len(number) <= 4 else "…" + number[-4:]
 
 
 def _validate(args) -> int:

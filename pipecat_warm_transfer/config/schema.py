@@ -37,6 +37,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from pipecat_warm_transfer.audio.hold_music_mixer import MAX_FADE_MS, HoldMusicMixer
@@ -324,6 +325,7 @@ class TargetSection(_Section):
         headers: Extra SIP headers (`X-` names, one-line values).
         dtmf: Digits sent after answer (`ww1234`: wait, then extension 1234).
         display_name: The human's name, for the briefing.
+        ring_timeout: How long this human's phone may ring (default: the transfer's).
     """
 
     number: Annotated[str, _delegate_call(validate_destination, "number")]
@@ -334,6 +336,7 @@ class TargetSection(_Section):
     ] = Field(default_factory=dict)
     dtmf: str | None = None
     display_name: str | None = None
+    ring_timeout: Annotated[Duration, Field(gt=0, le=600)] | None = None
 
     @field_validator("number", "caller_id", mode="before")
     @classmethod
@@ -459,6 +462,12 @@ class FailureMessages(_Section):
     cancelled: Annotated[str, Field(min_length=1)] = DEFAULT_FAILURE_MESSAGES[
         FailureReason.CANCELLED
     ]
+    after_hours: Annotated[str, Field(min_length=1)] = DEFAULT_FAILURE_MESSAGES[
+        FailureReason.AFTER_HOURS
+    ]
+    hold_timeout: Annotated[str, Field(min_length=1)] = DEFAULT_FAILURE_MESSAGES[
+        FailureReason.HOLD_TIMEOUT
+    ]
 
 
 class CallerMessages(_Section):
@@ -468,13 +477,17 @@ class CallerMessages(_Section):
         hold: Said before the hold music starts.
         connected: Said just before the human is joined (None: nothing).
         human_left: Said when the human hangs up after being joined.
-        failure: One sentence per failure reason.
+        failure: One sentence per failure reason (`{opens}`: when the team is back).
+        callback_offer: Said when nobody is free and a callback is offered.
+        goodbye: Said before the call ends when nobody is free (`nobody_free: end_call`).
     """
 
     hold: Annotated[str, Field(min_length=1)] = _WT["hold_message"].default
     connected: str | None = _WT["connected_message"].default
     human_left: Annotated[str, Field(min_length=1)] = _WT["human_left_message"].default
     failure: FailureMessages = Field(default_factory=FailureMessages)
+    callback_offer: Annotated[str, Field(min_length=1)] = _WT["callback_offer_message"].default
+    goodbye: Annotated[str, Field(min_length=1)] = _WT["goodbye_message"].default
 
 
 class HumanMessages(_Section):
@@ -673,7 +686,13 @@ class TransferSection(_Section):
     """The warm transfer: who, how long, what is heard and said.
 
     Parameters:
-        target: Who to dial.
+        target: Who to dial (one human).
+        targets: Several humans (a ring group), instead of `target`.
+        strategy: How a ring group is tried: `sequential` or `simultaneous`.
+        on_decline: Sequential groups: after a decline, `next` human or `stop`.
+        nobody_free: When nobody can take the call: `return` (back to the bot),
+            `callback` (the bot collects a callback request) or `end_call`.
+        nobody_free_by_reason: The same per reason (`after_hours: callback`).
         connect_mode: `auto` (move, falling back to bridge), `move` or `bridge`.
         ring_timeout: How long the human's phone may ring.
         briefing_timeout: How long the human may take to accept or decline.
@@ -687,7 +706,23 @@ class TransferSection(_Section):
         briefing: How the human is briefed.
     """
 
-    target: TargetSection
+    target: TargetSection | None = None
+    targets: Annotated[list[TargetSection], Field(min_length=1, max_length=10)] | None = None
+    strategy: Literal["sequential", "simultaneous"] = "sequential"
+    on_decline: Literal["next", "stop"] = "next"
+    nobody_free: Literal["return", "callback", "end_call"] = "return"
+    nobody_free_by_reason: dict[
+        Literal[
+            "no_answer",
+            "busy",
+            "declined",
+            "voicemail",
+            "briefing_timeout",
+            "after_hours",
+            "hold_timeout",
+        ],
+        Literal["return", "callback", "end_call"],
+    ] = Field(default_factory=dict)
     connect_mode: ConnectMode = _WT["connect_mode"].default
     ring_timeout: Annotated[Duration, delegate_to(WarmTransferParams, "ring_timeout")] = _WT[
         "ring_timeout"
@@ -704,6 +739,17 @@ class TransferSection(_Section):
     hold_music: HoldMusicSection = Field(default_factory=HoldMusicSection)
     messages: MessagesSection = Field(default_factory=MessagesSection)
     briefing: BriefingSection = Field(default_factory=BriefingSection)
+
+    @model_validator(mode="after")
+    def _one_kind_of_target(self):
+        if (self.target is None) == (self.targets is None):
+            raise ValueError("name either target (one human) or targets (a ring group)")
+        return self
+
+    @property
+    def humans(self) -> list[TargetSection]:
+        """Every human of the transfer, in order (one, or the ring group)."""
+        return [self.target] if self.target is not None else list(self.targets or [])
 
 
 class BotConfig(_Section):

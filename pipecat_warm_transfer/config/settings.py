@@ -24,6 +24,7 @@ from pipecat_warm_transfer.availability import WEEKDAYS, BusinessHours, Holiday
 from pipecat_warm_transfer.config.schema import BUILTIN_MUSIC, AvailabilitySection, BotConfig
 from pipecat_warm_transfer.consult_leg import TransferTarget
 from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
+from pipecat_warm_transfer.ring_group import RingGroup
 from pipecat_warm_transfer.types import FailureReason
 
 
@@ -64,14 +65,14 @@ class TransferSettings:
     """Everything a `WarmTransfer` needs from the YAML, except the services.
 
     Parameters:
-        target: Who to dial.
+        target: Who to dial: one human, or a `RingGroup`.
         params: The caller-side settings.
         hold_music: The hold mixer's settings.
         briefing_options: `BriefingParams` keyword arguments other than the services.
         briefing_mode: `voice` (the human talks with the briefing LLM) or `dtmf`.
     """
 
-    target: TransferTarget
+    target: TransferTarget | RingGroup
     params: WarmTransferParams
     hold_music: HoldMusicSettings
     briefing_options: dict[str, Any] = field(default_factory=dict)
@@ -121,13 +122,22 @@ def transfer_settings(config: BotConfig, *, base_dir: Path | None = None) -> Tra
     caller = t.messages.caller
     human = t.messages.human
     music = t.hold_music
-    target = TransferTarget(
-        number=t.target.number,
-        route=t.target.trunk_id,
-        caller_id=t.target.caller_id,
-        headers=dict(t.target.headers),
-        dtmf=t.target.dtmf,
-        display_name=t.target.display_name,
+    humans = [
+        TransferTarget(
+            number=h.number,
+            route=h.trunk_id,
+            caller_id=h.caller_id,
+            headers=dict(h.headers),
+            dtmf=h.dtmf,
+            display_name=h.display_name,
+            ring_timeout=h.ring_timeout,
+        )
+        for h in t.humans
+    ]
+    target = (
+        humans[0]
+        if t.target is not None
+        else RingGroup(humans, strategy=t.strategy, on_decline=t.on_decline)
     )
     params = WarmTransferParams(
         connect_mode=t.connect_mode,
@@ -146,6 +156,10 @@ def transfer_settings(config: BotConfig, *, base_dir: Path | None = None) -> Tra
         max_transfers=t.max_transfers,
         availability=business_hours(t.availability),
         max_total_hold=t.max_hold,
+        nobody_free=t.nobody_free,
+        nobody_free_by_reason={FailureReason(k): v for k, v in t.nobody_free_by_reason.items()},
+        callback_offer_message=caller.callback_offer,
+        goodbye_message=caller.goodbye,
     )
     briefing = t.briefing
     options = {

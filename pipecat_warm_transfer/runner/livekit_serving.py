@@ -145,7 +145,7 @@ def livekit_room_call(
         url=access.url,
         api_key=access.api_key,
         api_secret=access.api_secret,
-        trunk_id=config.transfer.target.trunk_id,
+        trunk_id=config.transfer.humans[0].trunk_id,
     )
     return build_bot(
         loaded,
