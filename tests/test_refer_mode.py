@@ -19,18 +19,48 @@ from livekit import api
 from livekit.api import AccessToken, SipCallError, SIPGrants, VideoGrants
 from livekit.protocol import sip as sip_proto
 from livekit.protocol.sip import CreateSIPParticipantRequest, TransferSIPParticipantRequest
+from pipecat.transports.base_transport import TransportParams
 from protobuf_wire import proto_fields
 
+from pipecat_warm_transfer import BriefingParams, TransferTarget, WarmTransfer, WarmTransferParams
+from pipecat_warm_transfer.backends.livekit import LiveKitSipBackend, _refer_failure, refer_uri
+from pipecat_warm_transfer.bridge import AudioBridge
+from pipecat_warm_transfer.config import load_config, validate_config_file
+from pipecat_warm_transfer.connect_modes import (
+    Join,
+    ModeUnavailableError,
+    ReferStrategy,
+    strategy_for,
+)
+from pipecat_warm_transfer.consult_leg import (
+    ConsultLeg,
+    DialRequest,
+    ReferError,
+    ReferUnsupportedError,
+)
+from pipecat_warm_transfer.params import REFER_CONNECTING_MESSAGE
 from pipecat_warm_transfer.testing import (
+    NO_LEAKS,
     HumanScript,
+    InMemoryBackend,
+    MemoryRoomServer,
     ParticipantAttributesChanged,
     ParticipantLeft,
+    ScriptedToneTTSService,
+    tone,
 )
+from pipecat_warm_transfer.testing.drivers.call_harness import CallHarness, fast_params
 from pipecat_warm_transfer.testing.livekit_emulator import LiveKitEmulator
 from pipecat_warm_transfer.testing.livekit_sip_transfer import (
     REFER_BYE_SECS,
     ReferScript,
     refer_destination,
+)
+from pipecat_warm_transfer.types import (
+    ConnectMode,
+    FailureReason,
+    TransferOutcome,
+    TransferState,
 )
 
 KEY = "APIreferkey"
@@ -519,3 +549,334 @@ async def test_the_emulator_stops_a_transfer_under_way():
         with contextlib.suppress(Exception):
             await pending
     assert not [t for t in asyncio.all_tasks() if "SipTransfers" in t.get_name()]
+
+
+# `connect_mode: refer` through the core
+
+
+def refer_bot(call, number=HUMAN, **backend_kwargs):
+    """The smallest caller pipeline with a transfer in `refer` mode, on the call's backend."""
+    transfer = WarmTransfer(
+        backend=call.backend(**backend_kwargs),
+        target=TransferTarget(number),
+        # Short lines: the scripted voice takes its time over each word.
+        briefing=BriefingParams(tts=ScriptedToneTTSService, connecting_message="It rings."),
+        params=WarmTransferParams(
+            connect_mode="refer",
+            hold_message="Please hold.",
+            hold_reminder=None,
+            ring_timeout=3.0,
+            connected_message=None,
+            failure_messages={FailureReason.CONNECT_FAILED: "Sorry."},
+        ),
+        caller_room=call.room,
+    )
+    transport = call.transport(
+        TransportParams(
+            audio_in_enabled=True, audio_out_enabled=True, audio_out_mixer=transfer.hold_mixer
+        )
+    )
+    transfer.watch_caller_transport(transport)
+    pipeline = [
+        transport.input(),
+        transfer.caller_gate(),
+        ScriptedToneTTSService(),
+        transfer.caller_output(),
+        transport.output(),
+    ]
+    return transfer, pipeline
+
+
+def accepting_human():
+    return HumanScript(answer_after=0.3, greeting=tone(660, 0.3)).dtmf(1.2, "1")
+
+
+@pytest.fixture
+def bridge_starts(monkeypatch):
+    """Every `AudioBridge.start()` (none: the bot never relayed audio)."""
+    started = []
+    original = AudioBridge.start
+
+    def start(self):
+        started.append(self)
+        original(self)
+
+    monkeypatch.setattr(AudioBridge, "start", start)
+    return started
+
+
+async def test_a_whole_transfer_in_refer_mode_hands_the_callers_call_to_the_human(
+    offline_call, livekit_emulator, scripted_humans, bridge_starts
+):
+    scripted_humans[HUMAN] = accepting_human()
+    transfer, pipeline = refer_bot(offline_call)
+    await offline_call.start(pipeline, transfer)
+    assert await transfer.start_transfer("billing")
+    result = await offline_call.wait_result(timeout=15)
+    assert result.outcome == TransferOutcome.CONNECTED, result
+    assert result.connect_mode == ConnectMode.REFER
+    assert result.timings.accept_to_connected < 2.0
+    connected = await offline_call.wait_for("connected")
+    assert connected["mode"] == "refer"
+    # The human was hung up first (their line is free), then the caller's call referred.
+    methods = livekit_emulator.methods_called()
+    assert "MoveParticipant" not in methods
+    remove = methods.index("RemoveParticipant")
+    assert methods.index("TransferSIPParticipant") > remove
+    [human] = livekit_emulator.parties.values()
+    assert human.ended and human.end_reason == "removed"
+    [record] = livekit_emulator.sip_transfers.transfers
+    assert (record.room, record.identity, record.transfer_to) == (
+        offline_call.room,
+        offline_call.caller_identity,
+        f"tel:{HUMAN}",
+    )
+    assert record.outcome == "transferred" and record.play_dialtone
+    # The bot left the media path: no bridge, and the caller's call left the room.
+    await offline_call.wait_for("teardown_done", timeout=5)
+    assert not offline_call.caller.connected
+    assert offline_call.caller.connection.attributes["sip.callStatus"] == "hangup"
+    assert bridge_starts == []
+    assert livekit_emulator.rooms.get_room(record.room).participants == ["transfer-bot"]
+    assert await offline_call.finish() == NO_LEAKS, offline_call.leak_findings
+
+
+@pytest.mark.parametrize(
+    "script, said",
+    [
+        (ReferScript.refused(603), "the caller's carrier refused the REFER (SIP 603 Decline"),
+        (
+            ReferScript.target_fails(486, after=0.2),
+            "the human's line did not take the transferred call (SIP 486 Busy Here, busy)",
+        ),
+    ],
+    ids=["refer-refused", "notify-busy"],
+)
+async def test_a_refer_that_fails_is_connect_failed_and_the_caller_is_taken_back(
+    offline_call, livekit_emulator, scripted_humans, bridge_starts, script, said
+):
+    scripted_humans[HUMAN] = accepting_human()
+    livekit_emulator.sip_transfers.scripts[HUMAN] = script
+    transfer, pipeline = refer_bot(offline_call)
+    await offline_call.start(pipeline, transfer)
+    assert await transfer.start_transfer("billing")
+    result = await offline_call.wait_result(timeout=15)
+    assert result.outcome == TransferOutcome.FAILED
+    assert result.reason == FailureReason.CONNECT_FAILED and result.connect_mode is None
+    assert said in result.detail, result.detail
+    await offline_call.wait_for("returned_to_caller", timeout=5)
+    await offline_call.wait_for("teardown_done", timeout=5)
+    names = [e["event"] for e in offline_call.events]
+    assert names.index("transfer_failed") < names.index("returned_to_caller")
+    assert "connected" not in names and "caller_hung_up" not in names
+    # The caller is still with the bot, which talks to them again; no bridge was opened.
+    assert offline_call.caller.connected
+    await until(lambda: transfer.state == TransferState.IDLE)
+    assert bridge_starts == []
+    assert livekit_emulator.sip_transfers.transfers[0].outcome in ("refused", "failed")
+    assert await offline_call.finish() == NO_LEAKS, offline_call.leak_findings
+
+
+async def test_a_webrtc_caller_cannot_be_referred_and_the_human_is_not_hung_up_first():
+    """The in-memory caller of `CallHarness` joins as a standard (WebRTC) participant."""
+    script = human_script_accepting()
+    async with CallHarness(
+        humans={HUMAN: script},
+        livekit=True,
+        params=fast_params(
+            connect_mode="refer", failure_messages={FailureReason.CONNECT_FAILED: "Sorry."}
+        ),
+    ) as call:
+        assert await call.transfer.start_transfer("billing")
+        await call.wait_for("returned_to_caller")
+        await call.wait_idle()
+        methods = call.emulator.methods_called()
+    [result] = call.report.results
+    assert result.reason == FailureReason.CONNECT_FAILED
+    assert "refer unavailable" in result.detail and "no SIP call" in result.detail
+    assert "TransferSIPParticipant" not in methods
+    # Nothing was removed before the caller was told: the hang-up is the teardown's.
+    assert methods.index("ListParticipants") < methods.index("RemoveParticipant")
+
+
+def human_script_accepting():
+    return HumanScript(answer_after=0.3).dtmf(1.0, "1")
+
+
+# The in-memory backend and the strategy
+
+
+async def test_the_in_memory_backend_refers_a_sip_caller_after_hanging_up_the_human():
+    server = MemoryRoomServer()
+    caller = server.connect("caller-room", "caller", "sip")
+    backend = InMemoryBackend(server, {HUMAN: HumanScript(answer_after=0.05)})
+    leg = await backend.open_leg(dial_request())
+    await leg.dial()
+    human = leg.party
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    mode = await strategy_for(ConnectMode.REFER).join(
+        Join(leg=leg, caller_room="caller-room", can_move=True, open_bridge=_no_bridge)
+    )
+    assert mode == ConnectMode.REFER
+    assert loop.time() - started >= 0.3  # the REFER's answer and the target's ringing
+    assert human.ended and human.end_reason == "removed"
+    assert backend.referred == [("caller-room", "caller", HUMAN)]
+    assert caller.connected  # leaves at the carrier's BYE
+    await until(lambda: not caller.connected, 1.0)
+    await leg.close()
+    await backend.close()
+    assert server.leftovers() == {"rooms": 1, "participants": 0, "connections": 0}
+
+
+async def test_the_in_memory_backend_reports_a_refused_refer_with_its_status():
+    server = MemoryRoomServer()
+    caller = server.connect("caller-room", "caller", "sip")
+    backend = InMemoryBackend(
+        server, {HUMAN: HumanScript(answer_after=0.05)}, refer=ReferScript.refused(403)
+    )
+    leg = await backend.open_leg(dial_request())
+    await leg.dial()
+    with pytest.raises(ReferError) as caught:
+        await ReferStrategy().join(
+            Join(leg=leg, caller_room="caller-room", can_move=True, open_bridge=_no_bridge)
+        )
+    assert caught.value.sip_status == 403
+    assert caught.value.reason == FailureReason.DIAL_FAILED
+    assert "SIP 403 Forbidden" in str(caught.value)
+    assert caller.connected
+    await backend.close()
+
+
+async def test_a_caller_that_is_not_sip_is_unavailable_before_the_human_is_hung_up():
+    server = MemoryRoomServer()
+    server.connect("caller-room", "caller", "standard")
+    backend = InMemoryBackend(server, {HUMAN: HumanScript(answer_after=0.05)})
+    leg = await backend.open_leg(dial_request())
+    await leg.dial()
+    join = Join(leg=leg, caller_room="caller-room", can_move=True, open_bridge=_no_bridge)
+    with pytest.raises(ModeUnavailableError, match="not one"):
+        await ReferStrategy().join(join)
+    join.caller_identity = "caller"
+    with pytest.raises(ModeUnavailableError, match="not a SIP call"):
+        await ReferStrategy().join(join)
+    with pytest.raises(ModeUnavailableError, match="room is unknown"):
+        await ReferStrategy().join(
+            Join(leg=leg, caller_room=None, can_move=True, open_bridge=_no_bridge)
+        )
+    assert leg.party.connected and backend.referred == []
+    await backend.close()
+
+
+async def test_a_leg_without_refer_makes_the_mode_unavailable():
+    class NoReferLeg(ConsultLeg):
+        transport = None
+
+        async def dial(self):
+            pass
+
+        async def move_to(self, caller_room):
+            pass
+
+        async def hang_up(self):
+            raise AssertionError("the human must not be hung up")
+
+        async def close(self):
+            pass
+
+    leg = NoReferLeg(dial_request())
+    join = Join(leg=leg, caller_room="caller-room", can_move=True, open_bridge=_no_bridge)
+    with pytest.raises(ModeUnavailableError, match="cannot refer"):
+        await strategy_for(ConnectMode.REFER).join(join)
+
+
+def dial_request():
+    return DialRequest(
+        target=TransferTarget(HUMAN),
+        consult_room="consult-1",
+        human_identity="human-1",
+        bot_identity="bot",
+        ring_timeout=2.0,
+        caller_room="caller-room",
+    )
+
+
+def _no_bridge():
+    raise AssertionError("refer never opens the bridge")
+
+
+# The LiveKit backend's mapping and the YAML
+
+
+def test_refer_targets_are_tel_or_sip_uris():
+    assert refer_uri("+15550100") == "tel:+15550100"
+    assert refer_uri("tel:+15550100") == "tel:+15550100"
+    assert refer_uri("sip:desk@pbx.example.com") == "sip:desk@pbx.example.com"
+
+
+def test_a_failure_livekit_reports_in_a_200_answer_is_a_refer_error():
+    """A SIP service reporting outcomes (livekit/sip TEL-911) fails with a 200 answer."""
+    ok = sip_proto.TransferSIPParticipantResponse()
+    assert _refer_failure(ok) is None
+    done = sip_proto.TransferSIPParticipantResponse(
+        status=sip_proto.SIPTransferStatus.STS_TRANSFER_SUCCESSFUL,
+        reason=sip_proto.SIPTransferReason.STR_COMPLETED,
+    )
+    assert _refer_failure(done) is None
+    rejected = sip_proto.TransferSIPParticipantResponse(
+        status=sip_proto.SIPTransferStatus.STS_TRANSFER_FAILED,
+        reason=sip_proto.SIPTransferReason.STR_REJECTED,
+        sip_status=sip_proto.SIPStatus(code=486, status="Busy Here"),
+    )
+    error = _refer_failure(rejected)
+    assert isinstance(error, ReferError) and error.sip_status == 486
+    assert str(error) == "the transfer failed (rejected, SIP 486 Busy Here)"
+    assert error.reason == FailureReason.BUSY
+    ended = sip_proto.TransferSIPParticipantResponse(
+        status=sip_proto.SIPTransferStatus.STS_TRANSFER_FAILED,
+        reason=sip_proto.SIPTransferReason.STR_CALL_ENDED,
+    )
+    assert str(_refer_failure(ended)) == "the transfer failed (call_ended)"
+
+
+async def test_livekit_errors_of_a_refer_are_mapped():
+    async with running() as lk:
+        join_caller(lk)
+        backend = LiveKitSipBackend(lk.url, KEY, SECRET, trunk_id=TRUNK)
+        leg = await backend.open_leg(dial_request())
+        lk.sip_transfers.default = ReferScript(notify_after=5.0)
+        leg.request.ring_timeout = 0.3
+        with pytest.raises(ReferError, match=r"not answered within 0\.3 s") as caught:
+            await leg.refer_caller(ROOM, CALLER, HUMAN)
+        assert caught.value.sip_status is None
+        join_caller(lk, identity="web", kind="standard", call_id=None)
+        with pytest.raises(ReferUnsupportedError, match="not a SIP call"):
+            await leg.find_sip_caller(ROOM, "web")
+        with pytest.raises(ReferUnsupportedError, match="not in their room"):
+            await leg.find_sip_caller(ROOM, "nobody")
+        assert await leg.find_sip_caller(ROOM, None) == CALLER
+        with pytest.raises(ReferUnsupportedError, match="not a SIP call"):
+            await leg.refer_caller(ROOM, "web", HUMAN)
+        await leg.close()
+        await backend.close()
+        # Each REFER is sent once (no failover replay), with the least grants.
+        assert lk.methods_called().count("TransferSIPParticipant") == 2
+
+
+def test_yaml_connect_mode_refer_validates_and_tells_the_human_their_phone_will_ring(tmp_path):
+    text = (
+        "services:\n  stt: {provider: scripted}\n  llm: {provider: scripted}\n"
+        "  tts: {provider: scripted}\ntransfer:\n  target:\n    number: '+15551234567'\n"
+        "  connect_mode: refer\n"
+    )
+    path = tmp_path / "bot.yaml"
+    path.write_text(text, encoding="utf-8")
+    settings = load_config(path, environ={}).transfer_settings()
+    assert settings.params.connect_mode == ConnectMode.REFER
+    assert settings.briefing_options["connecting_message"] == REFER_CONNECTING_MESSAGE
+    path.write_text(
+        text + "  messages:\n    human:\n      connecting: Ringing you now.\n", encoding="utf-8"
+    )
+    settings = load_config(path, environ={}).transfer_settings()
+    assert settings.briefing_options["connecting_message"] == "Ringing you now."
+    assert validate_config_file(path, environ={}) == []
