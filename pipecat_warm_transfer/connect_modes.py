@@ -8,8 +8,9 @@
 
 Each mode is one strategy with one `join()`. `move` asks the leg to move the human into
 the caller's room, `bridge` opens the bot's `AudioBridge`, and `auto` tries `move` and
-falls back to `bridge` when the server cannot move. A new mode (SIP REFER, say) is one
-class here plus the leg operation it calls.
+falls back to `bridge` when the server cannot move. `refer` hangs the human up and has the
+caller's carrier transfer the caller's SIP call to the human (SIP REFER): nobody stays in
+the media path. A new mode is one class here plus the leg operation it calls.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipecat_warm_transfer.consult_leg import ConsultLeg, MoveUnsupportedError
+from pipecat_warm_transfer.consult_leg import (
+    ConsultLeg,
+    MoveUnsupportedError,
+    ReferUnsupportedError,
+)
 from pipecat_warm_transfer.types import ConnectMode
 
 
@@ -35,12 +40,15 @@ class Join:
         caller_room: The caller's room name (None: unknown, no move possible).
         can_move: Whether the backend may move participants at all.
         open_bridge: Starts the bot's audio bridge between the two rooms.
+        caller_identity: The caller's identity in their room (None: for `refer`, the
+            room's one SIP participant).
     """
 
     leg: ConsultLeg
     caller_room: str | None
     can_move: bool
     open_bridge: Callable[[], None]
+    caller_identity: str | None = None
 
 
 class ConnectStrategy(ABC):
@@ -79,6 +87,33 @@ class BridgeStrategy(ConnectStrategy):
         return ConnectMode.BRIDGE
 
 
+class ReferStrategy(ConnectStrategy):
+    """Transfer the caller's SIP call to the human's number (SIP REFER); the bot leaves.
+
+    The human, told by the connecting message that their phone will ring, is hung up
+    first so their line is free; then the caller's carrier calls them with the caller.
+    A caller that is not a SIP call is found out before the hang-up (`ModeUnavailableError`,
+    the human still on the line). A REFER that fails raises `ReferError` (the human is
+    gone then: the caller is taken back).
+    """
+
+    async def join(self, join: Join) -> ConnectMode:
+        """Refer the caller to the accepted target's number."""
+        if not join.caller_room:
+            raise ModeUnavailableError("refer unavailable: the caller's room is unknown")
+        leg = join.leg
+        try:
+            caller = await leg.find_sip_caller(join.caller_room, join.caller_identity)
+        except ReferUnsupportedError as e:
+            raise ModeUnavailableError(f"refer unavailable: {e}") from None
+        await leg.hang_up()
+        try:
+            await leg.refer_caller(join.caller_room, caller, leg.request.target.number)
+        except ReferUnsupportedError as e:
+            raise ModeUnavailableError(f"refer unavailable: {e}") from None
+        return ConnectMode.REFER
+
+
 class FallbackStrategy(ConnectStrategy):
     """Try strategies in order; the next one when a mode is unavailable."""
 
@@ -98,9 +133,14 @@ class FallbackStrategy(ConnectStrategy):
 
 
 def strategy_for(mode: ConnectMode) -> ConnectStrategy:
-    """The strategy of a configured connect mode (`auto` is move, then bridge)."""
+    """The strategy of a configured connect mode (`auto` is move, then bridge).
+
+    `refer` has no fallback: bridging after the human was hung up is not possible.
+    """
     if mode == ConnectMode.MOVE:
         return MoveStrategy()
     if mode == ConnectMode.BRIDGE:
         return BridgeStrategy()
+    if mode == ConnectMode.REFER:
+        return ReferStrategy()
     return FallbackStrategy(MoveStrategy(), BridgeStrategy())

@@ -20,6 +20,9 @@ failure, and always ends with `close()`):
    (raises `DialError` with a reason and SIP status on busy, no answer, ...).
 3. `move_to(caller_room)` — join the human into the caller's room (`move` mode); raises
    `MoveUnsupportedError` when the server cannot, so `auto` falls back to `bridge`.
+   In `refer` mode instead: `find_sip_caller()` (is the caller a SIP call that can be
+   referred?), `hang_up()` (the human's line is free again), then `refer_caller()`: the
+   caller's carrier calls the human and the caller's call leaves the caller's room.
 4. `close()` — teardown: hang the human up unless moved, disconnect the consult room
    connection, delete the room. Idempotent, never raises.
 """
@@ -76,6 +79,28 @@ class MoveUnsupportedError(Exception):
 
 class ConnectError(Exception):
     """Joining caller and human failed for another reason."""
+
+
+class ReferUnsupportedError(Exception):
+    """The caller's call cannot be referred (not a SIP call, or a backend without REFER)."""
+
+
+class ReferError(ConnectError):
+    """The REFER of the caller to the human failed.
+
+    Parameters:
+        detail: What happened, the SIP status included (never a secret or a number).
+        sip_status: The SIP status the carrier reported (None: none, e.g. a timeout).
+    """
+
+    def __init__(self, detail: str, sip_status: int | None = None):
+        super().__init__(detail)
+        self.sip_status = sip_status
+
+    @property
+    def reason(self) -> FailureReason | None:
+        """What the SIP status means for the human's line (busy, no_answer, ...), if any."""
+        return None if self.sip_status is None else reason_for_sip_status(self.sip_status)
 
 
 def validate_destination(value: str, field_name: str = "target.number") -> str:
@@ -271,6 +296,38 @@ class ConsultLeg(ABC):
             MoveUnsupportedError: The server cannot move participants.
             ConnectError: The move failed.
         """
+
+    async def find_sip_caller(self, caller_room: str, caller_identity: str | None) -> str:
+        """The caller's identity, once checked to be a SIP call the server can refer.
+
+        Called before the human is hung up, so a caller that cannot be referred (a WebRTC
+        caller) leaves the human on the line.
+
+        Args:
+            caller_room: The caller's room.
+            caller_identity: The caller's identity (None: the room's one SIP participant).
+
+        Raises:
+            ReferUnsupportedError: No such SIP caller, or this leg cannot refer.
+        """
+        raise ReferUnsupportedError(f"{type(self).__name__} cannot refer a call")
+
+    async def refer_caller(self, caller_room: str, caller_identity: str, to: str) -> None:
+        """Have the caller's carrier transfer the caller's call to `to` (SIP REFER).
+
+        Returns once the human answered; the caller's call then leaves `caller_room`.
+
+        Args:
+            caller_room: The caller's room.
+            caller_identity: The caller's SIP participant (from `find_sip_caller`).
+            to: The human's number or `sip:`/`tel:` URI.
+
+        Raises:
+            ReferUnsupportedError: The call cannot be referred.
+            ReferError: The carrier refused the REFER or the human's line failed.
+            ConnectError: The request failed otherwise.
+        """
+        raise ReferUnsupportedError(f"{type(self).__name__} cannot refer a call")
 
     @abstractmethod
     async def hang_up(self) -> None:

@@ -38,6 +38,12 @@ DEFAULT_FAILURE_MESSAGES: dict[FailureReason, str] = {
 #: What follows when nobody could take the call (see `types.NOBODY_FREE`).
 NextStep = Literal["return", "callback", "end_call"]
 
+#: What the human hears after accepting in `refer` mode: the bot hangs up, then the
+#: caller's call rings them (set it as `BriefingParams.connecting_message`).
+REFER_CONNECTING_MESSAGE = (
+    "Thank you. I'll hang up now and put the caller through: your phone will ring in a moment."
+)
+
 _MAX_SECONDS = 3600.0
 
 
@@ -75,8 +81,12 @@ class WarmTransferParams(_Settings):
     """How the caller side of a transfer behaves.
 
     Parameters:
-        connect_mode: `auto` (move, falling back to bridge), `move` or `bridge`.
-        ring_timeout: Seconds the human's phone may ring before `no_answer`.
+        connect_mode: `auto` (move, falling back to bridge), `move`, `bridge`, or `refer`
+            (the human is hung up and the caller's SIP call is transferred to their number
+            by SIP REFER; tell the human their phone will ring, e.g. with
+            `REFER_CONNECTING_MESSAGE` as the briefing's `connecting_message`).
+        ring_timeout: Seconds the human's phone may ring before `no_answer` (a `refer`
+            rings it again for as long).
         briefing_timeout: Seconds the human may take to accept or decline.
         summary_timeout: Seconds allowed to the summary LLM call before the fallback.
         hold_message: Said to the caller before the music starts.

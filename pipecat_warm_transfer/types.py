@@ -92,12 +92,17 @@ class ConnectMode(StrEnum):
     """How caller and human are joined.
 
     `move` puts the human into the caller's room (LiveKit MoveParticipant); `bridge` has
-    the bot relay audio both ways; `auto` tries `move` and falls back to `bridge`.
+    the bot relay audio both ways; `auto` tries `move` and falls back to `bridge`;
+    `refer` hangs the human up and has the caller's carrier transfer the caller's SIP call
+    to the human's number (SIP REFER, LiveKit TransferSIPParticipant): the bot and LiveKit
+    leave the media path. `refer` needs a SIP caller and a trunk that accepts REFER; it
+    has no fallback (a REFER that fails is `connect_failed`).
     """
 
     AUTO = "auto"
     MOVE = "move"
     BRIDGE = "bridge"
+    REFER = "refer"
 
 
 @dataclass

@@ -361,7 +361,7 @@ ERRORS = [
         "  connect_mode: auto\n",
         "  connect_mode: teleport\n",
         "transfer.connect_mode",
-        "expected 'auto', 'move' or 'bridge'",
+        "expected 'auto', 'move', 'bridge' or 'refer'",
     ),
     (
         "    number: '+15551234567'\n",

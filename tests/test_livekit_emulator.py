@@ -2026,6 +2026,46 @@ COVERAGE = {
     "play_dialtone": [
         "test_dial_tone_is_425_hz_one_second_on_until_the_answer",
     ],
+    # SIP transfer: the tests live in test_refer_mode.py.
+    "TransferSIPParticipant checks, in order": [
+        "test_refer_mode::test_room_and_identity_are_checked_before_the_grants",
+        "test_refer_mode::test_missing_grants_are_401_permissions_denied",
+        "test_refer_mode::test_transfer_to_must_be_a_sip_or_tel_uri",
+        "test_refer_mode::test_bad_headers_are_refused_as_for_a_dial",
+        "test_refer_mode::test_a_participant_that_is_not_a_sip_call_cannot_be_transferred",
+    ],
+    "a transfer's deadline": [
+        "test_refer_mode::test_the_deadline_is_the_ringing_timeout_or_the_header_and_the_call_stays",
+        "test_refer_mode::test_a_client_that_gives_up_does_not_stop_the_transfer",
+    ],
+    "a `sip.callID` no SIP call owns (the attribute on a participant of another kind)": [
+        "test_refer_mode::test_a_call_id_no_sip_call_owns_is_never_answered",
+    ],
+    "transferring a dial that is not answered yet": [
+        "test_refer_mode::test_a_dial_that_still_rings_cannot_be_transferred",
+    ],
+    "a second transfer of a call being transferred": [
+        "test_refer_mode::test_a_second_transfer_waits_for_the_same_outcome_or_is_refused_elsewhere",
+    ],
+    "the carrier refuses the REFER (a final status but 200/202)": [
+        "test_refer_mode::test_a_refer_the_carrier_refuses_carries_its_sip_status",
+        "test_refer_mode::test_a_sip_uri_is_sent_in_angle_brackets_and_a_script_matches_its_user",
+    ],
+    "the carrier accepts, then the NOTIFY reports the target failed (486, 480, 603...)": [
+        "test_refer_mode::test_a_target_that_fails_is_reported_by_the_notify",
+        "test_refer_mode::test_the_exact_body_of_a_busy_target",
+    ],
+    "the NOTIFY reports 200 (the target answered)": [
+        "test_refer_mode::test_a_transfer_answers_once_the_target_answers_then_the_caller_leaves",
+        "test_refer_mode::test_without_the_carriers_bye_livekit_hangs_up_after_one_second",
+        "test_refer_mode::test_the_json_answer_of_a_transfer_is_an_empty_response_with_every_field",
+    ],
+    "the call ends while the target rings (hang-up, participant removed, room deleted)": [
+        "test_refer_mode::test_a_call_that_ends_while_the_target_rings_is_answered_as_success",
+    ],
+    "TransferSIPParticipant's play_dialtone": [
+        "test_refer_mode::test_a_transfer_answers_once_the_target_answers_then_the_caller_leaves",
+    ],
     # Agent dispatch: the tests live in test_agent_dispatch.py.
     "`/agent` without a WebSocket upgrade / with a token lacking the `agent` grant": [
         "test_agent_dispatch::test_the_agent_socket_answers_as_livekit_does",

@@ -27,7 +27,14 @@
    `MoveUnsupportedError` and, with `supports_move=None`, turns `move` off for the backend,
    so `auto` bridges straight away next time. LiveKit Cloud refusing this participant
    (412 `failed_precondition`) raises `MoveUnsupportedError` for this transfer only.
-4. `hang_up()` / `close()` — `RemoveParticipant` (unless moved), `DeleteRoom`, and the
+4. `find_sip_caller()` / `refer_caller()` (`refer` mode) — the caller's SIP participant
+   (`GetParticipant`, or `ListParticipants` for the room's one SIP call), then
+   `TransferSIPParticipant`: LiveKit's SIP service REFERs the caller's call to the human's
+   number (`tel:` for a phone number) and answers once the human picked up; the caller's
+   call then leaves the room. Sent once, without region failover, LiveKit's deadline being
+   the ring timeout. The carrier refusing the REFER, or the human's line failing in the
+   NOTIFY, raises `ReferError` with the SIP status (its meaning from the DESIGN §2 map).
+5. `hang_up()` / `close()` — `RemoveParticipant` (unless moved), `DeleteRoom`, and the
    leg's HTTP session closed; a missing room or participant is not an error, teardown
    is idempotent and never raises, and a dial cancelled mid-request leaves nothing.
 
@@ -58,6 +65,7 @@ from livekit.protocol.models import ParticipantInfo
 from livekit.protocol.room import (
     CreateRoomRequest,
     DeleteRoomRequest,
+    ListParticipantsRequest,
     MoveParticipantRequest,
     RoomParticipantIdentity,
 )
@@ -65,6 +73,10 @@ from livekit.protocol.sip import (
     CreateSIPParticipantRequest,
     SIPOutboundConfig,
     SIPParticipantInfo,
+    SIPTransferReason,
+    SIPTransferStatus,
+    TransferSIPParticipantRequest,
+    TransferSIPParticipantResponse,
 )
 from loguru import logger
 from pipecat.transports.base_transport import BaseTransport, TransportParams
@@ -75,11 +87,17 @@ from pipecat_warm_transfer.consult_leg import (
     DialError,
     DialRequest,
     MoveUnsupportedError,
+    ReferError,
+    ReferUnsupportedError,
     TransferBackend,
     TransferTarget,
     validate_destination,
 )
-from pipecat_warm_transfer.types import FailureReason, TransferConfigError
+from pipecat_warm_transfer.types import (
+    FailureReason,
+    TransferConfigError,
+    reason_for_sip_status,
+)
 
 #: Builds the consult-room transport: `(url, token, room_name, identity, params)`.
 TransportFactory = Callable[[str, str, str, str, TransportParams], BaseTransport]
@@ -87,6 +105,9 @@ TransportFactory = Callable[[str, str, str, str, TransportParams], BaseTransport
 _NOT_FOUND = "not_found"
 #: The SIP participant's call status attribute, and the values that mean "it rang".
 CALL_STATUS_ATTRIBUTE = "sip.callStatus"
+#: The attribute LiveKit's SIP service gives its participants; TransferSIPParticipant
+#: refers the call it names.
+CALL_ID_ATTRIBUTE = "sip.callID"
 _RANG = frozenset({"ringing", "automation", "active"})
 #: Seconds the dial's HTTP request may outlast the leg's bound on it.
 _DIAL_SLACK_SECS = 1.0
@@ -194,6 +215,8 @@ class LiveKitConsultLeg(ConsultLeg):
         self.participant: SIPParticipantInfo | None = None
         self.dial_error: DialError | None = None
         self.moved_to: str | None = None
+        #: The caller's room, once their call was referred to the human.
+        self.referred_from: str | None = None
 
     def __repr__(self) -> str:
         return f"LiveKitConsultLeg({self.room_name!r})"
@@ -528,6 +551,84 @@ class LiveKitConsultLeg(ConsultLeg):
             if pending is not None and not self._moved:
                 await self._participant_gone(self.human_identity, pending)
 
+    # Refer
+
+    async def find_sip_caller(self, caller_room: str, caller_identity: str | None) -> str:
+        """The caller's SIP participant in their room (`GetParticipant`/`ListParticipants`).
+
+        Raises:
+            ReferUnsupportedError: Not in the room, not a SIP call (a WebRTC caller), or
+                several SIP calls there and no identity given.
+            ConnectError: The room service failed.
+        """
+        if self._closed:
+            raise ConnectError("the leg is closed")
+        try:
+            async with self._client() as api:
+                if caller_identity:
+                    request = RoomParticipantIdentity(room=caller_room, identity=caller_identity)
+                    found = [await api.room.get_participant(request)]
+                else:
+                    listed = await api.room.list_participants(
+                        ListParticipantsRequest(room=caller_room)
+                    )
+                    found = [p for p in listed.participants if _is_sip_call(p)]
+        except ServerError as e:
+            if e.code == _NOT_FOUND:
+                raise ReferUnsupportedError("the caller is not in their room") from None
+            raise ConnectError(f"finding the caller failed: {_describe(e)}") from None
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ConnectError(f"finding the caller failed: {type(e).__name__}") from None
+        if not found:
+            raise ReferUnsupportedError("the caller's room has no SIP call to refer")
+        if len(found) > 1:
+            raise ReferUnsupportedError(
+                "the caller's room has several SIP calls: give the caller's identity"
+            )
+        if not _is_sip_call(found[0]):
+            raise ReferUnsupportedError("the caller is not a SIP call (WebRTC cannot be referred)")
+        return found[0].identity
+
+    async def refer_caller(self, caller_room: str, caller_identity: str, to: str) -> None:
+        """Transfer the caller's call to the human (`TransferSIPParticipant`, a SIP REFER).
+
+        LiveKit answers once the human picked up; its deadline is the ring timeout.
+
+        Raises:
+            ReferUnsupportedError: LiveKit has no SIP call for the caller.
+            ReferError: The carrier refused the REFER, the human's line failed (with the
+                SIP status), or nobody answered within the ring timeout.
+            ConnectError: The leg is closed, or the request failed otherwise.
+        """
+        if self._closed:
+            raise ConnectError("the leg is closed")
+        ring = self._ring_timeout
+        request = TransferSIPParticipantRequest(
+            room_name=caller_room,
+            participant_identity=caller_identity,
+            transfer_to=refer_uri(to),
+            play_dialtone=self._backend.refer_dialtone,
+        )
+        request.ringing_timeout.FromNanoseconds(int(round(ring * 1e9)))
+        # Sent once (no region failover): a replay after a failure would REFER again.
+        api = self._backend.new_api(failover=False)
+        try:
+            async with asyncio.timeout(ring + 2 * _DIAL_SLACK_SECS + self._backend.api_timeout):
+                response = await api.sip.transfer_sip_participant(
+                    request, timeout=ring + _DIAL_SLACK_SECS
+                )
+        except ServerError as e:
+            raise _refer_error(e, ring) from None
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ConnectError(f"TransferSIPParticipant failed: {type(e).__name__}") from None
+        finally:
+            await api.aclose()
+        failure = _refer_failure(response)
+        if failure is not None:
+            raise failure
+        self.referred_from = caller_room
+        logger.debug(f"{self}: the caller's call was referred to the human")
+
     # Hang-up and teardown
 
     async def hang_up(self) -> None:
@@ -727,6 +828,8 @@ class LiveKitSipBackend(TransferBackend):
         token_ttl: Lifetime (s) of the consult-room join token.
         hang_up_moved_on_close: Whether `close()` also hangs up humans moved into the
             caller's room (False: they stay on the call with the caller).
+        refer_dialtone: In `refer` mode, whether the caller hears a ring tone while the
+            human's phone rings (LiveKit's `play_dialtone` of TransferSIPParticipant).
         failover: `livekit-api` region failover (LiveKit Cloud only) for the room service
             calls; never for the dial.
     """
@@ -754,6 +857,7 @@ class LiveKitSipBackend(TransferBackend):
         token_ttl: float = 600.0,
         hang_up_moved_on_close: bool = False,
         failover: bool = True,
+        refer_dialtone: bool = True,
     ):
         """Create the backend (settings are checked here, before any call is placed).
 
@@ -793,6 +897,7 @@ class LiveKitSipBackend(TransferBackend):
         self.token_ttl = _positive(token_ttl, "token_ttl")
         self.hang_up_moved_on_close = hang_up_moved_on_close
         self.failover = failover
+        self.refer_dialtone = bool(refer_dialtone)
         self.legs: list[LiveKitConsultLeg] = []
 
     def __repr__(self) -> str:
@@ -818,8 +923,12 @@ class LiveKitSipBackend(TransferBackend):
             return "ws://" + url[len("http://") :]
         return url
 
-    def new_api(self) -> LiveKitAPI:
+    def new_api(self, *, failover: bool | None = None) -> LiveKitAPI:
         """A new `LiveKitAPI` client (its own HTTP session; the caller closes it).
+
+        Args:
+            failover: Region failover (None: the backend's setting); off for a request
+                that must not be replayed.
 
         Returns:
             The client, bounded by `api_timeout` per request. Dials do not use it: they
@@ -830,7 +939,7 @@ class LiveKitSipBackend(TransferBackend):
             self.api_key,
             self._api_secret,
             timeout=aiohttp.ClientTimeout(total=self.api_timeout),
-            failover=self.failover,
+            failover=self.failover if failover is None else failover,
         )
 
     def sip_call_token(self, ttl: float) -> str:
@@ -1012,6 +1121,73 @@ def _dial_error(error: ServerError, ring_timeout: float) -> DialError:
         )
         return DialError(FailureReason.DIAL_FAILED, None, f"CreateSIPParticipant: {what}")
     return DialError(FailureReason.DIAL_FAILED, None, f"CreateSIPParticipant: {_describe(error)}")
+
+
+def refer_uri(number: str) -> str:
+    """What TransferSIPParticipant takes for a target: a `tel:` or `sip:` URI.
+
+    LiveKit refuses a bare number (`transfer_to must be a valid SIP(s) or TEL URI`), so
+    `+15551234567` becomes `tel:+15551234567`; URIs are kept.
+    """
+    if number.lower().startswith(("tel:", "sip:", "sips:")):
+        return number
+    return f"tel:{number}"
+
+
+def _is_sip_call(participant: ParticipantInfo) -> bool:
+    """Whether LiveKit's SIP service placed this participant (it has a call to refer)."""
+    return (
+        participant.kind == ParticipantInfo.Kind.SIP and CALL_ID_ATTRIBUTE in participant.attributes
+    )
+
+
+def _sip_phrase(status: int, error: ServerError) -> str:
+    phrase = _clean((error.metadata or {}).get("sip_status", ""))
+    text = f"SIP {status} {phrase}".strip()
+    reason = reason_for_sip_status(status)
+    return text if reason == FailureReason.DIAL_FAILED else f"{text}, {reason}"
+
+
+def _refer_error(error: ServerError, ring_timeout: float) -> Exception:
+    """The error of a failed TransferSIPParticipant answer, saying what happened."""
+    status = _sip_status(error)
+    if status is not None:
+        if "call transfer failed" in (error.message or ""):
+            return ReferError(
+                f"the human's line did not take the transferred call ({_sip_phrase(status, error)})",
+                status,
+            )
+        return ReferError(
+            f"the caller's carrier refused the REFER ({_sip_phrase(status, error)})", status
+        )
+    if error.code == "deadline_exceeded":
+        return ReferError(
+            f"the transferred call was not answered within {ring_timeout:g} s (LiveKit's deadline)"
+        )
+    if error.code == "invalid_argument" and "no SIP session" in (error.message or ""):
+        return ReferUnsupportedError("the caller is not a SIP call")
+    if error.code == "unimplemented":
+        return ReferUnsupportedError(f"LiveKit cannot transfer this call: {_describe(error)}")
+    if error.status == 401 and error.code == "unauthenticated":
+        return ConnectError(
+            "TransferSIPParticipant: the API key has no SIP call grant or room admin"
+        )
+    return ConnectError(f"TransferSIPParticipant failed: {_describe(error)}")
+
+
+def _refer_failure(response: TransferSIPParticipantResponse) -> ReferError | None:
+    """A failure LiveKit reports in a 200 answer (a SIP service with transfer outcomes).
+
+    The SIP service of today answers an empty response, status `ongoing`: success.
+    """
+    if response.status != SIPTransferStatus.STS_TRANSFER_FAILED:
+        return None
+    why = SIPTransferReason.Name(response.reason).removeprefix("STR_").lower()
+    status = response.sip_status.code if response.HasField("sip_status") else None
+    if status:
+        sip_text = f"SIP {status} {_clean(response.sip_status.status)}".strip()
+        return ReferError(f"the transfer failed ({why}, {sip_text})", status)
+    return ReferError(f"the transfer failed ({why})")
 
 
 def _move_not_implemented(error: ServerError) -> bool:

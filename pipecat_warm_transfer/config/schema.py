@@ -693,7 +693,9 @@ class TransferSection(_Section):
         nobody_free: When nobody can take the call: `return` (back to the bot),
             `callback` (the bot collects a callback request) or `end_call`.
         nobody_free_by_reason: The same per reason (`after_hours: callback`).
-        connect_mode: `auto` (move, falling back to bridge), `move` or `bridge`.
+        connect_mode: `auto` (move, falling back to bridge), `move`, `bridge`, or `refer`
+            (the caller's SIP call is transferred to the human's number by SIP REFER; the
+            human's `connecting` message then says their phone will ring).
         ring_timeout: How long the human's phone may ring.
         briefing_timeout: How long the human may take to accept or decline.
         summary_timeout: Time allowed to the summary LLM call.

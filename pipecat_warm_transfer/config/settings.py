@@ -23,9 +23,13 @@ from pipecat_warm_transfer.audio import HoldMusicMixer
 from pipecat_warm_transfer.availability import WEEKDAYS, BusinessHours, Holiday
 from pipecat_warm_transfer.config.schema import BUILTIN_MUSIC, AvailabilitySection, BotConfig
 from pipecat_warm_transfer.consult_leg import TransferTarget
-from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
+from pipecat_warm_transfer.params import (
+    REFER_CONNECTING_MESSAGE,
+    BriefingParams,
+    WarmTransferParams,
+)
 from pipecat_warm_transfer.ring_group import RingGroup
-from pipecat_warm_transfer.types import FailureReason
+from pipecat_warm_transfer.types import ConnectMode, FailureReason
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,9 @@ def transfer_settings(config: BotConfig, *, base_dir: Path | None = None) -> Tra
         "summary_max_words": briefing.summary_max_words,
         "connecting_message": human.connecting,
     }
+    if t.connect_mode == ConnectMode.REFER and "connecting" not in human.model_fields_set:
+        # The bot hangs up and the human's phone rings with the caller: say so.
+        options["connecting_message"] = REFER_CONNECTING_MESSAGE
     source = None if music.source in BUILTIN_MUSIC else config.resolve_path(music.source, base_dir)
     hold = HoldMusicSettings(
         source=source,

@@ -11,6 +11,8 @@ LiveKit's own server does, so the real `livekit.api.LiveKitAPI` client (and Live
 SDK) run against it unchanged:
 
 - `POST /twirp/livekit.SIP/CreateSIPParticipant`
+- `POST /twirp/livekit.SIP/TransferSIPParticipant`: a REFER of a SIP participant's call,
+  answered by a scripted carrier (see `livekit_sip_transfer`)
 - `POST /twirp/livekit.RoomService/{CreateRoom, DeleteRoom, ListRooms, ListParticipants,
   GetParticipant, RemoveParticipant, MoveParticipant}`
 - `GET /agent`: the agent worker WebSocket of LiveKit's agent dispatch (`agents`), which
@@ -67,6 +69,7 @@ from pipecat_warm_transfer.testing.livekit_sip_line import (
     OutboundTrunk,
     new_id,
 )
+from pipecat_warm_transfer.testing.livekit_sip_transfer import SipTransfers
 from pipecat_warm_transfer.testing.livekit_wire import (
     HTTP_TWIRP_CODE,
     SIP_REASONS,
@@ -338,6 +341,85 @@ FIDELITY: tuple[Fidelity, ...] = (
         "play_dialtone",
         "425 Hz, 1 s on / 4 s off, half volume, into the room until answered or failed",
         "livekit/sip pkg/sip/outbound.go dialSIP; livekit/media-sdk tones/tones.go ETSIRinging",
+    ),
+    # SIP transfer (TransferSIPParticipant: a REFER of the caller's call)
+    Fidelity(
+        "TransferSIPParticipant checks, in order",
+        "no room name / no identity: 400 `invalid_argument` `twirp error unknown: Missing room "
+        "name` / `...: Missing participant identity`, before the grants → `sip.call` grant and "
+        "`roomAdmin` for that room (401 `permissions denied`) → validation (400 "
+        "`invalid_argument`, raw: `missing transfer to`, `transfer_to must be a valid SIP(s) or "
+        "TEL URI (sip:, sips: or tel:)`, header problems) → the participant (404 `not_found` "
+        "`twirp error unknown: participant does not exist`) → its `sip.callID` (400 "
+        "`invalid_argument` `twirp error unknown: no SIP session associated with participant`)",
+        "livekit/livekit pkg/service/sip.go TransferSIPParticipant, "
+        "transferSIPParticipantRequest; livekit/protocol livekit/sip.go "
+        "TransferSIPParticipantRequest.ValidateResult, validateHeaders",
+    ),
+    Fidelity(
+        "a transfer's deadline",
+        "`ringing_timeout` (30 s when unset), or `X-Twirp-Timeout-Ms` when sooner; then 408 "
+        "`deadline_exceeded` `twirp error unknown: request timed out` and the call stays; an "
+        "HTTP client that gives up does not stop the transfer",
+        "livekit/livekit pkg/service/sip.go TransferSIPParticipant; livekit/psrpc "
+        "pkg/client/rpc.go (ErrRequestTimedOut); livekit/sip pkg/sip/service.go "
+        "transferSIPParticipant (context.WithoutCancel)",
+    ),
+    Fidelity(
+        "a `sip.callID` no SIP call owns (the attribute on a participant of another kind)",
+        "no SIP service serves the call's topic: 408 at the deadline",
+        "livekit/sip pkg/sip/client.go RegisterTransferSIPParticipant, inbound.go joinRoom; "
+        "livekit/psrpc pkg/client/rpc.go newRPC",
+    ),
+    Fidelity(
+        "transferring a dial that is not answered yet",
+        "412 `failed_precondition` `twirp error unknown: can't transfer non established call`",
+        "livekit/sip pkg/sip/outbound.go connectToRoom (registered at join), "
+        "sipOutbound.transferCall; inbound.go sipInbound.newReferReq",
+    ),
+    Fidelity(
+        "a second transfer of a call being transferred",
+        "to the same `transfer_to`: waits for the same outcome; elsewhere: 400 "
+        "`invalid_argument` `twirp error unknown: call already being transferred elsewhere`",
+        "livekit/sip pkg/sip/service.go transferSIPParticipant, getOrCreatePendingTransfer",
+    ),
+    Fidelity(
+        "the carrier refuses the REFER (a final status but 200/202)",
+        "code from the SIP status (603 `permission_denied`, 405 `invalid_argument`, 501 "
+        "`failed_precondition`...), `twirp error unknown: sip status: 603: Decline`, meta "
+        "`sip_status_code`, `sip_status`, `error_details`; the call stays",
+        "livekit/sip pkg/sip/protocol.go sendRefer; pkg/errors/errors.go ApplySIPStatus; "
+        "livekit/protocol livekit/sip.go SIPStatus.Error, GRPCStatus, TwirpErrorMeta",
+    ),
+    Fidelity(
+        "the carrier accepts, then the NOTIFY reports the target failed (486, 480, 603...)",
+        "code from that SIP status, `twirp error unknown: call transfer failed: sip status: 486: "
+        "Busy Here`, the same meta; 1xx NOTIFYs are progress only; the call stays",
+        "livekit/sip pkg/sip/protocol.go handleReferNotify, parseNotifyBody; pkg/sip/service.go "
+        "TransferSIPParticipant (ApplySIPStatus)",
+    ),
+    Fidelity(
+        "the NOTIFY reports 200 (the target answered)",
+        "200 at once, an empty TransferSIPParticipantResponse (JSON status "
+        "`STS_TRANSFER_ONGOING`: the SIP service still answers Empty); then at the carrier's BYE, "
+        "or after 1 s LiveKit's own hang-up: `sip.callStatus=hangup`, the participant leaves "
+        "(CLIENT_INITIATED)",
+        "livekit/sip pkg/sip/service.go TransferSIPParticipant (emptypb.Empty); inbound.go "
+        "inboundCall.transferCall (referByeTimeout), closeWithHangup, close; outbound.go "
+        "outboundCall.transferCall; pkg/sip/room.go Room.CloseWithReason; livekit/livekit "
+        "pkg/service/sip.go; pkg/rtc/signalling/signalhandler.go (SignalRequest_Leave)",
+    ),
+    Fidelity(
+        "the call ends while the target rings (hang-up, participant removed, room deleted)",
+        "200, no error: livekit/sip reports the REFER's acceptance as the outcome",
+        "livekit/sip pkg/sip/inbound.go sipInbound.TransferCall (callDone); outbound.go "
+        "sipOutbound.transferCall",
+    ),
+    Fidelity(
+        "TransferSIPParticipant's play_dialtone",
+        "kept in the transfer's record: the ring tone goes to the caller's phone (the room's "
+        "audio to it muted until the outcome), nothing into the room",
+        "livekit/sip pkg/sip/inbound.go inboundCall.transferCall (SwapOutput, tones.ETSIRinging)",
     ),
     # Agent dispatch (the /agent WebSocket) and inbound SIP calls
     Fidelity(
@@ -637,6 +719,9 @@ class LiveKitEmulator:
             ("SIP", "CreateSIPParticipant"): _Method(
                 sip.CreateSIPParticipantRequest, self._create_sip_participant
             ),
+            ("SIP", "TransferSIPParticipant"): _Method(
+                sip.TransferSIPParticipantRequest, self._transfer_sip_participant
+            ),
             ("RoomService", "CreateRoom"): _Method(room.CreateRoomRequest, self._create_room),
             ("RoomService", "DeleteRoom"): _Method(room.DeleteRoomRequest, self._delete_room),
             ("RoomService", "ListRooms"): _Method(room.ListRoomsRequest, self._list_rooms),
@@ -653,6 +738,8 @@ class LiveKitEmulator:
                 room.MoveParticipantRequest, self._move_participant
             ),
         }
+        #: `TransferSIPParticipant`: the carriers' `ReferScript`s and every transfer.
+        self.sip_transfers = SipTransfers(lambda: self.rooms, lambda: self.calls, _headers_problem)
         self._faults: dict[str, list[_Fault]] = {}
         self._drops: dict[str, int] = {}
         self._latency: dict[str, float] = {}
@@ -743,6 +830,7 @@ class LiveKitEmulator:
             await asyncio.gather(*tasks, return_exceptions=True)
         for call in self.calls:
             await call.stop()
+        await self.sip_transfers.stop()
         if self._agents is not None:
             await self._agents.close()
             self._agents = self._sip_inbound = None
@@ -1281,6 +1369,18 @@ class LiveKitEmulator:
             sip_call_id=call.call_id,
         )
 
+    async def _transfer_sip_participant(
+        self, req: Message, claims: Claims | None, request: web.BaseRequest
+    ) -> Message:
+        assert isinstance(req, sip.TransferSIPParticipantRequest)
+        video = claims.video if claims is not None else None
+        return await self.sip_transfers.serve(
+            req,
+            sip_call=claims is not None and claims.sip is not None and bool(claims.sip.call),
+            room_admin_of=video.room if video is not None and video.room_admin else None,
+            header_deadline=_twirp_timeout(request.headers.get("X-Twirp-Timeout-Ms")),
+        )
+
     def _trunk_for(self, req: sip.CreateSIPParticipantRequest) -> OutboundTrunk:
         if req.sip_trunk_id:
             trunk = self.trunks.get(req.sip_trunk_id)
@@ -1482,7 +1582,12 @@ def _sip_request_problem(req: sip.CreateSIPParticipantRequest) -> str | None:
         return "SipCallTo should be a phone number or SIP user, not a full SIP URI"
     if not req.room_name:
         return "missing room name"
-    for name, value in req.headers.items():
+    return _headers_problem(req.headers)
+
+
+def _headers_problem(headers) -> str | None:
+    """The first problem livekit/protocol's `validateHeaders` finds, or None."""
+    for name, value in headers.items():
         problem = _header_name_problem(name)
         if problem:
             return f"invalid header name: {problem}"

@@ -94,10 +94,12 @@ SIP_REASONS = {
     402: "Payment Required",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     407: "Proxy Authentication Required",
     408: "Request Timeout",
     410: "Gone",
     480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
     484: "Address Incomplete",
     486: "Busy Here",
     487: "Request Terminated",
@@ -235,8 +237,10 @@ class TwirpError(Exception):
         )
 
 
-def sip_status_error(status: int, reason: str | None = None) -> TwirpError:
-    """The Twirp error of an outbound call the carrier answered with a final `status`.
+def sip_status_error(
+    status: int, reason: str | None = None, *, lead: str | None = None
+) -> TwirpError:
+    """The Twirp error of a SIP request the carrier answered with a final `status`.
 
     The message is livekit/sip's (`INVITE failed: sip status: 486: Busy Here`) behind the
     psrpc prefix; meta carries the status, its phrase and `error_details` (a base64
@@ -246,6 +250,9 @@ def sip_status_error(status: int, reason: str | None = None) -> TwirpError:
     Args:
         status: The SIP final status (3xx-6xx).
         reason: The carrier's reason phrase (default: the standard one).
+        lead: What livekit/sip wrapped the status in (None: an INVITE's `INVITE failed`
+            or `unexpected status from INVITE response`; `""`: the bare status, as a
+            refused REFER; `call transfer failed` for a failed NOTIFY).
 
     Returns:
         The error.
@@ -255,8 +262,13 @@ def sip_status_error(status: int, reason: str | None = None) -> TwirpError:
     status_text = (
         f"sip status: {status}: {phrase}" if phrase else f"sip status: {status} ({_short(status)})"
     )
-    lead = "INVITE failed" if status in _INVITE_FAILED else "unexpected status from INVITE response"
-    message = f"{lead}: {status_text}"
+    if lead is None:
+        lead = (
+            "INVITE failed"
+            if status in _INVITE_FAILED
+            else "unexpected status from INVITE response"
+        )
+    message = f"{lead}: {status_text}" if lead else status_text
     code = sip_twirp_code(status)
     meta = {
         "sip_status_code": str(status),

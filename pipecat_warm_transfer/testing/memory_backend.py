@@ -17,6 +17,9 @@ The leg follows the `ConsultLeg` life cycle: `dial()`, `transport` (a `MemoryTra
 for the briefing pipeline), `move_to()` (`server.move_participant`, or
 `MoveUnsupportedError` with `supports_move=False`), `hang_up()` and `close()`, which
 always leaves the server as it found it (no room, participant or connection left).
+`refer_caller()` plays the caller's carrier as the emulator's SIP service does, by the
+backend's `ReferScript`: refused, the target's line failing, or transferred (the caller's
+SIP participant then leaves the caller's room, `sip.callStatus = hangup`).
 """
 
 from __future__ import annotations
@@ -32,15 +35,26 @@ from pipecat_warm_transfer.consult_leg import (
     DialError,
     DialRequest,
     MoveUnsupportedError,
+    ReferError,
+    ReferUnsupportedError,
     TransferBackend,
 )
-from pipecat_warm_transfer.testing.memory_room import MemoryRoomError, MemoryRoomServer
+from pipecat_warm_transfer.testing.livekit_sip_transfer import REFER_BYE_SECS, ReferScript
+from pipecat_warm_transfer.testing.livekit_wire import SIP_REASONS
+from pipecat_warm_transfer.testing.memory_room import (
+    MemoryConnection,
+    MemoryRoomError,
+    MemoryRoomServer,
+)
 from pipecat_warm_transfer.testing.memory_transport import MemoryTransport
 from pipecat_warm_transfer.testing.scripted_party import HumanScript, ScriptedParty
 from pipecat_warm_transfer.types import FailureReason
 
 #: SIP status for a number nobody answers to (not in `humans`).
 UNKNOWN_NUMBER_STATUS = 404
+
+#: How often a REFER waiting for its NOTIFY looks at the caller's call.
+_REFER_POLL_SECS = 0.02
 
 
 def default_transport_params(sample_rate: int = 16000) -> TransportParams:
@@ -81,6 +95,7 @@ class InMemoryLeg(ConsultLeg):
         self.voicemail = False
         self.dial_error: DialError | None = None
         self.moved_to: str | None = None
+        self._leave: tuple[MemoryConnection, asyncio.Task] | None = None
 
     def __repr__(self) -> str:
         return f"InMemoryLeg({self.room_name!r}, {self.request.target.number!r})"
@@ -208,6 +223,77 @@ class InMemoryLeg(ConsultLeg):
         self._moved = True
         self.moved_to = caller_room
 
+    async def find_sip_caller(self, caller_room: str, caller_identity: str | None) -> str:
+        """The caller's SIP participant (kind `sip`) in their room.
+
+        Raises:
+            ReferUnsupportedError: Not there, not a SIP call, or several and no identity.
+        """
+        room = self._server.get_room(caller_room)
+        if caller_identity:
+            connection = room.connection(caller_identity) if room is not None else None
+            if connection is None:
+                raise ReferUnsupportedError("the caller is not in their room")
+            if connection.kind != "sip":
+                raise ReferUnsupportedError("the caller is not a SIP call")
+            return caller_identity
+        calls = [c for c in room.connections() if c.kind == "sip"] if room is not None else []
+        if len(calls) != 1:
+            raise ReferUnsupportedError(f"the caller's room has {len(calls)} SIP calls, not one")
+        return calls[0].identity
+
+    async def refer_caller(self, caller_room: str, caller_identity: str, to: str) -> None:
+        """Play the caller's carrier with the backend's `ReferScript` (see the module).
+
+        Raises:
+            ReferUnsupportedError: The caller's call is gone.
+            ReferError: The REFER refused, the target failing, or no NOTIFY in time.
+            ConnectError: The leg was closed meanwhile.
+        """
+        room = self._server.get_room(caller_room)
+        caller = room.connection(caller_identity) if room is not None else None
+        if caller is None or caller.kind != "sip":
+            raise ReferUnsupportedError("the caller is not a SIP call in their room")
+        script = self._backend.refer
+        self._backend.referred.append((caller_room, caller_identity, to))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, float(self.request.ring_timeout))
+        await self._refer_wait(script.refer_after)
+        if not script.accepted:
+            status = script.refer_status
+            raise ReferError(f"the caller's carrier refused the REFER ({_sip(status)})", status)
+        notify_at = None if script.notify_status is None else loop.time() + script.notify_after
+        while True:
+            now = loop.time()
+            if not caller.connected:
+                return  # the call ended while the target rang: LiveKit reports success
+            if notify_at is not None and now >= notify_at and notify_at <= deadline:
+                break
+            if now >= deadline:
+                ring = self.request.ring_timeout
+                raise ReferError(f"the transferred call was not answered within {ring:g} s")
+            wake = deadline if notify_at is None else min(deadline, notify_at)
+            await self._refer_wait(min(_REFER_POLL_SECS, max(0.0, wake - now)))
+        status = script.notify_status
+        if status != 200:
+            raise ReferError(
+                f"the human's line did not take the transferred call ({_sip(status)})", status
+            )
+        bye = REFER_BYE_SECS if script.bye_after is None else min(script.bye_after, REFER_BYE_SECS)
+        task = asyncio.create_task(self._caller_leaves(caller, bye), name=f"{self}::refer-bye")
+        self._leave = (caller, task)
+
+    async def _refer_wait(self, secs: float) -> None:
+        try:
+            await self._wait(secs)
+        except DialError:
+            raise ConnectError("the leg was closed during the REFER") from None
+
+    @staticmethod
+    async def _caller_leaves(caller: MemoryConnection, after: float) -> None:
+        await asyncio.sleep(after)
+        _hang_up_referred(caller)
+
     async def hang_up(self) -> None:
         """Hang the human up (they are removed from their room). Idempotent."""
         party = self._party
@@ -249,6 +335,13 @@ class InMemoryLeg(ConsultLeg):
         await self._stop_tasks()
 
     async def _stop_tasks(self) -> None:
+        leave, self._leave = self._leave, None
+        if leave is not None:
+            # The carrier's BYE is due: the referred call leaves now, not never.
+            caller, task = leave
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            _hang_up_referred(caller)
         try:
             if self._party is not None:
                 await self._party.close()
@@ -268,6 +361,17 @@ class InMemoryLeg(ConsultLeg):
             pass
 
 
+def _sip(status: int) -> str:
+    return f"SIP {status} {SIP_REASONS.get(status, '')}".strip()
+
+
+def _hang_up_referred(caller: MemoryConnection) -> None:
+    """The referred call ends here: `sip.callStatus = hangup`, then it leaves its room."""
+    if caller.connected:
+        caller.set_attributes({"sip.callStatus": "hangup"})
+        caller.disconnect("disconnected")
+
+
 class InMemoryBackend(TransferBackend):
     """Dials scripted humans into in-memory consult rooms.
 
@@ -280,6 +384,10 @@ class InMemoryBackend(TransferBackend):
             out at `sample_rate`, see `default_transport_params`).
         sample_rate: Rate the humans send and record at.
         t0: Event-loop time of sample 0 of the humans' recordings (default: the answer).
+        refer: What the caller's carrier does with a REFER (default: transfers the call).
+
+    Attributes:
+        referred: `(caller_room, caller_identity, to)` of each REFER sent, oldest first.
     """
 
     def __init__(
@@ -292,6 +400,7 @@ class InMemoryBackend(TransferBackend):
         transport_params: TransportParams | None = None,
         sample_rate: int = 16000,
         t0: float | None = None,
+        refer: ReferScript | None = None,
     ):
         """Create the backend."""
         if dial_latency < 0:
@@ -303,6 +412,8 @@ class InMemoryBackend(TransferBackend):
         self.sample_rate = sample_rate
         self.transport_params = transport_params or default_transport_params(sample_rate)
         self.t0 = t0
+        self.refer = refer or ReferScript()
+        self.referred: list[tuple[str, str, str]] = []
         self.parties: dict[str, ScriptedParty] = {}
         self.legs: list[InMemoryLeg] = []
         self._all_parties: list[ScriptedParty] = []

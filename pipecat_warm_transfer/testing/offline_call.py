@@ -39,6 +39,7 @@ from pipecat_warm_transfer.backends.livekit import LiveKitSipBackend
 from pipecat_warm_transfer.testing.harness import PipelineRun
 from pipecat_warm_transfer.testing.leak_check import NO_LEAKS, LeakWatch
 from pipecat_warm_transfer.testing.livekit_emulator import DEFAULT_TRUNK_ID, LiveKitEmulator
+from pipecat_warm_transfer.testing.livekit_sip_line import new_id
 from pipecat_warm_transfer.testing.memory_transport import MemoryTransport
 from pipecat_warm_transfer.testing.scripted_party import ScriptedParty
 from pipecat_warm_transfer.types import TransferResult
@@ -65,7 +66,9 @@ class OfflineCall:
         sample_rate: Rate the caller and the bot's transport send and record at.
 
     Attributes:
-        caller: The scripted caller (a SIP participant; it joins in `start()`).
+        caller: The scripted caller (a SIP participant with LiveKit's `sip.callID` and
+            `sip.callStatus = active`, so `refer` can transfer its call; it joins in
+            `start()`).
         events: Every transfer event, with `t` in seconds from `start()`.
         leaks: What `finish()` counted, by kind (None before).
         leak_findings: Each leftover counted, with where it was seen.
@@ -218,7 +221,13 @@ class OfflineCall:
         )
         self._leak_watch.own_tasks = (f"{self.run.worker}::",)
         await self.run.start()
-        await self.caller.start()
+        # An answered inbound call, as LiveKit's SIP service joins it.
+        attributes = {"sip.callID": new_id("SCL_"), "sip.callStatus": "active"}
+        await self.caller.start(
+            self.emulator.rooms.connect(
+                self.room, self.caller_identity, "sip", attributes=attributes
+            )
+        )
         return self.run
 
     async def wait_for(self, event: str, timeout: float = 20.0) -> dict:
