@@ -49,7 +49,12 @@ from pipecat_warm_transfer.frames import (
     TransferResultFrame,
     TransferStateFrame,
 )
-from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams, fill_opens
+from pipecat_warm_transfer.params import (
+    REFER_CONNECTING_MESSAGE,
+    BriefingParams,
+    WarmTransferParams,
+    fill_opens,
+)
 from pipecat_warm_transfer.processors import CallerGate, CallerOutput
 from pipecat_warm_transfer.ring_group import RingGroup, group_reason
 from pipecat_warm_transfer.summary import summarize_conversation, transcript_from_context
@@ -73,6 +78,9 @@ HOLD_LINE_TIMEOUT_SECS = 8.0
 CALLER_LEFT_SPEECH_SECS = 8.0
 #: Longest the join waits for the caller to hear the connected sentence.
 CONNECTED_SPEECH_SECS = 8.0
+#: Bound on the wait for a REFER in flight when the caller's call leaves the room (LiveKit's
+#: own deadline for a transfer is the 30 s ringing timeout).
+REFER_SETTLE_SECS = 35.0
 #: Bound on the wait for the transfer's run task to stop when the call ends under it.
 STOP_RUN_SECS = 5.0
 
@@ -211,8 +219,14 @@ class WarmTransfer(BaseObject):
             backend.check_target(member)
         self._backend = backend
         self._target = self._group.targets[0]
-        self._briefing_params = briefing
         self._params = params or WarmTransferParams()
+        if (
+            self._params.connect_mode == ConnectMode.REFER
+            and "connecting_message" not in briefing.model_fields_set
+        ):
+            # The bot hangs up and the human's phone rings with the caller: say so.
+            briefing = briefing.model_copy(update={"connecting_message": REFER_CONNECTING_MESSAGE})
+        self._briefing_params = briefing
         self._hold_mixer = hold_mixer or HoldMusicMixer(
             level_dbfs=self._params.hold_music_level_dbfs,
             shared_engine=self._params.shared_hold_engine,
@@ -252,6 +266,7 @@ class WarmTransfer(BaseObject):
         self._ended = False
         self._hold_line_event: asyncio.Event | None = None
         self._caller_llm: Any = None
+        self._caller_identity: str | None = None  # known once the caller is watched
         hours = self._params.availability
         self._callback = CallbackCollector(
             time_zone=hours.zone if hours is not None else "UTC",
@@ -354,11 +369,13 @@ class WarmTransfer(BaseObject):
                 to join the caller's room (a SIP caller, typically).
         """
         caller = {"identity": caller_identity}
+        self._caller_identity = caller_identity
 
         @transport.event_handler("on_first_participant_joined")
         async def _on_first(_transport, participant_id):
             if caller["identity"] is None and participant_id != self._bot_identity:
                 caller["identity"] = participant_id
+                self._caller_identity = participant_id
 
         @transport.event_handler("on_participant_left")
         async def _on_left(_transport, participant_id, reason=None):
@@ -436,6 +453,11 @@ class WarmTransfer(BaseObject):
         if attempt is None:
             return
         joined = self._state == TransferState.CONNECTED or attempt.moved
+        if not joined and self._referring():
+            # A REFER takes the caller's call away: their leaving is how it succeeds.
+            # LiveKit's answer to the REFER decides, not the leave that may come first.
+            await self._wait_run_task(REFER_SETTLE_SECS)
+            joined = self._state == TransferState.CONNECTED
         if not joined:
             await self._stop_run_task()
             briefing = attempt.briefing
@@ -834,11 +856,13 @@ class WarmTransfer(BaseObject):
             caller_room=self._caller_room,
             can_move=self._backend.supports_move,
             open_bridge=lambda: self._open_bridge(attempt),
+            caller_identity=self._caller_identity,
         )
         try:
             attempt.mode = await strategy_for(self._params.connect_mode).join(join)
         except (ModeUnavailableError, ConnectError) as e:
-            raise _TransferFailed(FailureReason.CONNECT_FAILED, detail=str(e)) from None
+            status = getattr(e, "sip_status", None)
+            raise _TransferFailed(FailureReason.CONNECT_FAILED, status, detail=str(e)) from None
         if attempt.human_left is not None:
             # They hung up after accepting, before being joined: the caller comes back.
             raise _TransferFailed(FailureReason.HUMAN_HUNG_UP, detail=attempt.human_left)
@@ -973,15 +997,15 @@ class WarmTransfer(BaseObject):
     async def _on_ringing(self):
         await self._emit("ringing")
 
-    async def _on_human_left(self, attempt: _Attempt, reason: str, current: _Try):
+    async def _on_human_left(self, attempt: _Attempt, reason: str, current: _Try | None = None):
         # Handled in a task of its own: the leg may call this from inside the briefing
         # pipeline, which the handling tears down.
         self._spawn(self._handle_human_left(attempt, reason, current), "human-left")
 
-    async def _handle_human_left(self, attempt: _Attempt, reason: str, current: _Try):
+    async def _handle_human_left(self, attempt: _Attempt, reason: str, current: _Try | None = None):
         if attempt is not self._attempt or self._caller_gone:
             return  # an earlier attempt's leg, or our own hang-up after the caller left
-        if current.leg is not attempt.leg:
+        if current is not None and current.leg is not attempt.leg:
             return  # a human the group moved past, or one still ringing (its dial says)
         if attempt.torn_down and not attempt.moved:
             return  # already torn down
@@ -1092,6 +1116,18 @@ class WarmTransfer(BaseObject):
             summary_task.cancel()
             await asyncio.gather(summary_task, return_exceptions=True)
         await self._emit("teardown_done", attempt=attempt)
+
+    def _referring(self) -> bool:
+        """Whether a REFER of the caller is in flight (the connect of `refer` mode)."""
+        return (
+            self._state == TransferState.CONNECTING
+            and self._params.connect_mode == ConnectMode.REFER
+        )
+
+    async def _wait_run_task(self, timeout: float):
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            await asyncio.wait([task], timeout=timeout)
 
     async def _stop_run_task(self):
         task = self._task
