@@ -37,8 +37,10 @@ or start a transfer on entering a node, with the same branching::
 
 Either way the outcome is a plain dict (`transfer_outcome`): `outcome` (`connected` or
 `failed`, or `refused` when no transfer could start), `reason` (a `FailureReason` value,
-None when connected), `status` (`connected` or the reason), `connect_mode`, `sip_status`,
-`detail`. It is also kept in `flow_manager.state["warm_transfer"]`, so a later prompt can
+None when connected), `status` (`connected` or the reason: `after_hours` and
+`hold_timeout` too), `connect_mode`, `sip_status`, `detail`, `next_step` after a failure
+(`return`, `callback` or `end_call`: branch on it to a node that collects the callback),
+`answered_by` and `tried` (each human of a ring group: `name`, `outcome`). It is also kept in `flow_manager.state["warm_transfer"]`, so a later prompt can
 say `{{ warm_transfer.reason }}`. The outcome is delivered once the caller is connected,
 or after a failure once the caller has been told and is back with the bot; nodes entered
 after a failure usually set `respond_immediately: false`, since the caller was just told
@@ -92,6 +94,9 @@ def transfer_outcome(result: TransferResult) -> dict[str, Any]:
         "connect_mode": None if result.connect_mode is None else str(result.connect_mode),
         "sip_status": result.sip_status,
         "detail": result.detail,
+        "next_step": result.next_step,
+        "answered_by": result.answered_by,
+        "tried": [{"name": t.display_name, "outcome": t.outcome} for t in result.tried],
     }
 
 
@@ -104,6 +109,9 @@ def refused_outcome(why: str) -> dict[str, Any]:
         "connect_mode": None,
         "sip_status": None,
         "detail": why,
+        "next_step": None,
+        "answered_by": None,
+        "tried": [],
     }
 
 

@@ -3,6 +3,7 @@ branches on every outcome; whole calls run offline through `build_bot` (the `run
 command's pipeline) on in-memory rooms with scripted services."""
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from pipecat_warm_transfer.testing.leak_check import NO_LEAKS, LeakWatch
 from pipecat_warm_transfer.types import (
     ConnectMode,
     FailureReason,
+    TargetAttempt,
     TransferOutcome,
     TransferResult,
     TransferState,
@@ -59,6 +61,17 @@ def test_the_outcome_of_a_connected_and_of_a_failed_transfer():
     assert failed["outcome"] == "failed" and failed["reason"] == "busy"
     assert failed["status"] == "busy" and failed["sip_status"] == 486
     assert refused_outcome("limit")["outcome"] == "refused"
+    # A ring group nobody took, with a callback to collect: the flow can branch on both.
+    group = TransferResult(
+        TransferOutcome.FAILED,
+        reason=FailureReason.AFTER_HOURS,
+        next_step="callback",
+        tried=[TargetAttempt(index=0, number="…0101", display_name="Alice", outcome="busy")],
+    )
+    outcome = transfer_outcome(group)
+    assert outcome["status"] == "after_hours" and outcome["next_step"] == "callback"
+    assert outcome["tried"] == [{"name": "Alice", "outcome": "busy"}]
+    assert set(refused_outcome("x")) == set(outcome)  # the same keys either way
 
 
 def test_transition_to_a_node_or_a_branch_on_the_outcome():
@@ -98,7 +111,7 @@ def test_the_tool_needs_register_warm_transfer():
 
 def scripted_bot(**transfer) -> dict:
     """A bot with scripted services: the caller's first words ask for a person."""
-    return {
+    bot = {
         "bot": {"name": "flow-test", "vad": "none", "turn_end": "speech_timeout"},
         "services": {
             "stt": {
@@ -141,6 +154,9 @@ def scripted_bot(**transfer) -> dict:
             **transfer,
         },
     }
+    if "targets" in transfer:  # a ring group instead of the one human
+        del bot["transfer"]["target"]
+    return bot
 
 
 def branching_flow() -> dict:
@@ -307,6 +323,19 @@ def scenario(reason: str):
         human.dtmf(0.3, "1")
         transfer["connect_mode"] = "move"
         supports_move = False
+    elif reason == "after_hours":  # closed all day today: nobody is dialed
+        today = datetime.now(UTC).date().isoformat()
+        days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        transfer["availability"] = {
+            "time_zone": "UTC",
+            "hours": {day: "00:00-24:00" for day in days},
+            "holidays": [today],
+        }
+    elif reason == "hold_timeout":  # a group of two; the first rings out the hold limit
+        human = HumanScript(outcome="no_answer")
+        transfer["max_hold"] = "1s"
+        transfer["ring_timeout"] = "5s"
+        transfer["targets"] = [{"number": NUMBER}, {"number": "+15550199"}]
     elif reason == "voicemail":
         human = HumanScript(answer_after=0.3, voicemail=True, greeting=tone(480, 0.6))
         transfer["briefing"] = {
