@@ -117,6 +117,8 @@ class WarmTransferParams(_Settings):
         callback_offer_message: Said when offering a callback (instead of the failure
             sentence); `{opens}` is when the team is back.
         goodbye_message: Said before ending the call; `{opens}` as above.
+        taken_elsewhere_message: Said to a human briefed in a first-to-accept group when
+            a colleague accepted first.
     """
 
     model_config = ConfigDict(
@@ -147,6 +149,7 @@ class WarmTransferParams(_Settings):
         "I'm sorry, nobody can take your call right now. I can have a colleague call you "
         "back — when would suit you?"
     )
+    taken_elsewhere_message: str = "A colleague has just taken the call. Thank you!"
     goodbye_message: str = (
         "I'm sorry, nobody can take your call right now; the team is back {opens}. "
         "Thank you for calling, goodbye."

@@ -10,8 +10,10 @@ A `RingGroup` names the humans and the strategy:
 
 - `sequential`: one after another. A busy line, no answer, voicemail or a failed dial
   moves on to the next; a decline does too unless `on_decline="stop"`.
-- `simultaneous`: every phone rings at once. The first to answer gets the briefing and
-  every other phone stops ringing (their legs are hung up at once).
+- `simultaneous`: every phone rings at once. With `first_to="answer"` the first to answer
+  gets the briefing and every other phone stops ringing (their legs are hung up at once);
+  with `first_to="accept"` everyone who answers is briefed and the first to accept takes
+  the call (the others are thanked and hung up, the phones still ringing stop).
 
 Each human tried leaves a `TargetAttempt` (in `types`) on the result: who, how it
 ended, its SIP status, and when it rang and answered.
@@ -51,6 +53,8 @@ class RingGroup:
         strategy: `sequential` or `simultaneous`.
         on_decline: Sequential only: `next` tries the next human after a decline,
             `stop` returns the caller at once.
+        first_to: Simultaneous only: `answer` (the first to pick up is briefed) or
+            `accept` (all who pick up are briefed; the first to accept wins).
         max_targets: Bound on the humans of one group (a simultaneous group dials
             them all at once).
     """
@@ -58,6 +62,7 @@ class RingGroup:
     targets: list[TransferTarget]
     strategy: Strategy = "sequential"
     on_decline: Literal["next", "stop"] = "next"
+    first_to: Literal["answer", "accept"] = "answer"
     max_targets: int = field(default=10, repr=False)
 
     def __post_init__(self):
@@ -72,6 +77,8 @@ class RingGroup:
             raise TransferConfigError("strategy: must be sequential or simultaneous")
         if self.on_decline not in ("next", "stop"):
             raise TransferConfigError("on_decline: must be next or stop")
+        if self.first_to not in ("answer", "accept"):
+            raise TransferConfigError("first_to: must be answer or accept")
 
     @classmethod
     def of(cls, target: TransferTarget | RingGroup) -> RingGroup:

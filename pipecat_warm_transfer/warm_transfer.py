@@ -127,6 +127,7 @@ class _Attempt:
         self.open_tries: list[_Try] = []  # the tries whose leg is not closed yet
         self.remaining = 0  # humans of the group not tried yet
         self.accepted_by: _Try | None = None
+        self.thanks: list[asyncio.Task] = []  # humans briefed in vain, being thanked
 
     @property
     def moved(self) -> bool:
@@ -550,6 +551,8 @@ class WarmTransfer(BaseObject):
             "summary",
         )
         if self._group.strategy == "simultaneous" and len(self._group.targets) > 1:
+            if self._group.first_to == "accept":
+                return await self._brief_all(attempt)
             return await self._ring_all(attempt)
         return await self._ring_in_turn(attempt)
 
@@ -600,21 +603,10 @@ class WarmTransfer(BaseObject):
 
     async def _ring_all(self, attempt: _Attempt) -> ConsultLeg:
         """Every phone at once; the first to answer is briefed, the others stop ringing."""
-        tries = [
-            self._new_try(attempt, index, target)
-            for index, target in enumerate(self._group.targets)
+        tries = await self._open_all(attempt)
+        reasons: list[FailureReason] = [
+            FailureReason(t.record.outcome) for t in tries if t.record.outcome
         ]
-        reasons: list[FailureReason] = []
-        opened = await asyncio.gather(
-            *(self._open_try(attempt, current) for current in tries), return_exceptions=True
-        )
-        for current, outcome in zip(tries, opened, strict=True):
-            if isinstance(outcome, _TransferFailed):
-                self._settle_try(attempt, current, str(outcome.reason), outcome.sip_status)
-                reasons.append(outcome.reason)
-                await self._drop_try(attempt, current)
-            elif isinstance(outcome, BaseException):
-                raise outcome
         dials = {
             asyncio.create_task(self._ring(attempt, current), name=f"{self}::ring-{i}"): current
             for i, current in enumerate(tries)
@@ -675,6 +667,134 @@ class WarmTransfer(BaseObject):
         self._settle_try(attempt, winner, "accepted")
         attempt.accepted_by = winner
         return winner.leg
+
+    async def _brief_all(self, attempt: _Attempt) -> ConsultLeg:
+        """Every phone at once; everyone who answers is briefed; the first to accept wins.
+
+        The moment one accepts, the phones still ringing stop and the others being
+        briefed are thanked and hung up.
+        """
+        tries = await self._open_all(attempt)
+        reasons: list[FailureReason] = [
+            FailureReason(t.record.outcome) for t in tries if t.record.outcome
+        ]
+        dials = {
+            asyncio.create_task(self._ring(attempt, t), name=f"{self}::ring-{t.index}"): t
+            for t in tries
+            if t.leg is not None and not t.record.outcome
+        }
+        decisions: dict[asyncio.Task, _Try] = {}
+        drops: list[asyncio.Task] = []
+        winner: _Try | None = None
+        last_failure: _TransferFailed | None = None
+
+        def drop(current: _Try, outcome: str, sip_status: int | None = None):
+            self._settle_try(attempt, current, outcome, sip_status)
+            drops.append(self._spawn(self._drop_try(attempt, current), "drop-try"))
+
+        try:
+            while winner is None and (dials or decisions):
+                done, _ = await asyncio.wait(
+                    set(dials) | set(decisions), return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in sorted(done, key=lambda t: (dials.get(t) or decisions[t]).index):
+                    if task in dials:
+                        current = dials.pop(task)
+                        error = task.exception()
+                        if isinstance(error, _TransferFailed):
+                            reasons.append(error.reason)
+                            last_failure = error
+                            drop(current, str(error.reason), error.sip_status)
+                        elif error is not None:
+                            raise error
+                        else:
+                            await self._note_answer(attempt, current)
+                            await self._set_state(TransferState.BRIEFING)
+                            decide = self._decide(attempt, current.briefing)
+                            decisions[asyncio.create_task(decide)] = current
+                        continue
+                    current = decisions.pop(task)
+                    decision = task.result()
+                    if decision.kind == "accept" and winner is None:
+                        winner = current
+                    else:
+                        reason = _DECISION_FAILURES.get(decision.kind, FailureReason.DECLINED)
+                        reasons.append(reason)
+                        last_failure = _TransferFailed(reason, detail=decision.reason)
+                        drop(current, str(reason))
+        finally:
+            for task in [*dials, *decisions]:
+                task.cancel()
+            await asyncio.gather(*dials, *decisions, return_exceptions=True)
+            if winner is not None:
+                await self._stop_the_others(attempt, winner, drops)
+            await asyncio.gather(*drops, return_exceptions=True)
+        if winner is None:
+            failure = last_failure or _TransferFailed(FailureReason.DIAL_FAILED)
+            raise self._group_failure(failure, reasons)
+        attempt.leg, attempt.briefing = winner.leg, winner.briefing
+        attempt.answered = True
+        await self._accepted(winner.briefing)
+        self._settle_try(attempt, winner, "accepted")
+        attempt.accepted_by = winner
+        return winner.leg
+
+    async def _open_all(self, attempt: _Attempt) -> list[_Try]:
+        """Open every human's leg and consult room at once; failures are settled."""
+        tries = [
+            self._new_try(attempt, index, target)
+            for index, target in enumerate(self._group.targets)
+        ]
+        opened = await asyncio.gather(
+            *(self._open_try(attempt, current) for current in tries), return_exceptions=True
+        )
+        for current, outcome in zip(tries, opened, strict=True):
+            if isinstance(outcome, _TransferFailed):
+                self._settle_try(attempt, current, str(outcome.reason), outcome.sip_status)
+                await self._drop_try(attempt, current)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return tries
+
+    async def _note_answer(self, attempt: _Attempt, current: _Try):
+        """A human of a group picked up (several may, while the group is briefed)."""
+        now = time.monotonic()
+        if not attempt.answered_at:
+            attempt.answered_at = now
+            attempt.timings.ring = now - current.dial_started_at
+        current.record.answered_at = now - attempt.requested_at
+        current.record.human_identity = current.leg.human_identity
+        await current.briefing.human_answered()
+        await self._emit(
+            "human_answered", identity=current.leg.human_identity, target=current.index
+        )
+
+    async def _stop_the_others(self, attempt: _Attempt, winner: _Try, drops: list):
+        """Someone accepted: stop every other phone, thanking those being briefed."""
+        started = time.monotonic()
+        others = [t for t in attempt.open_tries if t is not winner and not t.record.outcome]
+        for current in others:
+            if current.record.answered_at is not None:
+                # The caller is not kept waiting for the thanks: the teardown waits instead.
+                thanks = self._spawn(self._thank_and_drop(attempt, current), "thank-and-drop")
+                attempt.thanks.append(thanks)
+                self._settle_try(attempt, current, "stopped")
+            else:
+                self._settle_try(attempt, current, "stopped")
+                drops.append(self._spawn(self._drop_try(attempt, current), "drop-try"))
+        if others:
+            await self._emit(
+                "others_stopped", count=len(others), secs=round(time.monotonic() - started, 3)
+            )
+
+    async def _thank_and_drop(self, attempt: _Attempt, current: _Try):
+        """A human briefed in vain hears that a colleague took the call, then is hung up."""
+        await _quietly(current.briefing.interrupt(), "interrupt the briefing")
+        await _quietly(
+            current.briefing.say(self._params.taken_elsewhere_message, timeout=5.0),
+            "thank the human",
+        )
+        await self._drop_try(attempt, current)
 
     def _new_try(self, attempt: _Attempt, index: int, target: TransferTarget) -> _Try:
         record = TargetAttempt(
@@ -825,19 +945,28 @@ class WarmTransfer(BaseObject):
 
     async def _brief(self, attempt: _Attempt, leg: ConsultLeg) -> BriefingDecision:
         await self._set_state(TransferState.BRIEFING)
-        briefing = attempt.briefing
+        decision = await self._decide(attempt, attempt.briefing)
+        if decision.kind == "accept":
+            await self._accepted(attempt.briefing)
+        return decision
+
+    async def _decide(self, attempt: _Attempt, briefing: BriefingSession) -> BriefingDecision:
+        """Wait for one human's decision (accept, decline, voicemail, timeout, left)."""
         decision = await briefing.decision(self._params.briefing_timeout)
         if briefing.briefing_started_at is not None:
             attempt.timings.briefing = time.monotonic() - briefing.briefing_started_at
         logger.info(f"{self}: briefing decision {decision.kind} via {decision.via}")
-        if decision.kind == "accept":
-            # Both sentences at once: the caller hears they are being connected while
-            # the human is thanked, so neither waits in silence for the other.
-            if self._params.connected_message:
-                self._output.expect_speech(self._params.connected_message)
-                await self._gate.announce(self._params.connected_message)
-            await briefing.say(self._briefing_params.connecting_message)
         return decision
+
+    async def _accepted(self, briefing: BriefingSession):
+        """Tell the caller they are being connected and thank the human, at once.
+
+        Neither then waits in silence for the other.
+        """
+        if self._params.connected_message:
+            self._output.expect_speech(self._params.connected_message)
+            await self._gate.announce(self._params.connected_message)
+        await briefing.say(self._briefing_params.connecting_message)
 
     async def _on_briefing_event(self, event: str, data: dict):
         attempt = self._attempt
@@ -1006,6 +1135,9 @@ class WarmTransfer(BaseObject):
         if attempt is not self._attempt or self._caller_gone:
             return  # an earlier attempt's leg, or our own hang-up after the caller left
         if current is not None and current.leg is not attempt.leg:
+            if current.briefing is not None and current.record.answered_at is not None:
+                # Briefed in a first-to-accept race: their own briefing ends with it.
+                current.briefing.decide(BriefingDecision("human_left", reason=reason, via="hangup"))
             return  # a human the group moved past, or one still ringing (its dial says)
         if attempt.torn_down and not attempt.moved:
             return  # already torn down
@@ -1096,6 +1228,8 @@ class WarmTransfer(BaseObject):
             await _quietly(attempt.leg.hang_up(), "hang up the moved human")
 
     async def _close_attempt(self, attempt: _Attempt):
+        if attempt.thanks:
+            await asyncio.wait(attempt.thanks, timeout=8.0)
         others = [t for t in attempt.open_tries if t.leg is not attempt.leg]
         attempt.open_tries = []
         await asyncio.gather(

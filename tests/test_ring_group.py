@@ -177,3 +177,41 @@ async def test_the_call_record_keeps_what_each_human_heard_and_said():
         assert said, record.transcript
     assert result.consult_transcript == bob.transcript
     assert result.as_dict()["tried"][1]["transcript"] == bob.transcript
+
+
+async def test_simultaneous_first_to_accept_briefs_everyone_who_answers():
+    group = RingGroup(
+        [person(ALICE, "Alice"), person(BOB, "Bob"), person(CAROL, "Carol")],
+        strategy="simultaneous",
+        first_to="accept",
+    )
+    humans = {
+        ALICE: accepts(answer_after=0.4, accept_at=2.5),  # answers first, accepts late
+        BOB: accepts(answer_after=0.8, accept_at=0.6),  # answers second, accepts first
+        CAROL: HumanScript(outcome="no_answer", answer_after=6.0),  # still ringing
+    }
+    call, result = await transfer(group, humans, ["connected", "teardown_done"])
+    assert result.outcome == TransferOutcome.CONNECTED and result.answered_by == "Bob"
+    outcomes = {t.display_name: t.outcome for t in result.tried}
+    assert outcomes == {"Alice": "stopped", "Bob": "accepted", "Carol": "stopped"}
+    alice = next(t for t in result.tried if t.display_name == "Alice")
+    assert alice.answered_at is not None  # she was briefed too ...
+    thanks = call.transfer._params.taken_elsewhere_message
+    said_to_alice = [t["text"] for t in alice.transcript if t["role"] == "bot"]
+    assert any(thanks.split(".")[0] in text for text in said_to_alice), alice.transcript
+    answers = [e for e in call.report.events if e["event"] == "human_answered"]
+    assert [e["target"] for e in answers] == [0, 1]
+    assert call.report.first("others_stopped")["count"] == 2
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings
+
+
+async def test_simultaneous_first_to_accept_when_everyone_declines():
+    group = RingGroup(
+        [person(ALICE, "Alice"), person(BOB, "Bob")], strategy="simultaneous", first_to="accept"
+    )
+    call, result = await transfer(
+        group, {ALICE: declines(0.3), BOB: declines(0.6)}, ["returned_to_caller", "teardown_done"]
+    )
+    assert result.reason == FailureReason.DECLINED
+    assert [t.outcome for t in result.tried] == ["declined", "declined"]
+    assert call.report.leaks == NO_LEAKS, call.report.leak_findings

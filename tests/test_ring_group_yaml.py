@@ -23,6 +23,7 @@ GROUP = """\
     - {number: "+15550101", display_name: Alice, ring_timeout: 15s}
     - {number: "+15550102", display_name: Bob}
   strategy: simultaneous
+  first_to: accept
   on_decline: stop
   nobody_free: callback
   nobody_free_by_reason: {after_hours: end_call}
@@ -45,6 +46,7 @@ def test_a_group_becomes_a_ring_group_with_its_policy(tmp_path):
     group = settings.target
     assert isinstance(group, RingGroup)
     assert group.strategy == "simultaneous" and group.on_decline == "stop"
+    assert group.first_to == "accept"
     assert [(t.display_name, t.ring_timeout) for t in group.targets] == [
         ("Alice", 15.0),
         ("Bob", None),

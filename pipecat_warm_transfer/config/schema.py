@@ -690,6 +690,8 @@ class TransferSection(_Section):
         targets: Several humans (a ring group), instead of `target`.
         strategy: How a ring group is tried: `sequential` or `simultaneous`.
         on_decline: Sequential groups: after a decline, `next` human or `stop`.
+        first_to: Simultaneous groups: the first to `answer` is briefed, or all who answer
+            are briefed and the first to `accept` takes the call.
         nobody_free: When nobody can take the call: `return` (back to the bot),
             `callback` (the bot collects a callback request) or `end_call`.
         nobody_free_by_reason: The same per reason (`after_hours: callback`).
@@ -712,6 +714,7 @@ class TransferSection(_Section):
     targets: Annotated[list[TargetSection], Field(min_length=1, max_length=10)] | None = None
     strategy: Literal["sequential", "simultaneous"] = "sequential"
     on_decline: Literal["next", "stop"] = "next"
+    first_to: Literal["answer", "accept"] = "answer"
     nobody_free: Literal["return", "callback", "end_call"] = "return"
     nobody_free_by_reason: dict[
         Literal[

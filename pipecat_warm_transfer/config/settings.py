@@ -141,7 +141,7 @@ def transfer_settings(config: BotConfig, *, base_dir: Path | None = None) -> Tra
     target = (
         humans[0]
         if t.target is not None
-        else RingGroup(humans, strategy=t.strategy, on_decline=t.on_decline)
+        else RingGroup(humans, strategy=t.strategy, on_decline=t.on_decline, first_to=t.first_to)
     )
     params = WarmTransferParams(
         connect_mode=t.connect_mode,
