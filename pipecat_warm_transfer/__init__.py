@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         MixerStartAfterSpeechFrame,
         SharedHoldEngine,
     )
+    from pipecat_warm_transfer.availability import BusinessHours
     from pipecat_warm_transfer.backends import (
         ConnectError,
         ConsultLeg,
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
         TransferTarget,
     )
     from pipecat_warm_transfer.briefing import BriefingDecision, BriefingSession
+    from pipecat_warm_transfer.callback import CallbackCollector, CallbackRequest
+    from pipecat_warm_transfer.consult_leg import ReferError
     from pipecat_warm_transfer.frames import (
         TransferEventFrame,
         TransferRequestFrame,
@@ -45,9 +48,11 @@ if TYPE_CHECKING:
     )
     from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
     from pipecat_warm_transfer.processors import CallerGate, CallerOutput
+    from pipecat_warm_transfer.ring_group import RingGroup
     from pipecat_warm_transfer.types import (
         ConnectMode,
         FailureReason,
+        TargetAttempt,
         TransferOutcome,
         TransferResult,
         TransferState,
@@ -61,6 +66,9 @@ __all__ = [
     "BriefingDecision",
     "BriefingParams",
     "BriefingSession",
+    "BusinessHours",
+    "CallbackCollector",
+    "CallbackRequest",
     "CallerGate",
     "CallerOutput",
     "ConnectError",
@@ -75,7 +83,10 @@ __all__ = [
     "LiveKitSipBackend",
     "MixerStartAfterSpeechFrame",
     "MoveUnsupportedError",
+    "ReferError",
+    "RingGroup",
     "SharedHoldEngine",
+    "TargetAttempt",
     "TransferBackend",
     "TransferConfigError",
     "TransferEventFrame",
@@ -98,6 +109,9 @@ _EXPORTS = {
     "BriefingDecision": "pipecat_warm_transfer.briefing",
     "BriefingParams": "pipecat_warm_transfer.params",
     "BriefingSession": "pipecat_warm_transfer.briefing",
+    "BusinessHours": "pipecat_warm_transfer.availability",
+    "CallbackCollector": "pipecat_warm_transfer.callback",
+    "CallbackRequest": "pipecat_warm_transfer.callback",
     "CallerGate": "pipecat_warm_transfer.processors",
     "CallerOutput": "pipecat_warm_transfer.processors",
     "ConnectError": "pipecat_warm_transfer.backends",
@@ -112,7 +126,10 @@ _EXPORTS = {
     "LiveKitSipBackend": "pipecat_warm_transfer.backends",
     "MixerStartAfterSpeechFrame": "pipecat_warm_transfer.audio",
     "MoveUnsupportedError": "pipecat_warm_transfer.backends",
+    "ReferError": "pipecat_warm_transfer.consult_leg",
+    "RingGroup": "pipecat_warm_transfer.ring_group",
     "SharedHoldEngine": "pipecat_warm_transfer.audio",
+    "TargetAttempt": "pipecat_warm_transfer.types",
     "TransferBackend": "pipecat_warm_transfer.backends",
     "TransferConfigError": "pipecat_warm_transfer.backends",
     "TransferEventFrame": "pipecat_warm_transfer.frames",
