@@ -862,17 +862,10 @@ class WarmTransfer(BaseObject):
 
     async def _answered(self, attempt: _Attempt, current: _Try):
         """The human picked up: the briefing follows them from here."""
-        now = time.monotonic()
         attempt.answered = True
-        attempt.answered_at = now
+        attempt.answered_at = None  # this human's answer, not an earlier one's
         attempt.dial_started_at = current.dial_started_at
-        attempt.timings.ring = now - current.dial_started_at
-        current.record.answered_at = now - attempt.requested_at
-        current.record.human_identity = current.leg.human_identity
-        await current.briefing.human_answered()
-        await self._emit(
-            "human_answered", identity=current.leg.human_identity, target=current.index
-        )
+        await self._note_answer(attempt, current)
 
     def _settle_try(
         self, attempt: _Attempt, current: _Try, outcome: str, sip_status: int | None = None
