@@ -498,7 +498,7 @@ class HumanPlayout(_SessionProcessor):
             # The record: text frames come after their audio played; a stop, a cut or the
             # end closes the bot's turn.
             if isinstance(frame, AggregatedTextFrame):
-                self._session.note_played(frame.text)
+                self._session.note_played(frame.text, words=isinstance(frame, TTSTextFrame))
             elif isinstance(frame, TTSStoppedFrame | BotStoppedSpeakingFrame | InterruptionFrame):
                 self._session.note_played(None)
             elif isinstance(frame, EndFrame | CancelFrame):
@@ -621,6 +621,7 @@ class BriefingSession:
         #: (`human`) and each sentence the bot played to them (`bot`), for the record.
         self.transcript: list[Turn] = []
         self._played: list[str] = []  # the bot's turn being played
+        self._tts_words = False  # the TTS reports its words (TTSTextFrame)
         self._verdict = False  # the detector said conversation or voicemail
         self._verdict_task: asyncio.Task | None = None
         self._playout = _Playout()
@@ -684,10 +685,18 @@ class BriefingSession:
         if text.strip():
             self.transcript.append(Turn("human", text.strip()))
 
-    def note_played(self, text: str | None) -> None:
-        """Record text the bot played; None ends the turn (it stopped, or was cut off)."""
+    def note_played(self, text: str | None, *, words: bool = False) -> None:
+        """Record text the bot played; None ends the turn (it stopped, or was cut off).
+
+        A TTS that reports its words (`TTSTextFrame`) may also pass the whole sentence
+        on: once words were seen, only words count, so no sentence is recorded twice.
+        """
         if text is not None:
-            self._played.append(text)
+            if words and not self._tts_words:
+                self._tts_words = True
+                self._played = []
+            if words or not self._tts_words:
+                self._played.append(text)
             return
         sentence = " ".join(piece.strip() for piece in self._played if piece.strip())
         self._played = []

@@ -531,6 +531,8 @@ class WarmTransfer(BaseObject):
             await asyncio.sleep(every)
             if self._attempt is not attempt or self._state not in _HELD:
                 return
+            if attempt.answered:
+                continue  # a human is on: a reminder now could play into the connect
             elapsed = time.monotonic() - attempt.requested_at
             text = policy.reminder_text(attempt.remaining, elapsed)
             if text:
@@ -595,6 +597,7 @@ class WarmTransfer(BaseObject):
                     remaining=attempt.remaining,
                 )
                 await self._drop_try(attempt, current)
+                await self._set_state(TransferState.HOLDING)  # the caller waits on
                 continue
             self._settle_try(attempt, current, "accepted")
             attempt.accepted_by = current
