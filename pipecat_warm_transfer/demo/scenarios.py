@@ -107,8 +107,8 @@ MARIA = Colleague(
     reply=HUMAN_ACCEPTS,
     to_caller="Hi Dana, it's Maria from billing. I've refunded the second charge.",
 )
-#: Sam alone, whose phone rings out after 4 s (nobody else is on the team that day).
-SAM_AWAY = Colleague("Sam", CALLER_NUMBER_OF_HUMAN, "en-gb+m3", phone="no_answer", ring_timeout=4.0)
+#: Sam alone, whose phone rings out after 6 s (nobody else is on the team that day).
+SAM_AWAY = Colleague("Sam", CALLER_NUMBER_OF_HUMAN, "en-gb+m3", phone="no_answer", ring_timeout=6.0)
 
 
 def team_hours(now: datetime, *, closed_today: bool = False) -> BusinessHours:
