@@ -46,7 +46,7 @@ from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-from pipecat_warm_transfer.callback import SIP_PHONE_NUMBER_ATTRIBUTE
+from pipecat_warm_transfer.callback import SIP_PHONE_NUMBER_ATTRIBUTE, mask_number
 from pipecat_warm_transfer.consult_leg import TransferTarget
 from pipecat_warm_transfer.demo import scenarios as story
 from pipecat_warm_transfer.demo.espeak_tts import EspeakTTSService, synthesize
@@ -679,6 +679,27 @@ def _describe_waits(waits: dict) -> str:
     return text
 
 
+def _describe_team(report: dict) -> list[str]:
+    """Who was tried, whether the team was open, what was booked (team scenarios)."""
+    lines = []
+    named = [t for t in report["tried"] if t["name"]]
+    if named:
+        tried = ", ".join(f"{t['name']} ({t['outcome'].replace('_', ' ')})" for t in named)
+        lines.append(f"tried: {tried}")
+    hours = report.get("availability")
+    if hours and not hours["open"]:
+        why = f" ({hours['holiday']})" if hours["holiday"] else ""
+        lines.append(f"the team is closed{why}; back {hours['opens'] or 'later'}")
+    callback = report["callback"]
+    if callback:
+        confirmed = "confirmed" if callback["confirmed"] else "not confirmed"
+        lines.append(
+            f"callback: {callback['preferred_time']} on {mask_number(callback['number'])}, "
+            f"{confirmed}"
+        )
+    return lines
+
+
 def run_demo(
     name: str,
     out_dir: str | Path,
@@ -711,6 +732,8 @@ def run_demo(
         f"■ {outcome}{mode} in {time.monotonic() - started:.1f} s; leaks: {leaks}; "
         f"{_describe_waits(report['human_waits'])}"
     )
+    for line in _describe_team(report):
+        print(f"  {line}")
     print(f"  files in {out}/: caller.wav human.wav events.jsonl report.json timeline.png")
     print(f"  listen: play {out}/caller.wav   (or aplay / afplay / any audio player)")
     if not report["as_scripted"]:

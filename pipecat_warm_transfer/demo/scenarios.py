@@ -135,9 +135,10 @@ class Scenario:
     Parameters:
         name: The `--scenario` name.
         description: One line for `--list`.
-        human: How the human's phone behaves: answer, busy, no_answer, voicemail.
-        human_reply: What the human says after the briefing (None: nothing).
-        human_hangs_up: The human hangs up during the briefing.
+        human: How Sam's phone behaves when he is dialed alone: answer, busy,
+            no_answer, voicemail (a team's colleagues are each a `Colleague`).
+        human_reply: What Sam alone says after the briefing (None: nothing).
+        human_hangs_up: Sam alone hangs up during the briefing.
         caller_hangs_up: The caller hangs up during the briefing.
         supports_move: Whether the emulated server supports MoveParticipant.
         outcome: The expected outcome (`connected` or `failed`).

@@ -107,6 +107,7 @@ class HumanLane:
             None when the log ends first.
         sip_status: The SIP status of a failed dial.
         joined: (start, end) of their time with the caller, when they took the call.
+        transfer: The transfer (of the call) that dialed them.
     """
 
     name: str
@@ -297,7 +298,7 @@ def _label(event: dict, multiple: bool, names: dict | None = None) -> str:
     return text
 
 
-def _draw_human_lane(ax, lane: HumanLane, duration: float, caller: str = "caller"):
+def _draw_human_lane(ax, lane: HumanLane, duration: float):
     """A human's ringing, briefing and time with the caller, and how it ended."""
     ax.set_ylim(0, 1)
     ax.set_yticks([])
@@ -309,7 +310,7 @@ def _draw_human_lane(ax, lane: HumanLane, duration: float, caller: str = "caller
     if lane.answered is not None:
         spans.append((lane.answered, lane.ended, _BRIEFED, "briefing"))
     if lane.joined is not None:
-        spans.append((lane.joined[0], lane.joined[1], _JOINED, f"with the {caller}"))
+        spans.append((lane.joined[0], lane.joined[1], _JOINED, "with the caller"))
     for start, end, color, text in spans:
         if start is None or end is None or end <= start:
             continue
