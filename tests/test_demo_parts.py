@@ -1,4 +1,4 @@
-"""The demo's parts: offline eSpeak NG speech and the timeline picture."""
+"""The demo's parts: offline eSpeak NG speech and the timeline picture (its human lanes too)."""
 
 import asyncio
 import json
@@ -19,7 +19,7 @@ from pipecat_warm_transfer.demo.espeak_tts import (  # noqa: E402
     native_sample_rate,
     synthesize,
 )
-from pipecat_warm_transfer.demo.timeline import draw_timeline  # noqa: E402
+from pipecat_warm_transfer.demo.timeline import draw_timeline, human_lanes  # noqa: E402
 
 RATE = 16000
 TEXT = "Hello, this is a test."
@@ -197,3 +197,80 @@ def test_draw_timeline_few_events_and_missing_files(tmp_path):
         tmp_path / "missing.wav", None, tmp_path / "events.jsonl", tmp_path / "few.png"
     )
     assert _png_size(out) == (1680, 720)
+
+
+def _group_events(strategy: str) -> list[dict]:
+    """A ring group's events: Alice busy, Bob declines, Carol accepts (or all at once)."""
+
+    def e(t, event, **data):
+        return {"t": t, "event": event, "transfer": 1, **data}
+
+    if strategy == "simultaneous":
+        return [
+            e(1.0, "transfer_requested"),
+            e(1.1, "dialing", target=0, name="Alice"),
+            e(1.1, "dialing", target=1, name="Bob"),
+            e(1.1, "dialing", target=2, name="Carol"),
+            e(1.4, "target_failed", target=2, reason="busy", sip_status=486, remaining=0),
+            e(2.0, "human_answered", target=1),
+            e(2.1, "others_stopped", count=1, secs=0.1),
+            e(6.0, "connected", mode="move"),
+            e(9.0, "human_hung_up"),
+        ]
+    return [
+        e(1.0, "transfer_requested"),
+        e(1.1, "dialing", target=0, name="Alice"),
+        e(1.5, "ringing"),
+        e(2.0, "target_failed", target=0, reason="busy", sip_status=486, remaining=2),
+        e(2.1, "dialing", target=1, name="Bob"),
+        e(3.0, "human_answered", target=1),
+        e(5.0, "target_failed", target=1, reason="declined", remaining=1),
+        e(5.1, "dialing", target=2, name="Carol"),
+        e(6.0, "human_answered", target=2),
+        e(8.0, "connected", mode="move"),
+        e(11.0, "caller_hung_up"),
+    ]
+
+
+def test_human_lanes_follow_a_sequential_group():
+    lanes = human_lanes(_group_events("sequential"), end=12.0)
+    assert [(x.name, x.dialed, x.answered, x.ended, x.outcome) for x in lanes] == [
+        ("Alice", 1.1, None, 2.0, "busy"),
+        ("Bob", 2.1, 3.0, 5.0, "declined"),
+        ("Carol", 5.1, 6.0, 8.0, "accepted"),
+    ]
+    assert [x.ring_end for x in lanes] == [2.0, 3.0, 6.0]
+    assert lanes[0].describe() == "busy · SIP 486" and lanes[1].describe() == "declined"
+    assert [x.joined for x in lanes] == [None, None, (8.0, 11.0)]  # until the caller hung up
+
+
+def test_human_lanes_follow_a_simultaneous_group_and_a_group_nobody_took():
+    lanes = human_lanes(_group_events("simultaneous"), end=12.0)
+    assert [(x.name, x.outcome, x.ended) for x in lanes] == [
+        ("Alice", "stopped", 2.1),  # her phone stopped when Bob answered
+        ("Bob", "accepted", 6.0),
+        ("Carol", "busy", 1.4),
+    ]
+    assert lanes[1].joined == (6.0, 9.0)  # until the human hung up
+    # The last one tried fails with the whole transfer (no target_failed of its own);
+    # a dial still ringing when the log ends runs to the end; unnamed dials get no lane.
+    events = [
+        {"t": 1.0, "event": "dialing", "transfer": 1, "target": 0, "name": "Sam"},
+        {"t": 7.0, "event": "transfer_failed", "transfer": 1, "reason": "no_answer"},
+        {"t": 8.0, "event": "dialing", "transfer": 2, "target": 0, "name": "Sam"},
+        {"t": 8.5, "event": "dialing", "transfer": 3, "target": 0},
+    ]
+    first, second = human_lanes(events, end=10.0)
+    assert (first.outcome, first.ended, first.sip_status) == ("no_answer", 7.0, None)
+    assert (second.outcome, second.ended) == (None, 10.0)
+
+
+def test_draw_timeline_adds_a_lane_per_named_human(tmp_path):
+    _write_call(tmp_path, human_seconds=12.0)
+    events = _group_events("sequential")
+    (tmp_path / "events.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    out = draw_timeline(
+        tmp_path / "caller.wav", tmp_path / "human.wav", tmp_path / "events.jsonl",
+        tmp_path / "group.png",
+    )  # fmt: skip
+    assert _png_size(out) == (1680, 720 + 3 * 60)  # 0.5 inch a human at 120 dpi

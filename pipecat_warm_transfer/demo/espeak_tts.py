@@ -397,6 +397,8 @@ class EspeakTTSService(TTSService):
             **kwargs,
         )
         self._native_rate = native_sample_rate()
+        #: Every text synthesized, in order: what the service said, as text.
+        self.spoken: list[str] = []
 
     def can_generate_metrics(self) -> bool:
         """Whether this service reports TTFB and usage metrics.
@@ -427,6 +429,7 @@ class EspeakTTSService(TTSService):
         Yields:
             Frame: `TTSAudioRawFrame`s at the service's sample rate, or an `ErrorFrame`.
         """
+        self.spoken.append(text)
         try:
             await self.start_tts_usage_metrics(text)
             pcm = await asyncio.to_thread(

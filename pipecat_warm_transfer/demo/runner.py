@@ -10,22 +10,32 @@ Real Pipecat pipelines and workers, the real `WarmTransfer` processors and
 `HoldMusicMixer`, real offline speech (eSpeak NG), and the real `LiveKitSipBackend` talking
 to the LiveKit API emulator over loopback HTTP with the real `livekit-api` client (the
 `bridge` scenario against its open-source mode, without MoveParticipant); the caller, the
-human and the cloud services (STT, LLM) are scripted stand-ins. Files: `caller.wav`, `human.wav`,
-`events.jsonl`, `report.json`, `timeline.png`.
+humans and the cloud services (STT, LLM) are scripted stand-ins. Files: `caller.wav`,
+`human.wav` (what the humans heard: with a ring group, every human who answered, on the
+one clock of the call), `events.jsonl`, `report.json`, `timeline.png`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from loguru import logger
+from pipecat.frames.frames import (
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+)
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
@@ -36,10 +46,13 @@ from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
+from pipecat_warm_transfer.callback import SIP_PHONE_NUMBER_ATTRIBUTE, mask_number
+from pipecat_warm_transfer.consult_leg import TransferTarget
 from pipecat_warm_transfer.demo import scenarios as story
 from pipecat_warm_transfer.demo.espeak_tts import EspeakTTSService, synthesize
-from pipecat_warm_transfer.demo.scenarios import SCENARIOS, Scenario
+from pipecat_warm_transfer.demo.scenarios import SCENARIOS, Colleague, Scenario
 from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
+from pipecat_warm_transfer.ring_group import RingGroup
 from pipecat_warm_transfer.testing.drivers.call_harness import CallHarness
 from pipecat_warm_transfer.testing.scripted_party import HumanScript
 from pipecat_warm_transfer.testing.scripted_services import (
@@ -52,11 +65,18 @@ from pipecat_warm_transfer.warm_transfer import WarmTransfer
 RATE = 16000
 CALLER_VOICE = "en-us+f3"
 BOT_VOICE = "en-us"
-HUMAN_VOICE = "en-gb+m3"
+HUMAN_VOICE = story.SAM.voice
 #: Bound on every wait of the choreography, so a broken run ends by itself.
 STEP_TIMEOUT_SECS = 40.0
 #: Seconds from the INVITE to the carrier's 180 Ringing in the demo's phone lines.
 HUMAN_RINGING_AFTER_SECS = 0.4
+#: Quiet that ends one of Dana's lines for her STT: longer than the pauses between the
+#: sentences of a line (up to 0.42 s), so a line is one transcript. At 0.3 s her ask was
+#: two: the bot started the hold line over "Can I talk to a person?", and the held half
+#: became her next line as soon as she was back.
+CALLER_END_OF_TURN_SECS = 0.6
+#: How often the choreography looks for what it waits for.
+POLL_SECS = 0.02
 
 
 class ScenarioError(RuntimeError):
@@ -72,9 +92,12 @@ def _secs(pcm: bytes) -> float:
 
 
 def _transfer_params(scenario: Scenario, settings=None) -> WarmTransferParams:
+    team = _team_params(scenario)
     if settings is not None:
-        return settings.params  # the user's own messages, timeouts and level (demo --config)
-    return WarmTransferParams(
+        # The user's own messages, timeouts and level (demo --config); the team's hours and
+        # what follows nobody free are the scenario's story.
+        return settings.params.model_copy(update=team) if team else settings.params
+    values = dict(
         hold_message=story.HOLD_LINE,
         hold_reminder="Thanks for holding, I'm still trying to reach them.",
         hold_reminder_every=12.0,
@@ -83,62 +106,204 @@ def _transfer_params(scenario: Scenario, settings=None) -> WarmTransferParams:
         summary_timeout=2.0,
         connected_message=None,
     )
+    if len(scenario.team) > 1:
+        # Every 9 s: once in each briefing, none in the second before Maria is joined.
+        values["hold_reminder"] = story.GROUP_HOLD_REMINDER
+        values["hold_reminder_every"] = 9.0
+    return WarmTransferParams(**values, **team)
 
 
-def _briefing(scenario: Scenario, settings=None) -> BriefingParams:
-    heard = [story.VOICEMAIL_GREETING if scenario.human == "voicemail" else story.HUMAN_GREETING]
-    if scenario.human_reply:
-        heard.append(scenario.human_reply)
-    replies = [
-        ScriptedReply(say=story.BRIEFING_INTRO),
+def _team_params(scenario: Scenario) -> dict:
+    """The billing team's hours and what follows when nobody is free (team scenarios)."""
+    if not scenario.team:
+        return {}
+    hours = story.team_hours(datetime.now(UTC), closed_today=scenario.closed_today)
+    return {"availability": hours, "nobody_free": scenario.nobody_free}
+
+
+def _target(scenario: Scenario) -> RingGroup | None:
+    """The team as a sequential ring group (None: Sam's number alone)."""
+    if not scenario.team:
+        return None
+    return RingGroup(
+        [
+            TransferTarget(c.number, display_name=c.name, ring_timeout=c.ring_timeout)
+            for c in scenario.team
+        ],
+        strategy="sequential",
+        on_decline="next",
+    )
+
+
+def _per_try(factories: list[Callable]) -> Callable:
+    """One factory that builds the n-th human's service on its n-th call.
+
+    A sequential group opens one briefing per human, in order, each building its STT and
+    LLM once: the n-th call is the n-th human's (the last repeats).
+    """
+    calls = itertools.count()
+
+    def build():
+        return factories[min(next(calls), len(factories) - 1)]()
+
+    return build
+
+
+def _briefing_replies(intro: str = story.BRIEFING_INTRO) -> list[ScriptedReply]:
+    return [
+        ScriptedReply(say=intro),
         ScriptedReply(when="put her through", call=("connect_to_caller", {})),
         ScriptedReply(when="meeting", call=("decline_transfer", {"reason": "in a meeting"})),
     ]
+
+
+def _colleague_stt(colleague: Colleague) -> ScriptedSTTService:
+    lines = [line for line in (colleague.greeting, colleague.reply) if line]
+    return ScriptedSTTService(lines, user_id="human")
+
+
+def _colleague_llm(colleague: Colleague) -> ScriptedLLMService:
+    return ScriptedLLMService(_briefing_replies(story.team_briefing_intro(colleague.name)))
+
+
+def _briefing(scenario: Scenario, settings=None) -> BriefingParams:
     options = dict(settings.briefing_options) if settings is not None else {}
     options["detect_voicemail"] = True  # the voicemail scenario relies on the detector
+    tts = partial(EspeakTTSService, voice=BOT_VOICE, sample_rate=RATE)
+    if scenario.team:
+        # Each colleague's consult room hears that colleague (the n-th briefing, the n-th).
+        stt = _per_try([partial(_colleague_stt, c) for c in scenario.team])
+        llm = _per_try([partial(_colleague_llm, c) for c in scenario.team])
+        return BriefingParams(tts=tts, stt=stt, llm=llm, **options)
+    heard = [story.VOICEMAIL_GREETING if scenario.human == "voicemail" else story.HUMAN_GREETING]
+    if scenario.human_reply:
+        heard.append(scenario.human_reply)
+    replies = _briefing_replies()
     return BriefingParams(
-        tts=lambda: EspeakTTSService(voice=BOT_VOICE, sample_rate=RATE),
+        tts=tts,
         stt=lambda: ScriptedSTTService(list(heard), user_id="human"),
         llm=lambda: ScriptedLLMService(list(replies)),
         **options,
     )
 
 
-def _bot(transfer: WarmTransfer) -> list:
-    context = LLMContext(
-        messages=[
-            {
-                "role": "system",
-                "content": "You are Acme's billing assistant. Transfer to a person on request.",
-            }
-        ],
-        tools=[transfer.tool_schema],
-    )
-    aggregators = LLMContextAggregatorPair(
-        context,
-        user_params=LLMUserAggregatorParams(
-            user_turn_strategies=UserTurnStrategies(stop=[SpeechTimeoutUserTurnStopStrategy()])
-        ),
-    )
-    llm = ScriptedLLMService(
-        [
+class CallerLLM(ScriptedLLMService):
+    """The caller's scripted LLM; it also says what a tool's result gives it to say.
+
+    A real LLM reads `request_callback`'s read-back and `confirm_callback`'s closing from
+    the tool results in its context and says them; so does this one (the scripted LLM
+    says nothing after a tool result).
+    """
+
+    async def process_frame(self, frame, direction):
+        """Answer as scripted; after a tool result, say its `read_back` or `closing`."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame):
+            line = _line_to_say(frame.context)
+            if line:
+                await self.push_frame(LLMFullResponseStartFrame())
+                await self.push_frame(LLMTextFrame(line))
+                await self.push_frame(LLMFullResponseEndFrame())
+
+
+def _line_to_say(context) -> str | None:
+    messages = context.get_messages()
+    last = messages[-1] if messages else None
+    if not isinstance(last, dict) or last.get("role") != "tool":
+        return None
+    try:
+        result = json.loads(last.get("content") or "")
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(result, dict):
+        return None
+    return result.get("read_back") or result.get("closing")
+
+
+class _Bot:
+    """Builds the bot's processors for a scenario and keeps its TTS (what it said)."""
+
+    def __init__(self, scenario: Scenario):
+        self._scenario = scenario
+        self.tts = EspeakTTSService(voice=BOT_VOICE, sample_rate=RATE)
+
+    def __call__(self, transfer: WarmTransfer) -> list:
+        scenario = self._scenario
+        context = LLMContext(
+            messages=[
+                {
+                    "role": "system",
+                    "content": "You are Acme's billing assistant. Transfer to a person on request.",
+                }
+            ],
+            tools=[transfer.tool_schema],
+        )
+        aggregators = LLMContextAggregatorPair(
+            context,
+            user_params=LLMUserAggregatorParams(
+                user_turn_strategies=UserTurnStrategies(stop=[SpeechTimeoutUserTurnStopStrategy()])
+            ),
+        )
+        replies = [
             ScriptedReply(
                 when="person", call=("transfer_to_human", {"reason": story.TRANSFER_REASON})
             ),
             ScriptedReply(when="later", say=story.BOT_GOODBYE),
-        ],
-        summary=story.SUMMARY,
+        ]
+        if scenario.books_callback:
+            replies += [
+                ScriptedReply(
+                    when="tomorrow",
+                    call=("request_callback", {"preferred_time": story.CALLBACK_PREFERRED_TIME}),
+                ),
+                ScriptedReply(when="right", call=("confirm_callback", {"confirmed": True})),
+            ]
+            # The caller's number, as a bot reads it from her SIP participant's attributes.
+            transfer.callback_collector.set_caller_attributes(
+                {SIP_PHONE_NUMBER_ATTRIBUTE: story.CALLER_NUMBER}
+            )
+        llm = CallerLLM(replies, summary=story.SUMMARY)
+        llm.register_function("transfer_to_human", transfer.handle_function_call)
+        processors = [
+            ScriptedSTTService(
+                scenario.caller_lines,
+                user_id="caller",
+                end_silence_secs=CALLER_END_OF_TURN_SECS,
+            ),
+            aggregators.user(),
+            llm,
+            self.tts,
+        ]
+        if scenario.books_callback:
+            # The callback tools' results go into the context, and the LLM runs on them.
+            processors.append(aggregators.assistant())
+        return processors
+
+
+def _humans(scenario: Scenario, clips: dict) -> dict[str, HumanScript]:
+    """Each human's phone, by number."""
+    if not scenario.team:
+        return {story.CALLER_NUMBER_OF_HUMAN: _human(scenario, clips)}
+    return {c.number: _colleague(c, clips) for c in scenario.team}
+
+
+def _colleague(colleague: Colleague, clips: dict) -> HumanScript:
+    ringing = HUMAN_RINGING_AFTER_SECS
+    if colleague.phone == "busy":
+        return HumanScript(
+            outcome="busy", answer_after=colleague.answer_after, ringing_after=ringing
+        )
+    if colleague.phone == "no_answer":
+        # Nobody picks up: LiveKit's own ringing timeout ends the call, with no SIP status.
+        return HumanScript(outcome="no_answer", ringing_after=ringing)
+    return HumanScript(
+        answer_after=colleague.answer_after,
+        ringing_after=ringing,
+        greeting=clips["people"][colleague.name]["greeting"],
     )
-    llm.register_function("transfer_to_human", transfer.handle_function_call)
-    return [
-        ScriptedSTTService([story.CALLER_ASKS, story.CALLER_AFTER_RETURN], user_id="caller"),
-        aggregators.user(),
-        llm,
-        EspeakTTSService(voice=BOT_VOICE, sample_rate=RATE),
-    ]
 
 
-def _human(scenario: Scenario, clips: dict[str, bytes], ring_timeout: float) -> HumanScript:
+def _human(scenario: Scenario, clips: dict[str, bytes]) -> HumanScript:
     # The carrier's 180 Ringing comes 0.4 s after the INVITE on every line.
     ringing = HUMAN_RINGING_AFTER_SECS
     if scenario.human == "busy":
@@ -156,14 +321,34 @@ def _human(scenario: Scenario, clips: dict[str, bytes], ring_timeout: float) -> 
     )
 
 
-async def _choreograph(call: CallHarness, scenario: Scenario, clips: dict[str, bytes]):
+async def _choreograph(call: CallHarness, scenario: Scenario, clips: dict, bot: _Bot):
     """Make the scripted people react to what happens, as people would."""
 
-    async def wait(event: str) -> dict:
+    async def wait(event: str, nth: int = 1) -> dict:
+        if nth == 1:
+            try:
+                return await call.wait_for(event, timeout=STEP_TIMEOUT_SECS)
+            except TimeoutError:
+                raise ScenarioError(f"'{event}' never happened") from None
+        for _ in range(int(STEP_TIMEOUT_SECS / POLL_SECS)):
+            seen = [e for e in call.events if e["event"] == event]
+            if len(seen) >= nth:
+                return seen[nth - 1]
+            await asyncio.sleep(POLL_SECS)
+        raise ScenarioError(f"'{event}' #{nth} never happened")
+
+    async def bot_said(words: str):
+        """Wait until the bot has said `words` to the caller, to the end."""
+        for _ in range(int(STEP_TIMEOUT_SECS / POLL_SECS)):
+            if any(words in text for text in bot.tts.spoken):
+                break
+            await asyncio.sleep(POLL_SECS)
+        else:
+            raise ScenarioError(f"the bot never said {words!r}")
         try:
-            return await call.wait_for(event, timeout=STEP_TIMEOUT_SECS)
+            await call.wait_quiet(quiet_secs=0.4, timeout=STEP_TIMEOUT_SECS)
         except TimeoutError:
-            raise ScenarioError(f"'{event}' never happened") from None
+            raise ScenarioError(f"the bot never stopped after {words!r}") from None
 
     def human_party():
         parties = call.human_parties()
@@ -179,10 +364,11 @@ async def _choreograph(call: CallHarness, scenario: Scenario, clips: dict[str, b
         await asyncio.sleep(1.0)
         return
 
-    if scenario.human_reply:
-        await wait("briefing_started")
+    # Each human who answers replies once the bot has asked them (the n-th briefing's).
+    for nth, (intro_secs, reply) in enumerate(clips["replies"], start=1):
+        await wait("briefing_started", nth)
         human = human_party()
-        human.say(human.now() + clips["intro_secs"] + 0.6, clips["reply"])
+        human.say(human.now() + intro_secs + 0.6, reply)
 
     if scenario.outcome == "connected":
         await wait("connected")
@@ -197,6 +383,15 @@ async def _choreograph(call: CallHarness, scenario: Scenario, clips: dict[str, b
         return
 
     back = await wait("returned_to_caller")
+    if scenario.books_callback:
+        # The bot offers a callback; Dana says when, hears the read-back, and confirms.
+        call.caller.say(call.caller.now() + clips["offer_secs"] + 0.6, clips["callback_time"])
+        await bot_said("Is that right?")
+        call.caller.say(call.caller.now() + 0.3, clips["confirms"])
+        await wait("callback_requested")
+        await bot_said("Goodbye")
+        await asyncio.sleep(1.2)
+        return
     told = clips["told"].get(back.get("reason"), 4.0)
     call.caller.say(call.caller.now() + told + 0.6, clips["after_return"])
     await asyncio.sleep(told + _secs(clips["after_return"]) + 4.5)
@@ -206,20 +401,41 @@ async def _render_clips(scenario: Scenario, params: WarmTransferParams) -> dict:
     def render() -> dict:
         clips = {
             "ask": _speak(story.CALLER_ASKS, CALLER_VOICE),
-            "greeting": _speak(story.HUMAN_GREETING, HUMAN_VOICE),
-            "voicemail": _speak(story.VOICEMAIL_GREETING, HUMAN_VOICE),
-            "to_caller": _speak(story.HUMAN_TO_CALLER, HUMAN_VOICE),
             "thanks": _speak(story.CALLER_THANKS, CALLER_VOICE),
             "after_return": _speak(story.CALLER_AFTER_RETURN, CALLER_VOICE),
-            "intro_secs": _secs(_speak(story.BRIEFING_INTRO, BOT_VOICE)),
+            "replies": [],
         }
-        if scenario.human_reply:
-            clips["reply"] = _speak(scenario.human_reply, HUMAN_VOICE)
-        if scenario.reason is not None:
-            sentence = params.failure_message(scenario.reason)
-            clips["told"] = {str(scenario.reason): _secs(_speak(sentence, BOT_VOICE))}
+        if scenario.team:
+            clips["people"] = people = {}
+            for c in scenario.team:
+                people[c.name] = {
+                    "greeting": c.greeting and _speak(c.greeting, c.voice),
+                    "to_caller": c.to_caller and _speak(c.to_caller, c.voice),
+                }
+                if c.phone == "answer" and c.reply and not scenario.closed_today:
+                    intro = story.team_briefing_intro(c.name)
+                    intro_secs = _secs(_speak(intro, BOT_VOICE))
+                    clips["replies"].append((intro_secs, _speak(c.reply, c.voice)))
+            taker = next((c for c in scenario.team if c.to_caller), None)
+            clips["to_caller"] = taker and people[taker.name]["to_caller"]
+            clips["greeting"] = taker and people[taker.name]["greeting"]
         else:
-            clips["told"] = {}
+            clips["greeting"] = _speak(story.HUMAN_GREETING, HUMAN_VOICE)
+            clips["voicemail"] = _speak(story.VOICEMAIL_GREETING, HUMAN_VOICE)
+            clips["to_caller"] = _speak(story.HUMAN_TO_CALLER, HUMAN_VOICE)
+            if scenario.human_reply:
+                intro_secs = _secs(_speak(story.BRIEFING_INTRO, BOT_VOICE))
+                clips["replies"].append((intro_secs, _speak(scenario.human_reply, HUMAN_VOICE)))
+        clips["told"] = {}
+        if scenario.reason is not None:
+            hours = params.availability
+            opens = hours.describe_next_opening(datetime.now(UTC)) if hours else None
+            sentence = params.failure_message(scenario.reason, opens=opens)
+            clips["told"] = {str(scenario.reason): _secs(_speak(sentence, BOT_VOICE))}
+        if scenario.books_callback:
+            clips["offer_secs"] = _secs(_speak(params.callback_offer_message, BOT_VOICE))
+            clips["callback_time"] = _speak(story.CALLER_CALLBACK_TIME, CALLER_VOICE)
+            clips["confirms"] = _speak(story.CALLER_CONFIRMS, CALLER_VOICE)
         return clips
 
     return await asyncio.to_thread(render)
@@ -261,15 +477,17 @@ async def run_scenario(
         transfer_kwargs["hold_mixer"] = settings.hold_music.mixer()
     params = _transfer_params(scenario, settings)
     clips = await _render_clips(scenario, params)
+    bot = _Bot(scenario)
     harness = CallHarness(
-        humans={story.CALLER_NUMBER_OF_HUMAN: _human(scenario, clips, params.ring_timeout)},
+        humans=_humans(scenario, clips),
         number=story.CALLER_NUMBER_OF_HUMAN,
+        target=_target(scenario),
         params=params,
         briefing=_briefing(scenario, settings),
         transfer_kwargs=transfer_kwargs,
         supports_move=scenario.supports_move,
         sample_rate=RATE,
-        bot_processors=_bot,
+        bot_processors=bot,
         livekit=True,
         caller_output=caller_output,
         check_leaks=False,  # reported in report.json (`leaks`, `as_scripted`)
@@ -283,19 +501,84 @@ async def run_scenario(
                 on_event({"t": round(call.caller.now(), 3), **event})
 
         try:
-            await _choreograph(call, scenario, clips)
+            await _choreograph(call, scenario, clips, bot)
         except ScenarioError as e:
             error = e
     summary = _summarize(name, scenario, call.report, error, _greeting(scenario, clips))
-    await asyncio.to_thread(_write_outputs, Path(out_dir), scenario, call.report, summary)
+    summary["said_to_caller"] = list(bot.tts.spoken)
+    if params.availability is not None:
+        summary["availability"] = _availability(params.availability)
+    humans = _humans_heard(call)
+    await asyncio.to_thread(_write_outputs, Path(out_dir), scenario, call.report, summary, humans)
     return summary
 
 
 def _greeting(scenario: Scenario, clips: dict) -> bytes | None:
-    """What the scripted human says on answering (None: nobody answers)."""
+    """What the scripted human who took the call said on answering (None: nobody)."""
+    if scenario.team:
+        return clips["greeting"]
     if scenario.human in ("busy", "no_answer"):
         return None
     return clips["voicemail"] if scenario.human == "voicemail" else clips["greeting"]
+
+
+def _availability(hours) -> dict:
+    """The team's hours as the transfer saw them at the end of the run."""
+    now = datetime.now(UTC)
+    holiday = hours.holiday(now)
+    return {
+        "time_zone": hours.time_zone,
+        "open": hours.is_open(now),
+        "holiday": None if holiday is None else holiday.name or holiday.date.isoformat(),
+        "opens": hours.describe_next_opening(now),
+    }
+
+
+def _humans_heard(call: CallHarness):
+    """What every human who answered heard, mixed on the call's clock (sample 0 = t0).
+
+    A sequential group has one human on the line at a time, so nothing overlaps: the
+    mix is each human's recording in turn. None when nobody answered.
+    """
+    recordings = [party.recording() for party in call.human_parties()]
+    recordings = [r for r in recordings if r is not None and len(r)]
+    if not recordings:
+        return call.report.human_audio
+    mixed = np.zeros(max(len(r) for r in recordings), dtype=np.int32)
+    for recording in recordings:
+        mixed[: len(recording)] += recording
+    return np.clip(mixed, -32768, 32767).astype(np.int16)
+
+
+def _tried(result, events: list[dict]) -> list[dict]:
+    """Each human tried: name, outcome, ring time, whether and when they answered.
+
+    `*_t` are seconds from sample 0 of the WAVs, as the events' `t` (the result's own
+    times count from the transfer request).
+    """
+    if result is None:
+        return []
+    requested = [e["t"] for e in events if e["event"] == "transfer_requested"]
+    origin = requested[-1] if requested else 0.0
+
+    def at(value):
+        return None if value is None else round(origin + value, 3)
+
+    return [
+        {
+            "name": attempt.display_name,
+            "number": attempt.number,
+            "outcome": attempt.outcome,
+            "sip_status": attempt.sip_status,
+            "answered": attempt.answered_at is not None,
+            "ring_s": None if attempt.ring is None else round(attempt.ring, 3),
+            "dialed_t": at(attempt.dialed_at),
+            "answered_t": at(attempt.answered_at),
+            "ended_t": at(attempt.ended_at),
+            "transcript": [dict(turn) for turn in attempt.transcript],
+        }
+        for attempt in result.tried
+    ]
 
 
 def _summarize(
@@ -323,27 +606,38 @@ def _summarize(
         "duration_s": round(len(report.caller_audio) / RATE, 2),
         # Targets: ≤ 1.0 s after the greeting ends, ≤ 1.5 s after a silent answer.
         "human_waits": report.human_waits(greeting),
+        "answered_by": None if result is None else result.answered_by,
+        "next_step": None if result is None else result.next_step,
+        "tried": _tried(result, report.events),
+        "callback": None
+        if result is None or result.callback is None
+        else result.callback.as_dict(),
         "expected": {
             "outcome": scenario.outcome,
             "reason": text(scenario.reason),
             "connect_mode": text(scenario.connect_mode),
         },
     }
+    for key in ("answered_by", "next_step"):
+        if getattr(scenario, key) is not None:
+            summary["expected"][key] = getattr(scenario, key)
     matches = all(summary[k] == v for k, v in summary["expected"].items())
+    if scenario.books_callback:
+        matches = matches and bool(summary["callback"] and summary["callback"]["confirmed"])
     summary["as_scripted"] = error is None and matches and not any(report.leaks.values())
     if error is not None:
         summary["error"] = str(error)
     return summary
 
 
-def _write_outputs(out: Path, scenario: Scenario, report, summary: dict):
+def _write_outputs(out: Path, scenario: Scenario, report, summary: dict, humans=None):
     from pipecat_warm_transfer.demo.timeline import draw_timeline
 
     out.mkdir(parents=True, exist_ok=True)
-    human = report.human_audio if report.human_audio is not None else []
+    human = humans if humans is not None else []
     length = max(len(report.caller_audio), len(human))
     _write_wav(out / "caller.wav", report.caller_audio, length)
-    _write_wav(out / "human.wav", report.human_audio, length)
+    _write_wav(out / "human.wav", humans, length)
     with open(out / "events.jsonl", "w") as f:
         for event in report.events:
             f.write(json.dumps(event) + "\n")
@@ -385,6 +679,27 @@ def _describe_waits(waits: dict) -> str:
     return text
 
 
+def _describe_team(report: dict) -> list[str]:
+    """Who was tried, whether the team was open, what was booked (team scenarios)."""
+    lines = []
+    named = [t for t in report["tried"] if t["name"]]
+    if named:
+        tried = ", ".join(f"{t['name']} ({t['outcome'].replace('_', ' ')})" for t in named)
+        lines.append(f"tried: {tried}")
+    hours = report.get("availability")
+    if hours and not hours["open"]:
+        why = f" ({hours['holiday']})" if hours["holiday"] else ""
+        lines.append(f"the team is closed{why}; back {hours['opens'] or 'later'}")
+    callback = report["callback"]
+    if callback:
+        confirmed = "confirmed" if callback["confirmed"] else "not confirmed"
+        lines.append(
+            f"callback: {callback['preferred_time']} on {mask_number(callback['number'])}, "
+            f"{confirmed}"
+        )
+    return lines
+
+
 def run_demo(
     name: str,
     out_dir: str | Path,
@@ -417,6 +732,8 @@ def run_demo(
         f"■ {outcome}{mode} in {time.monotonic() - started:.1f} s; leaks: {leaks}; "
         f"{_describe_waits(report['human_waits'])}"
     )
+    for line in _describe_team(report):
+        print(f"  {line}")
     print(f"  files in {out}/: caller.wav human.wav events.jsonl report.json timeline.png")
     print(f"  listen: play {out}/caller.wav   (or aplay / afplay / any audio player)")
     if not report["as_scripted"]:

@@ -7,13 +7,18 @@
 """The demo's scenarios: who says what, and what outcome each must end with.
 
 The story is the same in each: Dana was charged twice and asks for a person; the bot puts
-her on hold and calls Sam. How Sam's side goes differs per scenario.
+her on hold and calls Sam. How Sam's side goes differs per scenario. The last three call
+the billing team instead: its colleagues in turn (a `RingGroup`), outside its hours, or
+Sam alone with a callback booked when he does not answer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
+from pipecat_warm_transfer.availability import BusinessHours, Holiday
 from pipecat_warm_transfer.types import ConnectMode, FailureReason
 
 CALLER_NUMBER_OF_HUMAN = "+15550100"
@@ -26,10 +31,24 @@ SUMMARY = (
 )
 HOLD_LINE = "Of course. Please hold while I connect you with a colleague."
 HUMAN_GREETING = "Hello, this is Sam."
-BRIEFING_INTRO = (
-    "Hi Sam, this is the virtual assistant. I have Dana on the line. She was charged twice "
-    "for her subscription this month. Can you take the call?"
-)
+
+
+def briefing_intro(name: str) -> str:
+    """What the bot tells a colleague who answers, before asking them to take the call."""
+    return (
+        f"Hi {name}, this is the virtual assistant. I have Dana on the line. She was charged "
+        "twice for her subscription this month. Can you take the call?"
+    )
+
+
+BRIEFING_INTRO = briefing_intro("Sam")
+
+
+def team_briefing_intro(name: str) -> str:
+    """The shorter briefing a colleague of the ring group hears (the group tries several)."""
+    return f"Hi {name}, it's the virtual assistant. Dana was charged twice. Can you take her call?"
+
+
 HUMAN_ACCEPTS = "Yes, put her through."
 HUMAN_DECLINES = "Sorry, I'm in a meeting right now."
 HUMAN_TO_CALLER = "Hi Dana, this is Sam from billing. I've refunded the second charge."
@@ -37,6 +56,76 @@ CALLER_THANKS = "Thank you so much!"
 VOICEMAIL_GREETING = "Hi, you've reached Sam. I'm not available, please leave a message."
 CALLER_AFTER_RETURN = "Okay, I'll try again later. Thanks."
 BOT_GOODBYE = "You're welcome. Goodbye!"
+
+#: Where the billing team works: its hours and the callback times are read there.
+TEAM_TIME_ZONE = "America/New_York"
+#: The number Dana calls from (LiveKit's `sip.phoneNumber` on her SIP participant).
+CALLER_NUMBER = "+15550142"
+CALLER_CALLBACK_TIME = "Tomorrow at 3 pm, please."
+#: The caller's words, as her LLM passes them to `request_callback`.
+CALLBACK_PREFERRED_TIME = "tomorrow at 3 pm"
+CALLER_CONFIRMS = "Yes, that's right."
+#: Said over the music while the group is tried (`{remaining}`: colleagues left to try).
+GROUP_HOLD_REMINDER = "Thanks for holding. I'm still trying, {remaining}."
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Colleague:
+    """One human of the billing team's ring group, and how their phone and they behave.
+
+    Parameters:
+        name: Their display name (in events, `tried` and the timeline's lanes).
+        number: Their phone number.
+        voice: Their eSpeak NG voice.
+        phone: How their phone behaves: answer, busy, no_answer.
+        greeting: What they say on answering.
+        reply: What they say after the briefing (None: nothing).
+        to_caller: What they say to Dana once joined (the one who takes the call).
+        answer_after: Seconds their phone rings before it answers (or is busy).
+        ring_timeout: Their own ring timeout (None: the transfer's).
+    """
+
+    name: str
+    number: str
+    voice: str
+    phone: str = "answer"
+    greeting: str | None = None
+    reply: str | None = None
+    to_caller: str | None = None
+    answer_after: float = 1.0
+    ring_timeout: float | None = None
+
+
+PRIYA = Colleague("Priya", "+15550101", "en-us+f4", phone="busy", answer_after=1.2)
+SAM = Colleague("Sam", "+15550102", "en-gb+m3", greeting=HUMAN_GREETING, reply=HUMAN_DECLINES)
+MARIA = Colleague(
+    "Maria",
+    "+15550103",
+    "en-gb+f2",
+    greeting="Hi, Maria speaking.",
+    reply=HUMAN_ACCEPTS,
+    to_caller="Hi Dana, it's Maria from billing. I've refunded the second charge.",
+)
+#: Sam alone, whose phone rings out after 6 s (nobody else is on the team that day).
+SAM_AWAY = Colleague("Sam", CALLER_NUMBER_OF_HUMAN, "en-gb+m3", phone="no_answer", ring_timeout=6.0)
+
+
+def team_hours(now: datetime, *, closed_today: bool = False) -> BusinessHours:
+    """The billing team's hours in `TEAM_TIME_ZONE`.
+
+    Around the clock, or weekdays 09:00-17:00 with a holiday on today's date in the
+    team's zone at `now` (the demo's real time): the team is closed whenever the
+    `after-hours` scenario runs, and the caller is told when it is back.
+    """
+    if not closed_today:
+        return BusinessHours(TEAM_TIME_ZONE, {day: "00:00-24:00" for day in _WEEKDAYS})
+    today = now.astimezone(ZoneInfo(TEAM_TIME_ZONE)).date()
+    return BusinessHours(
+        TEAM_TIME_ZONE,
+        {day: "09:00-17:00" for day in _WEEKDAYS[:5]},
+        holidays=[Holiday(today, "Acme team day")],
+    )
 
 
 @dataclass(frozen=True)
@@ -46,14 +135,21 @@ class Scenario:
     Parameters:
         name: The `--scenario` name.
         description: One line for `--list`.
-        human: How the human's phone behaves: answer, busy, no_answer, voicemail.
-        human_reply: What the human says after the briefing (None: nothing).
-        human_hangs_up: The human hangs up during the briefing.
+        human: How Sam's phone behaves when he is dialed alone: answer, busy,
+            no_answer, voicemail (a team's colleagues are each a `Colleague`).
+        human_reply: What Sam alone says after the briefing (None: nothing).
+        human_hangs_up: Sam alone hangs up during the briefing.
         caller_hangs_up: The caller hangs up during the briefing.
         supports_move: Whether the emulated server supports MoveParticipant.
         outcome: The expected outcome (`connected` or `failed`).
         reason: The expected failure reason.
         connect_mode: The expected connect mode.
+        team: The billing team, tried in turn as a `RingGroup` (empty: Sam's number
+            alone, unnamed, as in the first scenarios).
+        closed_today: The team's hours have a holiday today (`team_hours`).
+        nobody_free: What follows when nobody could take the call (`WarmTransferParams`).
+        answered_by: The expected `answered_by` (checked when set).
+        next_step: The expected `next_step` after a failure (checked when set).
     """
 
     name: str
@@ -66,6 +162,23 @@ class Scenario:
     outcome: str = "connected"
     reason: FailureReason | None = None
     connect_mode: ConnectMode | None = ConnectMode.MOVE
+    team: tuple[Colleague, ...] = ()
+    closed_today: bool = False
+    nobody_free: str = "return"
+    answered_by: str | None = None
+    next_step: str | None = None
+
+    @property
+    def books_callback(self) -> bool:
+        """Whether the caller is offered a callback and books one."""
+        return self.nobody_free == "callback"
+
+    @property
+    def caller_lines(self) -> list[str]:
+        """What the caller says, in order (her scripted STT's lines)."""
+        if self.books_callback:
+            return [CALLER_ASKS, CALLER_CALLBACK_TIME, CALLER_CONFIRMS]
+        return [CALLER_ASKS, CALLER_AFTER_RETURN]
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -130,6 +243,34 @@ SCENARIOS: dict[str, Scenario] = {
             outcome="failed",
             reason=FailureReason.HUMAN_HUNG_UP,
             connect_mode=None,
+        ),
+        Scenario(
+            "ring-group",
+            "The billing team in turn: Priya is busy, Sam declines, Maria takes the call.",
+            team=(PRIYA, SAM, MARIA),
+            answered_by="Maria",
+        ),
+        Scenario(
+            "after-hours",
+            "The team is closed today (a holiday): nobody is dialed; Dana hears when it's back.",
+            team=(PRIYA, SAM, MARIA),
+            closed_today=True,
+            human_reply=None,
+            outcome="failed",
+            reason=FailureReason.AFTER_HOURS,
+            connect_mode=None,
+            next_step="return",
+        ),
+        Scenario(
+            "callback",
+            "Sam doesn't answer; Dana books a callback for tomorrow at 3 pm and confirms it.",
+            team=(SAM_AWAY,),
+            nobody_free="callback",
+            human_reply=None,
+            outcome="failed",
+            reason=FailureReason.NO_ANSWER,
+            connect_mode=None,
+            next_step="callback",
         ),
     )
 }

@@ -14,7 +14,10 @@ lines of timeline events (`{"t": 3.21, "event": "connected", "mode": "move", ...
 - coloured background bands for the transfer states (holding, briefing, connecting,
   connected, returning), derived from the events — or taken from `state` events
   (`{"t": ..., "event": "state", "state": "connecting"}`) when the log has them,
-- a dashed marker per event with a short label; labels are staggered so none overlap.
+- a dashed marker per event with a short label; labels are staggered so none overlap,
+- a lane per named human (a ring group's colleagues: `dialing` events with a `name`),
+  with their ringing, their briefing, their time with the caller and how it ended
+  (`human_lanes()`).
 
 Run as a script: `python -m pipecat_warm_transfer.demo.timeline caller.wav human.wav
 events.jsonl out.png`.
@@ -60,9 +63,16 @@ EVENT_COLORS = {
     "human_hung_up": _BAD,
     "returned_to_caller": "#d35400",
     "teardown_done": _NEUTRAL,
+    "target_failed": "#d35400",
+    "others_stopped": _NEUTRAL,
+    "callback_requested": "#16a085",
 }
 
 _LANE_COLORS = {"caller": "#2c6fbb", "human": "#8e44ad", "music": "#e3a21a"}
+#: Colours of a human's lane: ringing, being briefed, with the caller.
+_RINGING, _BRIEFED, _JOINED = "#b8c2cc", "#c9b3e6", "#8fd3ac"
+#: Extra figure height per human lane (inches).
+HUMAN_LANE_INCHES = 0.5
 #: Events that end the hold (the music stops when the caller leaves holding/briefing).
 _HOLD_ENDS = {
     "hold_stopped",
@@ -81,6 +91,95 @@ class _Band:
     state: str
     start: float
     end: float
+
+
+@dataclass
+class HumanLane:
+    """One named human tried, as the events tell it (seconds from sample 0).
+
+    Parameters:
+        name: The human's display name.
+        dialed: When their phone was dialed.
+        answered: When they answered (None: never).
+        ended: When their part ended: a failure, the decision that joined them, or
+            the end of the recording.
+        outcome: `accepted`, a failure reason (`busy`, `declined`, ...), `stopped`, or
+            None when the log ends first.
+        sip_status: The SIP status of a failed dial.
+        joined: (start, end) of their time with the caller, when they took the call.
+        transfer: The transfer (of the call) that dialed them.
+    """
+
+    name: str
+    dialed: float
+    answered: float | None = None
+    ended: float | None = None
+    outcome: str | None = None
+    sip_status: int | None = None
+    joined: tuple[float, float] | None = None
+    transfer: int | None = None
+
+    @property
+    def ring_end(self) -> float | None:
+        """When the ringing stopped: the answer, or the end when nobody answered."""
+        return self.answered if self.answered is not None else self.ended
+
+    def describe(self) -> str:
+        """How it ended, in a few words ("busy · SIP 486", "accepted")."""
+        text = (self.outcome or "…").replace("_", " ")
+        if self.sip_status is not None:
+            text += f" · SIP {self.sip_status}"
+        return text
+
+
+def human_lanes(events: list[dict], end: float) -> list[HumanLane]:
+    """The named humans tried, in the order they were dialed, from the timeline events.
+
+    A lane opens at a `dialing` event with a `name` and is settled by `human_answered`,
+    `target_failed`, `others_stopped` (a simultaneous group's other phones),
+    `transfer_failed` (the last human of a group), or `connected` (the human who
+    accepted, then with the caller until someone hangs up or the recording ends).
+    Unnamed dials (a single number) get no lane.
+    """
+    lanes: dict[tuple, HumanLane] = {}
+    joined: HumanLane | None = None
+
+    def of_transfer(event: dict) -> list[HumanLane]:
+        return [lane for lane in lanes.values() if lane.transfer == event.get("transfer")]
+
+    def settle(lane: HumanLane, t: float, outcome: str, sip_status=None):
+        if lane.outcome is None:
+            lane.ended, lane.outcome, lane.sip_status = t, outcome, sip_status
+
+    for e in events:
+        name, t = e["event"], float(e["t"])
+        key = (e.get("transfer"), e.get("target"))
+        if name == "dialing" and e.get("name"):
+            lanes[key] = HumanLane(str(e["name"]), t, transfer=e.get("transfer"))
+        elif name == "human_answered" and key in lanes:
+            lanes[key].answered = t
+        elif name == "target_failed" and key in lanes:
+            settle(lanes[key], t, str(e.get("reason")), e.get("sip_status"))
+        elif name == "others_stopped":
+            for lane in of_transfer(e):
+                if lane.answered is None:
+                    settle(lane, t, "stopped")
+        elif name == "transfer_failed":
+            for lane in of_transfer(e):
+                settle(lane, t, str(e.get("reason")), e.get("sip_status"))
+        elif name == "connected":
+            for lane in of_transfer(e):
+                if lane.answered is not None and lane.outcome is None:
+                    settle(lane, t, "accepted")
+                    lane.joined = (t, end)
+                    joined = lane
+        elif name in ("caller_hung_up", "human_hung_up") and joined is not None:
+            joined.joined = (joined.joined[0], t)
+            joined = None
+    for lane in lanes.values():
+        if lane.ended is None:
+            lane.ended = end
+    return sorted(lanes.values(), key=lambda lane: lane.dialed)
 
 
 def _read_mono(path: str | Path | None) -> tuple[np.ndarray, int]:
@@ -145,6 +244,8 @@ def _state_bands(events: list[dict], end: float) -> list[_Band]:
                 enter("holding", t)
             elif name == "human_answered" or (name == "briefing_started" and state == "holding"):
                 enter("briefing", t)
+            elif name == "target_failed":
+                enter("holding", t)  # a ring group moves on: held while the next one rings
             elif name == "connecting":
                 enter("connecting", t)
             elif name == "connected":
@@ -177,7 +278,7 @@ def _hold_spans(events: list[dict], end: float) -> list[tuple[float, float]]:
     return spans
 
 
-def _label(event: dict, multiple: bool) -> str:
+def _label(event: dict, multiple: bool, names: dict | None = None) -> str:
     name = event["event"]
     text = name.replace("_", " ")
     detail = event.get("mode") if name == "connected" else event.get("reason")
@@ -185,10 +286,54 @@ def _label(event: dict, multiple: bool) -> str:
         text += f" ({str(detail).replace('_', ' ')})"
     if multiple and event.get("transfer") is not None and name == "transfer_requested":
         text += f" #{event['transfer']}"
+    who = (names or {}).get((event.get("transfer"), event.get("target")))
+    if who and name == "dialing":
+        text = f"dialing {who}"
+    elif who and name == "human_answered":
+        text = f"{who} answered"
+    elif who and name == "target_failed":
+        text = f"{who}: {str(event.get('reason')).replace('_', ' ')}"
+    elif name == "callback_requested" and event.get("preferred_time"):
+        text += f" ({event['preferred_time']})"
     return text
 
 
-def _draw_lane(ax, audio, rate, duration, color, title):
+def _draw_human_lane(ax, lane: HumanLane, duration: float):
+    """A human's ringing, briefing and time with the caller, and how it ended."""
+    ax.set_ylim(0, 1)
+    ax.set_yticks([])
+    ax.set_ylabel(
+        lane.name, rotation=0, ha="right", va="center", fontsize=10.5, fontweight="bold",
+        color=_LANE_COLORS["human"],
+    )  # fmt: skip
+    spans = [(lane.dialed, lane.ring_end, _RINGING, "ringing")]
+    if lane.answered is not None:
+        spans.append((lane.answered, lane.ended, _BRIEFED, "briefing"))
+    if lane.joined is not None:
+        spans.append((lane.joined[0], lane.joined[1], _JOINED, "with the caller"))
+    for start, end, color, text in spans:
+        if start is None or end is None or end <= start:
+            continue
+        ax.broken_barh([(start, end - start)], (0.22, 0.56), color=color, zorder=2)
+        if (end - start) / duration > 0.06:
+            ax.text(
+                (start + end) / 2, 0.5, text, ha="center", va="center", fontsize=8,
+                color="#333333", zorder=3,
+            )  # fmt: skip
+    if lane.answered is not None:
+        ax.plot([lane.answered], [0.5], marker="o", ms=4, color=_GOOD, zorder=4)
+    # How it ended: after the lane's last bar, or before its first when the call ends there.
+    last = lane.joined[1] if lane.joined is not None else lane.ended
+    pad = duration * 0.004
+    at, ha = (last + pad, "left") if last < duration * 0.85 else (lane.dialed - pad, "right")
+    ax.text(
+        at, 0.5, lane.describe(), ha=ha, va="center", fontsize=8.5, fontweight="bold",
+        color=_GOOD if lane.outcome == "accepted" else _BAD, zorder=5,
+        bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.8},
+    )  # fmt: skip
+
+
+def _draw_lane(ax, audio, rate, duration, color, title, silent="silent"):
     ax.set_ylim(-1.15, 1.15)
     ax.set_yticks([])
     ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=11, fontweight="bold")
@@ -204,7 +349,7 @@ def _draw_lane(ax, audio, rate, duration, color, title):
     ax.fill_between(times, -peak, peak, color=color, alpha=0.35, lw=0, zorder=2)
     ax.fill_between(times, -rms, rms, color=color, alpha=0.9, lw=0, zorder=3)
     if float(np.max(np.abs(audio))) < 10 ** (-50 / 20):
-        ax.text(duration / 2, 0.4, "silent", ha="center", va="center", color="#888888")
+        ax.text(duration / 2, 0.4, silent, ha="center", va="center", color="#888888")
 
 
 def _place_labels(fig, ax, items: list[tuple[float, str, str]], duration: float) -> int:
@@ -253,6 +398,9 @@ def draw_timeline(
 ) -> Path:
     """Draw a call's timeline to a PNG (14 x 6 inches at 120 dpi: 1680 x 720 pixels).
 
+    Each named human tried (a ring group's colleagues) adds a lane of
+    `HUMAN_LANE_INCHES` under "Human hears" (60 pixels each).
+
     Args:
         caller_wav: What the caller heard (mono int16 WAV; missing or empty is fine).
         human_wav: What the human heard (missing, empty or silent is fine).
@@ -272,17 +420,22 @@ def draw_timeline(
     events = _read_events(events_jsonl)
     last_event = max((float(e["t"]) for e in events), default=0.0)
     duration = max(len(caller) / caller_rate, len(human) / human_rate, last_event * 1.03, 1.0)
+    people = human_lanes(events, duration)
 
-    fig = plt.figure(figsize=FIGSIZE, dpi=DPI)
+    # The lanes of the humans add height; the margins stay the same in inches.
+    width, height = FIGSIZE
+    height += HUMAN_LANE_INCHES * len(people)
+    fig = plt.figure(figsize=(width, height), dpi=DPI)
     grid = fig.add_gridspec(
-        4, 1, height_ratios=[1.35, 1.25, 1.25, 0.42], hspace=0.12,
-        left=0.095, right=0.985, top=0.9, bottom=0.15,
+        4 + len(people), 1, height_ratios=[1.35, 1.25, 1.25, *[0.42] * len(people), 0.42],
+        hspace=0.12, left=0.095, right=0.985, top=1 - 0.6 / height, bottom=0.9 / height,
     )  # fmt: skip
     ax_events = fig.add_subplot(grid[0])
     ax_caller = fig.add_subplot(grid[1], sharex=ax_events)
     ax_human = fig.add_subplot(grid[2], sharex=ax_events)
-    ax_hold = fig.add_subplot(grid[3], sharex=ax_events)
-    lanes = [ax_caller, ax_human, ax_hold]
+    ax_people = [fig.add_subplot(grid[3 + i], sharex=ax_events) for i in range(len(people))]
+    ax_hold = fig.add_subplot(grid[-1], sharex=ax_events)
+    lanes = [ax_caller, ax_human, *ax_people, ax_hold]
     ax_events.set_xlim(0, duration)
 
     bands = _state_bands(events, duration)
@@ -318,7 +471,14 @@ def draw_timeline(
             )
 
     _draw_lane(ax_caller, caller, caller_rate, duration, _LANE_COLORS["caller"], "Caller hears")
-    _draw_lane(ax_human, human, human_rate, duration, _LANE_COLORS["human"], "Human hears")
+    dialed = any(e["event"] == "dialing" for e in events)
+    _draw_lane(
+        ax_human, human, human_rate, duration, _LANE_COLORS["human"],
+        "Humans hear" if len(people) > 1 else "Human hears",
+        silent="silent" if dialed or not events else "nobody was dialed",
+    )  # fmt: skip
+    for ax, lane in zip(ax_people, people, strict=True):
+        _draw_human_lane(ax, lane, duration)
 
     ax_hold.set_ylim(0, 1)
     ax_hold.set_yticks([])
@@ -339,12 +499,17 @@ def draw_timeline(
             )  # fmt: skip
 
     multiple = len({e.get("transfer") for e in events if e.get("transfer") is not None}) > 1
+    names = {
+        (e.get("transfer"), e.get("target")): e["name"]
+        for e in events
+        if e["event"] == "dialing" and e.get("name")
+    }
     items = []
     for e in events:
         if e["event"] in _STATE_EVENTS:
             continue
         color = EVENT_COLORS.get(e["event"], _FLOW)
-        items.append((float(e["t"]), _label(e, multiple), color))
+        items.append((float(e["t"]), _label(e, multiple, names), color))
         for ax in lanes:
             ax.axvline(float(e["t"]), color=color, lw=0.9, ls="--", alpha=0.7, zorder=4)
     _place_labels(fig, ax_events, items, duration)
@@ -364,6 +529,7 @@ def draw_timeline(
         Patch(color=_LANE_COLORS["caller"], label="caller audio"),
         Patch(color=_LANE_COLORS["human"], label="human audio"),
         Patch(color=_LANE_COLORS["music"], label="hold music"),
+        *([Patch(color=_RINGING, label="ringing")] if people else []),
         Line2D([], [], color=_GOOD, ls="--", label="answered / connected"),
         Line2D([], [], color=_BAD, ls="--", label="failed / hung up"),
         Line2D([], [], color=_FLOW, ls="--", label="other event"),

@@ -1,0 +1,302 @@
+"""The demo's team scenarios end to end: a ring group, after hours, and a callback.
+
+Each runs once, as users run it (`pipecat-warm-transfer demo --scenario S`), the three at
+once in processes of their own (they are real time: together they take as long as the
+longest). The tests read the files the runs left: report, events, audio and timeline.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("espeakng_loader")
+pytest.importorskip("matplotlib")
+
+from test_demo import check_run, first, span  # noqa: E402
+
+import pipecat_warm_transfer  # noqa: E402
+from pipecat_warm_transfer.audio.metrics import rms_dbfs  # noqa: E402
+from pipecat_warm_transfer.callback import spoken_number  # noqa: E402
+from pipecat_warm_transfer.demo import scenarios as story  # noqa: E402
+from pipecat_warm_transfer.demo.espeak_tts import synthesize  # noqa: E402
+from pipecat_warm_transfer.demo.runner import BOT_VOICE, RATE  # noqa: E402
+from pipecat_warm_transfer.demo.scenarios import SCENARIOS  # noqa: E402
+from pipecat_warm_transfer.demo.timeline import human_lanes  # noqa: E402
+from pipecat_warm_transfer.params import WarmTransferParams  # noqa: E402
+from pipecat_warm_transfer.types import FailureReason  # noqa: E402
+
+TEAM = [name for name, scenario in SCENARIOS.items() if scenario.team]
+#: The code under test, for the demo processes (a checkout or the installed package).
+ROOT = Path(pipecat_warm_transfer.__file__).resolve().parents[1]
+#: Bound on the three runs together (the longest takes about 45 s).
+RUNS_TIMEOUT_SECS = 100
+
+
+@dataclass
+class Run:
+    """One `demo` command's run and the files it left."""
+
+    name: str
+    out: Path
+    returncode: int
+    stdout: str
+
+    @property
+    def report(self) -> dict:
+        return json.loads((self.out / "report.json").read_text())
+
+    @property
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in (self.out / "events.jsonl").read_text().splitlines()]
+
+    def audio(self, which: str) -> np.ndarray:
+        samples, rate = sf.read(self.out / f"{which}.wav", dtype="int16")
+        assert rate == RATE
+        return samples
+
+    def at(self, event: str) -> float:
+        found = first(self.events, event)
+        assert found is not None, f"no {event} in {self.name}"
+        return found["t"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Run]:
+    root = tmp_path_factory.mktemp("demo-groups")
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    started = {}
+    for name in TEAM:
+        command = [sys.executable, "-m", "pipecat_warm_transfer", "demo"]
+        command += ["--scenario", name, "--out", str(root / name)]
+        with open(root / f"{name}.stderr", "w") as stderr:
+            started[name] = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
+            )
+    done = {}
+    try:
+        for name, process in started.items():
+            stdout, _ = process.communicate(timeout=RUNS_TIMEOUT_SECS)
+            done[name] = Run(name, root / name, process.returncode, stdout)
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return done
+
+
+def pitch_hz(x: np.ndarray) -> float:
+    """Median pitch of the voiced 40 ms frames (autocorrelation, 60-400 Hz)."""
+    x = np.asarray(x, dtype=np.float64) / 32768
+    n = int(0.04 * RATE)
+    pitches = []
+    for i in range(0, len(x) - n, n // 2):
+        frame = x[i : i + n] - x[i : i + n].mean()
+        if np.sqrt(np.mean(frame**2)) < 0.01:
+            continue
+        ac = np.correlate(frame, frame, "full")[n - 1 :]
+        lo, hi = RATE // 400, RATE // 60
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.3 * ac[0]:
+            pitches.append(RATE / lag)
+    return float(np.median(pitches)) if pitches else 0.0
+
+
+def voice_pitch(text: str, voice: str) -> float:
+    return pitch_hz(np.frombuffer(synthesize(text, voice=voice, sample_rate=RATE), np.int16))
+
+
+def png_size(path) -> tuple[int, int]:
+    import matplotlib.image as mpimg
+
+    image = mpimg.imread(str(path))
+    return image.shape[1], image.shape[0]
+
+
+@pytest.mark.parametrize("name", TEAM)
+def test_team_scenario_runs_as_scripted(runs, name):
+    run = runs[name]
+    assert run.returncode == 0, run.stdout
+    assert f"scenario '{name}'" in run.stdout and "leaks: rooms 0" in run.stdout
+    check_run(name, run.report, run.out)
+
+
+def test_ring_group_tries_each_colleague_in_turn(runs):
+    run = runs["ring-group"]
+    report, events = run.report, run.events
+    assert report["outcome"] == "connected" and report["connect_mode"] == "move"
+    assert report["answered_by"] == "Maria"
+    tried = report["tried"]
+    assert [(t["name"], t["outcome"], t["sip_status"], t["answered"]) for t in tried] == [
+        ("Priya", "busy", 486, False),
+        ("Sam", "declined", None, True),
+        ("Maria", "accepted", None, True),
+    ]
+    assert all(t["number"].startswith("…") for t in tried)  # masked
+    # One after another, each ringing about as scripted (busy or answered after 1 s).
+    for before, after in zip(tried, tried[1:], strict=False):
+        assert before["ended_t"] <= after["dialed_t"] + 0.01
+    assert all(0.8 < t["ring_s"] < 2.0 for t in tried), tried
+    # The report's times are on the events' clock.
+    dialing = [e for e in events if e["event"] == "dialing"]
+    assert [(e["target"], e["name"]) for e in dialing] == [(0, "Priya"), (1, "Sam"), (2, "Maria")]
+    for event, person in zip(dialing, tried, strict=True):
+        assert abs(event["t"] - person["dialed_t"]) < 0.05
+    answered = [e for e in events if e["event"] == "human_answered"]
+    assert [e["target"] for e in answered] == [1, 2]
+    for event, person in zip(answered, tried[1:], strict=True):
+        assert abs(event["t"] - person["answered_t"]) < 0.05
+    failed = [
+        (e["target"], e["reason"], e["remaining"]) for e in events if e["event"] == "target_failed"
+    ]
+    assert failed == [(0, "busy", 2), (1, "declined", 1)]
+    assert "transfer_failed" not in [e["event"] for e in events]
+
+    # Each consult room's record: what that colleague said to the bot.
+    def said(person):
+        return [turn["text"] for turn in person["transcript"] if turn["role"] == "human"]
+
+    assert tried[0]["transcript"] == []
+    assert said(tried[1]) == [story.SAM.greeting, story.SAM.reply]
+    assert said(tried[2]) == [story.MARIA.greeting, story.MARIA.reply]
+    # Over the music, Dana is told how many colleagues are left to try.
+    reminders = [s for s in report["said_to_caller"] if s.startswith("Thanks for holding")]
+    assert reminders, report["said_to_caller"]
+    assert set(reminders) <= {
+        "Thanks for holding. I'm still trying, one colleague left to try.",
+        "Thanks for holding. I'm still trying, this is the last colleague to try.",
+    }
+
+
+def test_ring_group_audio_maria_reaches_dana_and_the_humans_come_in_turn(runs):
+    run = runs["ring-group"]
+    caller, human = run.audio("caller"), run.audio("human")
+    connected, hung_up = run.at("connected"), run.at("caller_hung_up")
+    sam, maria = run.report["tried"][1:]
+
+    # After the connect Dana hears Maria: loud, at Maria's pitch, not the bot's.
+    heard = span(caller, RATE, connected + 0.7, connected + 4.0)
+    assert rms_dbfs(heard) > -35
+    maria_hz = voice_pitch(story.MARIA.to_caller, story.MARIA.voice)
+    bot_hz = voice_pitch(story.HOLD_LINE, BOT_VOICE)
+    assert maria_hz > 1.5 * bot_hz  # the test can tell them apart
+    assert abs(pitch_hz(heard) - maria_hz) < 0.15 * maria_hz, (pitch_hz(heard), maria_hz)
+
+    # human.wav: Sam hears his briefing; nobody is on the line from his decline until the
+    # bot speaks to Maria; Maria hears her briefing, then Dana's thanks.
+    assert rms_dbfs(span(human, RATE, sam["answered_t"], sam["ended_t"])) > -35
+    assert rms_dbfs(span(human, RATE, sam["ended_t"] + 0.3, maria["answered_t"] + 1.0)) < -60
+    assert rms_dbfs(span(human, RATE, maria["answered_t"], maria["ended_t"])) > -35
+    thanks = span(human, RATE, connected + 1.5, hung_up)
+    dana_hz = voice_pitch(story.CALLER_THANKS, "en-us+f3")
+    assert rms_dbfs(thanks) > -40
+    assert abs(pitch_hz(thanks) - dana_hz) < 0.15 * dana_hz, (pitch_hz(thanks), dana_hz)
+
+
+def test_ring_group_timeline_has_a_lane_per_colleague(runs):
+    run = runs["ring-group"]
+    assert png_size(run.out / "timeline.png") == (1680, 720 + 3 * 60)
+    duration = len(run.audio("caller")) / RATE
+    lanes = human_lanes(run.events, duration)
+    assert [(lane.name, lane.outcome, lane.answered is not None) for lane in lanes] == [
+        ("Priya", "busy", False),
+        ("Sam", "declined", True),
+        ("Maria", "accepted", True),
+    ]
+    assert lanes[0].sip_status == 486 and lanes[0].describe() == "busy · SIP 486"
+    for lane, person in zip(lanes, run.report["tried"], strict=True):
+        assert abs(lane.dialed - person["dialed_t"]) < 0.05
+        assert abs(lane.ended - person["ended_t"]) < 0.1
+    assert lanes[2].joined == (run.at("connected"), run.at("caller_hung_up"))
+    assert lanes[0].joined is None and lanes[1].joined is None
+
+
+def test_after_hours_nobody_is_dialed_and_dana_hears_when_the_team_is_back(runs):
+    run = runs["after-hours"]
+    report, events = run.report, run.events
+    assert (report["outcome"], report["reason"], report["next_step"]) == (
+        "failed",
+        "after_hours",
+        "return",
+    )
+    assert report["tried"] == [] and report["answered_by"] is None
+    hours = report["availability"]
+    assert hours["time_zone"] == story.TEAM_TIME_ZONE
+    assert hours["open"] is False and hours["holiday"] == "Acme team day"
+    assert hours["opens"] and hours["opens"] not in ("now",) and "9:00" in hours["opens"]
+    names = [e["event"] for e in events]
+    assert not {"hold_started", "dialing", "ringing", "human_answered"} & set(names), names
+    requested, failed = run.at("transfer_requested"), run.at("transfer_failed")
+    assert failed - requested < 0.1  # no hold, no ringing: told at once
+
+    # The one sentence Dana hears says when the team is back.
+    told = WarmTransferParams().failure_message(FailureReason.AFTER_HOURS, opens=hours["opens"])
+    assert report["said_to_caller"][0] == told
+    assert f"the team is back {hours['opens']}." in told
+    told_secs = len(synthesize(told, voice=BOT_VOICE, sample_rate=RATE)) / 2 / RATE
+    caller = run.audio("caller")
+    assert rms_dbfs(caller[: int(failed * RATE)]) < -60  # nothing before it: no hold line, no music
+    assert rms_dbfs(span(caller, RATE, failed + 0.3, failed + told_secs - 0.5)) > -35
+    assert not np.any(run.audio("human"))  # nobody was dialed: nobody heard anything
+    assert png_size(run.out / "timeline.png") == (1680, 720)  # no colleague's lane
+
+
+def test_callback_is_offered_read_back_confirmed_and_reported(runs):
+    run = runs["callback"]
+    report, events = run.report, run.events
+    assert (report["outcome"], report["reason"], report["next_step"]) == (
+        "failed",
+        "no_answer",
+        "callback",
+    )
+    (sam,) = report["tried"]
+    assert (sam["name"], sam["outcome"], sam["answered"]) == ("Sam", "no_answer", False)
+    assert 5.8 < sam["ring_s"] < 7.0  # his own 6 s ring timeout (LiveKit's ring-out)
+
+    callback = report["callback"]
+    assert callback["number"] == story.CALLER_NUMBER and callback["number_is_caller_id"]
+    assert callback["confirmed"] is True and callback["reason"] == "no_answer"
+    assert callback["preferred_time"] == story.CALLBACK_PREFERRED_TIME
+    assert callback["time_zone"] == story.TEAM_TIME_ZONE
+    start, end = (datetime.fromisoformat(callback[k]) for k in ("not_before", "not_after"))
+    requested = datetime.fromisoformat(callback["requested_at"])
+    assert start.date() == requested.date() + timedelta(days=1)  # tomorrow, in the team's zone
+    assert (start.hour, start.minute, end - start) == (15, 0, timedelta(hours=1))
+
+    # The event says when; the number is masked in it and everywhere in the log.
+    back, booked = first(events, "returned_to_caller"), first(events, "callback_requested")
+    assert back["next_step"] == "callback" and booked["t"] > back["t"]
+    assert booked["number"].endswith("0142") and booked["number"].startswith("+*")
+    assert booked["preferred_time"] == story.CALLBACK_PREFERRED_TIME
+    assert story.CALLER_NUMBER not in (run.out / "events.jsonl").read_text()
+
+    # What the bot said, in order: the offer, the read-back, the closing.
+    said = report["said_to_caller"]
+    offer = said.index(WarmTransferParams().callback_offer_message)
+    read_back = next(i for i, s in enumerate(said) if s.startswith("Let me confirm"))
+    closing = next(i for i, s in enumerate(said) if s.startswith("Someone will call you back"))
+    assert offer < read_back < closing
+    assert spoken_number(story.CALLER_NUMBER) in said[read_back]
+    assert "tomorrow" in said[read_back] and "at 3 pm" in said[read_back]
+    assert "tomorrow" in said[closing] and "at 3 pm" in said[closing]
+
+    # Dana hears the read-back before she confirms, and the closing after.
+    caller = run.audio("caller")
+    assert rms_dbfs(span(caller, RATE, booked["t"] - 8.0, booked["t"] - 4.0)) > -35
+    assert rms_dbfs(span(caller, RATE, booked["t"] + 0.3, booked["t"] + 2.5)) > -35
+    assert not np.any(run.audio("human"))  # Sam never answered
+
+    lanes = human_lanes(events, len(caller) / RATE)
+    assert [(lane.name, lane.outcome, lane.answered) for lane in lanes] == [
+        ("Sam", "no_answer", None)
+    ]
+    assert png_size(run.out / "timeline.png") == (1680, 720 + 60)
