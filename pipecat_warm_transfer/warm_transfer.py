@@ -128,6 +128,7 @@ class _Attempt:
         self.remaining = 0  # humans of the group not tried yet
         self.accepted_by: _Try | None = None
         self.thanks: list[asyncio.Task] = []  # humans briefed in vain, being thanked
+        self.accepting = False  # a human accepted: the caller hears nothing but the connect
 
     @property
     def moved(self) -> bool:
@@ -531,8 +532,8 @@ class WarmTransfer(BaseObject):
             await asyncio.sleep(every)
             if self._attempt is not attempt or self._state not in _HELD:
                 return
-            if attempt.answered:
-                continue  # a human is on: a reminder now could play into the connect
+            if attempt.accepting:
+                return  # a reminder now would be queued behind the connected sentence
             elapsed = time.monotonic() - attempt.requested_at
             text = policy.reminder_text(attempt.remaining, elapsed)
             if text:
@@ -737,7 +738,7 @@ class WarmTransfer(BaseObject):
             raise self._group_failure(failure, reasons)
         attempt.leg, attempt.briefing = winner.leg, winner.briefing
         attempt.answered = True
-        await self._accepted(winner.briefing)
+        await self._accepted(attempt, winner.briefing)
         self._settle_try(attempt, winner, "accepted")
         attempt.accepted_by = winner
         return winner.leg
@@ -943,7 +944,7 @@ class WarmTransfer(BaseObject):
         await self._set_state(TransferState.BRIEFING)
         decision = await self._decide(attempt, attempt.briefing)
         if decision.kind == "accept":
-            await self._accepted(attempt.briefing)
+            await self._accepted(attempt, attempt.briefing)
         return decision
 
     async def _decide(self, attempt: _Attempt, briefing: BriefingSession) -> BriefingDecision:
@@ -954,11 +955,12 @@ class WarmTransfer(BaseObject):
         logger.info(f"{self}: briefing decision {decision.kind} via {decision.via}")
         return decision
 
-    async def _accepted(self, briefing: BriefingSession):
+    async def _accepted(self, attempt: _Attempt, briefing: BriefingSession):
         """Tell the caller they are being connected and thank the human, at once.
 
         Neither then waits in silence for the other.
         """
+        attempt.accepting = True
         if self._params.connected_message:
             self._output.expect_speech(self._params.connected_message)
             await self._gate.announce(self._params.connected_message)
