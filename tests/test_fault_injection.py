@@ -8,6 +8,7 @@ from pipecat.frames.frames import MixerEnableFrame
 from pipecat_warm_transfer.testing import CallHarness, HumanScript
 from pipecat_warm_transfer.testing.drivers.call_harness import CALLER_OUTPUTS
 from pipecat_warm_transfer.testing.drivers.fault_injection import (
+    INTERLEAVINGS,
     _stray_music,
     draw_plan,
     fuzz_settings,
@@ -35,14 +36,14 @@ FIXED_SOAK_SEEDS = [101115, 101293]
 
 @pytest.mark.parametrize("seed", FIXED_SOAK_SEEDS)
 async def test_a_soak_failure_once_fixed_stays_fixed(seed):
-    run = await run_plan(draw_plan(seed))
+    run = await run_plan(draw_plan(seed, group=False))  # drawn before groups were
     assert not run.violations, f"{run.violations}\n{run.trace()}"
 
 
 def test_a_third_of_the_calls_are_meant_to_connect_through_the_emulator_in_each_mode():
     """The hard paths are drawn often enough to be reached (the runs' totals, printed at
     the end of the suite, say how many did)."""
-    plans = [draw_plan(seed) for seed in range(2000)]
+    plans = [draw_plan(seed, group=False) for seed in range(2000)]
     accepting = [p for p in plans if p.livekit and any(a[2:] == ("1",) for a in p.human.actions)]
     assert len(accepting) / len(plans) >= 0.45
     for mode in (ConnectMode.AUTO, ConnectMode.MOVE, ConnectMode.BRIDGE):  # not REFER yet
@@ -54,6 +55,38 @@ def test_a_third_of_the_calls_are_meant_to_connect_through_the_emulator_in_each_
 def test_the_same_seed_draws_the_same_call():
     assert draw_plan(7).describe() == draw_plan(7).describe()
     assert draw_plan(7).describe() != draw_plan(8).describe()
+    assert draw_plan(7, group=True).describe() == draw_plan(7, group=True).describe()
+
+
+def test_a_third_of_the_calls_dial_a_ring_group_and_the_others_draw_what_they_drew():
+    """Groups are a draw of their own: a seed that dials one human draws the same call as
+    before groups existed (this seed's line was printed by the suite before them)."""
+    plans = [draw_plan(seed) for seed in range(1500)]
+    groups = [p for p in plans if p.group is not None]
+    assert 0.28 <= len(groups) / len(plans) <= 0.38
+    for plan in plans[:200]:
+        if plan.group is None:
+            assert plan.describe() == draw_plan(plan.seed, group=False).describe()
+    assert draw_plan(2).group is None
+    assert (
+        draw_plan(2)
+        .describe()
+        .startswith(
+            "seed=2 human=fail sip=None after 0.11s join=0.00s ringing=0.59s actions=[] "
+            "hang_up_after=None move=False mode=auto"
+        )
+    )
+    # Both strategies, each race, both backends, and faults armed on a later human.
+    for strategy in ("sequential", "simultaneous"):
+        for livekit in (False, True):
+            share = sum(
+                p.group.strategy == strategy and p.livekit == livekit for p in groups
+            ) / len(groups)
+            assert share >= 0.12, (strategy, livekit, share)
+    for name in INTERLEAVINGS:
+        assert sum(p.group.interleaving == name for p in groups) / len(groups) >= 0.05, name
+    assert sum(bool(p.group.faults_at) for p in groups) >= 20
+    assert all(2 <= len(p.group.humans) <= 3 for p in groups)
 
 
 @pytest.mark.parametrize("caller_output", CALLER_OUTPUTS)

@@ -14,11 +14,16 @@ the bot's pipeline is ended or cancelled. After the call, invariants are checked
 one result per accepted transfer with a typed reason, the caller never stuck or left in
 dead air, zero leaked rooms, participants, connections and tasks, and no secret in the
 logs. A failing run reports its seed and its event trace, which reproduce it.
+
+A third of the seeds (`GROUP_SHARE`, a draw of its own, so the others draw the calls they
+always drew) dial a ring group of two or three humans instead (`GroupPlan`), with the
+races only a group has; `group_checks` holds those calls to the group's invariants too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import re
@@ -30,12 +35,23 @@ import numpy as np
 from loguru import logger
 from pipecat.frames.frames import CancelFrame
 
+from pipecat_warm_transfer.consult_leg import TransferTarget
 from pipecat_warm_transfer.params import BriefingParams
+from pipecat_warm_transfer.ring_group import RingGroup
 from pipecat_warm_transfer.testing.drivers.call_harness import (
     BOT_PITCH_HZ,
     BRIEFING_PITCH_HZ,
     CallHarness,
     fast_params,
+)
+from pipecat_warm_transfer.testing.drivers.group_checks import (
+    KNOWN_CORE_BUGS,
+    GroupJudgement,
+    GroupWatch,
+    group_problems,
+    known_leak,
+    line_dials,
+    stop_allowance,
 )
 from pipecat_warm_transfer.testing.drivers.listening import (
     HOLD_ENDS,
@@ -87,6 +103,107 @@ def fuzz_settings() -> tuple[int, int]:
     return seed, runs
 
 
+#: The group's numbers and names, in order (a group has two or three of them).
+GROUP_NUMBERS = ("+15550111", "+15550112", "+15550113")
+GROUP_NAMES = ("Ann", "Ben", "Cy")
+
+#: The races a group call is drawn around (weights: how often each is drawn).
+#: - `race`: two humans of a simultaneous group answer within 60 ms of each other.
+#: - `winner_leaves_ringing`: the first to answer hangs up at once, while the others'
+#:   phones are being stopped.
+#: - `winner_leaves_briefing`: the first to answer hangs up during their briefing.
+#: - `caller_leaves_ringing`: the caller hangs up while the phones ring.
+#: - `caller_leaves_between`: sequential; the caller hangs up as a human failed, before
+#:   the next one answered.
+#: - `caller_leaves_briefing`: the caller hangs up while a human is being briefed.
+#: - `mixed`: each human answers and accepts, declines or stays silent, or is busy,
+#:   unanswered, failing or a voicemail.
+INTERLEAVINGS = {
+    "race": 2.0,
+    "winner_leaves_ringing": 1.5,
+    "winner_leaves_briefing": 1.5,
+    "caller_leaves_ringing": 1.0,
+    "caller_leaves_between": 1.0,
+    "caller_leaves_briefing": 1.0,
+    "mixed": 3.0,
+}
+
+
+@dataclass
+class GroupPlan:
+    """The ring group of a call: its humans, strategy, race and where faults land."""
+
+    strategy: str
+    humans: list[HumanScript]
+    interleaving: str
+    on_decline: str = "next"
+    #: The caller hangs up `secs` after the first `event` (of `target`, None: any).
+    caller_trigger: tuple[str, int | None, float] | None = None
+    #: API faults armed when human `k - 1` failed (so they land on human `k`'s dial).
+    faults_at: dict[int, list[tuple]] = field(default_factory=dict)
+
+    @property
+    def numbers(self) -> dict[str, HumanScript]:
+        """The scripted human of each number."""
+        return dict(zip(GROUP_NUMBERS, self.humans, strict=False))
+
+    def target(self) -> RingGroup:
+        """The group the transfer dials."""
+        return RingGroup(
+            [
+                TransferTarget(number, display_name=name)
+                for number, name in zip(GROUP_NUMBERS, GROUP_NAMES, strict=False)
+            ][: len(self.humans)],
+            strategy=self.strategy,
+            on_decline=self.on_decline,
+        )
+
+    def all_faults(self) -> list[tuple]:
+        """Every fault the group arms later."""
+        return [fault for faults in self.faults_at.values() for fault in faults]
+
+    def describe(self) -> str:
+        """What this group does, one human after another."""
+        humans = " ".join(
+            f"{name}:[{_describe_human(h)}]"
+            for name, h in zip(GROUP_NAMES, self.humans, strict=False)
+        )
+        return (
+            f"group={self.strategy}({self.interleaving}, on_decline={self.on_decline}) "
+            f"caller_trigger={self.caller_trigger} faults_at={self.faults_at} {humans}"
+        )
+
+
+def _describe_human(h: HumanScript) -> str:
+    actions = [
+        (a[0], round(a[1], 2), *(a[2:] if a[0] == "dtmf" else ()))
+        for a in h.actions
+        if a[0] != "say"
+    ]
+    voicemail = "+voicemail" if h.voicemail else ""
+    return (
+        f"{h.outcome}{voicemail} sip={h.sip_status} after {h.answer_after:.2f}s "
+        f"join={h.join_delay:.2f}s ringing={h.ringing_after:.2f}s actions={actions}"
+        f" hang_up_after={h.hang_up_after}"
+    )
+
+
+#: Where the group suite's seeds start, past the fault suite's own (`group_fuzz_settings`).
+GROUP_SEED_OFFSET = 500_000
+DEFAULT_GROUP_RUNS = 40
+
+
+def group_fuzz_settings() -> tuple[int, int]:
+    """The group suite's first seed and count: `WT_GROUP_SEED` and `WT_GROUP_RUNS`.
+
+    The first seed defaults to `WT_FUZZ_SEED` + `GROUP_SEED_OFFSET`, so the two suites
+    draw different calls from one `WT_FUZZ_SEED`.
+    """
+    seed, _runs = fuzz_settings()
+    first = int(os.environ.get("WT_GROUP_SEED", seed + GROUP_SEED_OFFSET))
+    return first, int(os.environ.get("WT_GROUP_RUNS", DEFAULT_GROUP_RUNS))
+
+
 @dataclass
 class FaultPlan:
     """One randomized call, fully determined by its seed."""
@@ -106,6 +223,13 @@ class FaultPlan:
     caller_output: str = "memory"
     #: The bot's TTS drops the hold line (no audio): the music must take over anyway.
     hold_line_lost: bool = False
+    #: A ring group instead of the one human (then `human` is its first).
+    group: GroupPlan | None = None
+
+    @property
+    def humans(self) -> dict[str, HumanScript]:
+        """The scripted human of each number the call may dial."""
+        return self.group.numbers if self.group else {NUMBER: self.human}
 
     def describe(self) -> str:
         """One line saying what this run does."""
@@ -117,6 +241,8 @@ class FaultPlan:
             f"join={h.join_delay:.2f}s ringing={h.ringing_after:.2f}s actions={actions}"
             f" hang_up_after={h.hang_up_after}"
         )
+        if self.group is not None:
+            human = self.group.describe()
         return (
             f"seed={self.seed} {human} move={self.supports_move} mode={self.connect_mode} "
             f"caller_hangs_up_at={self.caller_hangs_up_at} end_at={self.pipeline_end_at}"
@@ -135,8 +261,24 @@ CONNECT_SHARE = 0.75
 CONNECT_LIVEKIT_SHARE = 0.9
 
 
-def draw_plan(seed: int) -> FaultPlan:
-    """Draw one call's faults from `seed` (same seed, same call)."""
+#: Share of the seeds that dial a ring group (`_dials_a_group`).
+GROUP_SHARE = 1 / 3
+#: Share of group calls that reach their humans through the LiveKit emulator.
+GROUP_LIVEKIT_SHARE = 0.6
+
+
+def draw_plan(seed: int, *, group: bool | None = None) -> FaultPlan:
+    """Draw one call's faults from `seed` (same seed, same call).
+
+    Args:
+        seed: The call's seed.
+        group: Dial a ring group (True), the one human (False), or as the seed says
+            (None: a third of the seeds dial a group).
+    """
+    if group is None:
+        group = _dials_a_group(seed)
+    if group:
+        return draw_group_plan(seed)
     rng = random.Random(seed)
     if rng.random() < CONNECT_SHARE:
         return _draw_accepting(seed, rng)
@@ -242,6 +384,171 @@ def _draw_accepting(seed: int, rng: random.Random) -> FaultPlan:
     )
 
 
+def _dials_a_group(seed: int) -> bool:
+    """A draw of its own, so a seed that dials one human draws the call it always drew."""
+    return random.Random(seed ^ 0x6209).random() < GROUP_SHARE
+
+
+def draw_group_plan(seed: int) -> FaultPlan:
+    """A ring-group call from `seed`: two or three humans around one of `INTERLEAVINGS`."""
+    rng = random.Random(seed)
+    names = list(INTERLEAVINGS)
+    interleaving = rng.choices(names, weights=[INTERLEAVINGS[n] for n in names])[0]
+    size = rng.choice([2, 2, 3])
+    strategy = rng.choice(["sequential", "simultaneous"])
+    livekit = rng.random() < GROUP_LIVEKIT_SHARE
+    trigger = None
+    caller_leaves = None
+    first = rng.uniform(0.3, 1.5)  # when the first human answers
+    if interleaving == "race":
+        strategy = "simultaneous"
+        humans = [_accepting(rng, first), _accepting(rng, first + rng.uniform(0.0, 0.06))]
+        humans += [_any_human(rng, livekit) for _ in range(size - 2)]
+    elif interleaving in ("winner_leaves_ringing", "winner_leaves_briefing"):
+        if interleaving == "winner_leaves_ringing":
+            strategy = "simultaneous"
+        winner = _accepting(rng, first, accept=False)
+        winner.hang_up_after = (
+            rng.uniform(0.0, 0.2)
+            if interleaving == "winner_leaves_ringing"
+            else rng.uniform(0.9, 2.5)
+        )
+        humans = [winner] + [
+            _accepting(rng, first + rng.uniform(0.1, 1.5)) for _ in range(size - 1)
+        ]
+    elif interleaving == "caller_leaves_ringing":
+        humans = [_accepting(rng, rng.uniform(1.0, 2.4)) for _ in range(size)]
+        target = None
+        if strategy == "sequential":
+            # The humans before `target` fail at once: the caller leaves while it rings.
+            target = rng.randrange(size)
+            for k in range(target):
+                humans[k] = HumanScript(outcome="busy", answer_after=rng.uniform(0.1, 0.6))
+        soonest = min(h.answer_after for h in humans[target or 0 :])
+        trigger = ("dialing", target, rng.uniform(0.05, soonest - 0.1))
+    elif interleaving == "caller_leaves_between":
+        strategy = "sequential"
+        humans = [_failing_fast(rng)] + [_accepting(rng, first) for _ in range(size - 1)]
+        trigger = ("target_failed", 0, rng.uniform(0.0, 0.4))
+    elif interleaving == "caller_leaves_briefing":
+        humans = [_accepting(rng, first, accept_at=rng.uniform(2.6, 3.2))] + [
+            _any_human(rng, livekit) for _ in range(size - 1)
+        ]
+        trigger = ("briefing_started", None, rng.uniform(0.0, 1.2))
+    else:
+        humans = [_any_human(rng, livekit) for _ in range(size)]
+        if rng.random() < 0.15:
+            caller_leaves = rng.uniform(0.5, 8.0)
+    ordered = ("winner_leaves_briefing", "caller_leaves_ringing", "caller_leaves_between")
+    if strategy == "simultaneous" or interleaving not in ordered:
+        rng.shuffle(humans)  # the one the race is about may be anyone in the group
+    faults: list[tuple] = []
+    faults_at: dict[int, list[tuple]] = {}
+    if livekit:
+        faults = _draw_faults(rng, share=0.06, max_latency=1.0)
+        if strategy == "sequential":
+            for k in range(1, size):
+                if rng.random() < 0.25:
+                    kind, method, value = rng.choice(API_FAULTS)
+                    value = rng.uniform(0.1, 1.0) if kind == "latency" else value
+                    faults_at[k] = [(kind, method, value)]
+    group = GroupPlan(
+        strategy=strategy,
+        humans=humans,
+        interleaving=interleaving,
+        on_decline=rng.choice(["next", "next", "stop"])
+        if interleaving != "caller_leaves_between"
+        else "next",
+        caller_trigger=trigger,
+        faults_at=faults_at,
+    )
+    call_secs = rng.uniform(6.0, 10.0)
+    pipeline_end_at = rng.uniform(2.0, call_secs) if rng.random() < 0.08 else None
+    return FaultPlan(
+        seed=seed,
+        human=humans[0],
+        supports_move=rng.random() < 0.5,
+        # Move on a server without it fails at once: drawn less, so more calls connect.
+        connect_mode=rng.choice(
+            [ConnectMode.AUTO, ConnectMode.AUTO, ConnectMode.MOVE, ConnectMode.BRIDGE]
+        ),
+        caller_hangs_up_at=caller_leaves,
+        pipeline_end_at=pipeline_end_at,
+        pipeline_cancel=rng.random() < 0.5,
+        second_request_at=rng.uniform(0.0, 3.0) if rng.random() < 0.1 else None,
+        briefing_fails=rng.random() < 0.04,
+        call_secs=call_secs,
+        livekit=livekit,
+        faults=faults,
+        caller_output=_caller_output(seed),
+        hold_line_lost=_hold_line_lost(seed),
+        group=group,
+    )
+
+
+def _accepting(
+    rng: random.Random, answer_after: float, *, accept: bool = True, accept_at: float | None = None
+) -> HumanScript:
+    """A human who answers after `answer_after` s, speaks, and accepts by keypad."""
+    human = HumanScript(
+        outcome="answer",
+        answer_after=answer_after,
+        greeting=tone(500, rng.uniform(0.2, 0.4)),
+        ringing_after=rng.uniform(0.0, 0.5),
+    )
+    for k in range(1, 7):
+        human.say(k * HUMAN_SAYS_EVERY, HUMAN_CLIP)
+    if accept:
+        # The briefing starts about 0.85 s after the answer.
+        human.dtmf(accept_at if accept_at is not None else rng.uniform(1.2, 2.4), "1")
+    return human
+
+
+def _failing_fast(rng: random.Random) -> HumanScript:
+    """A human the group moves past soon: busy, a carrier's no answer, failing, declining."""
+    kind = rng.choice(["busy", "no_answer", "fail", "decline", "decline_by_key"])
+    answer_after = rng.uniform(0.1, 1.0)
+    if kind == "decline_by_key":
+        return _accepting(rng, answer_after, accept=False).dtmf(rng.uniform(0.9, 1.6), "2")
+    human = HumanScript(outcome=kind, answer_after=answer_after)
+    if kind == "no_answer":
+        human.sip_status = rng.choice([480, 408])
+    return human
+
+
+def _any_human(rng: random.Random, livekit: bool) -> HumanScript:
+    """Any human: accepts, declines, stays silent, busy, unanswered, failing, voicemail."""
+    kind = rng.choice(
+        ["accept", "accept", "accept", "decline", "silent", "busy", "no_answer", "fail", "vm"]
+    )
+    answer_after = rng.uniform(0.2, 2.2)
+    if kind == "accept":
+        human = _accepting(rng, answer_after)
+    elif kind in ("decline", "silent", "vm"):
+        human = _accepting(rng, answer_after, accept=False)
+        human.voicemail = kind == "vm"
+        if kind == "decline":
+            human.dtmf(rng.uniform(0.9, 2.2), rng.choice(["2", "2", "#"]))
+            human.outcome = "answer" if rng.random() < 0.7 else "decline"  # or the carrier's 603
+    elif kind == "no_answer":
+        human = HumanScript(outcome="no_answer", answer_after=10.0)
+        if rng.random() < 0.5:
+            human.sip_status = rng.choice([480, 408])
+            human.answer_after = rng.uniform(0.3, 2.0)
+    else:
+        human = HumanScript(outcome=kind, answer_after=answer_after)
+    human.ringing_after = rng.uniform(0.0, 0.8)
+    if livekit:
+        line = rng.random()
+        if line < 0.2:
+            human.join_delay = rng.uniform(0.05, 0.8)
+        elif line < 0.28:  # slower than the dial's margin (see `draw_plan`)
+            human.join_delay = rng.uniform(DIAL_GRACE + 1.2, DIAL_GRACE + 2.0)
+    if human.outcome == "answer" and rng.random() < 0.1:
+        human.hang_up_after = rng.uniform(0.1, 3.0)
+    return human
+
+
 def _draw_faults(rng: random.Random, *, share: float, max_latency: float) -> list[tuple]:
     """Each of `API_FAULTS` with probability `share`; a latency of up to `max_latency` s."""
     faults = []
@@ -280,6 +587,8 @@ class FaultRun:
     listening: Listening = field(default_factory=Listening)
     #: The emulator's scripted faults that took effect (kind, method).
     faults_fired: list[tuple[str, str]] = field(default_factory=list)
+    #: A group call's own checks and the stop times they measured.
+    group: GroupJudgement | None = None
 
     def summary(self) -> dict:
         """What this run reached, for the suite's totals (`summarize`)."""
@@ -295,6 +604,26 @@ class FaultRun:
             "violations": len(self.violations),
             "seed": self.plan.seed,
             "problems": [v[:300] for v in self.violations],
+            "group": self._group_summary(),
+        }
+
+    def _group_summary(self) -> dict | None:
+        group, judged = self.plan.group, self.group
+        if group is None or judged is None:
+            return None
+        return {
+            "seed": self.plan.seed,
+            "strategy": group.strategy,
+            "size": len(group.humans),
+            "interleaving": group.interleaving,
+            "outcomes": [str(r.reason or r.outcome) for r in self.results],
+            "tried": [[a.outcome for a in r.tried] for r in self.results],
+            "others_stopped_secs": judged.others_stopped_secs,
+            "loser_hung_up_secs": judged.loser_hung_up_secs,
+            "line_stopped_secs": judged.line_stopped_secs,
+            "follow_secs": judged.follow_secs,
+            "known": [p[:300] for p in judged.known],
+            "skipped": judged.skipped,
         }
 
     def trace(self) -> str:
@@ -304,6 +633,8 @@ class FaultRun:
         lines += [f"  results: {[r.as_dict() for r in self.results]}"]
         lines += [f"  leaks: {self.leaks}"]
         lines += [f"  skipped: {self.listening.skipped}"]
+        if self.group is not None:
+            lines += [f"  group skipped: {self.group.skipped}", f"  known: {self.group.known}"]
         return "\n".join(lines)
 
 
@@ -343,8 +674,10 @@ async def run_plan(
     )
     briefing_voices: list[ScriptedToneTTSService] = []
     briefing = _briefing(plan, briefing_voices)
+    group = plan.group
     harness = CallHarness(
-        humans={NUMBER: plan.human},
+        humans=plan.humans,
+        target=group.target() if group else None,
         params=params,
         briefing=briefing,
         supports_move=plan.supports_move,
@@ -365,6 +698,8 @@ async def run_plan(
     try:
         async with harness as call:
             loop = asyncio.get_running_loop()
+            watch = GroupWatch(call) if group else None
+            triggered = _follow_group(call, group) if group else []
             if call.emulator is not None:
                 secrets = (*secrets, call.emulator.api_secret)
                 _inject(call.emulator, plan.faults)
@@ -384,9 +719,9 @@ async def run_plan(
                 tasks.append(asyncio.create_task(second()))
             end_at = plan.pipeline_end_at if plan.pipeline_end_at is not None else plan.call_secs
             await at(end_at)
-            for task in tasks:
+            for task in tasks + triggered:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *triggered, return_exceptions=True)
             if plan.pipeline_end_at is not None and plan.pipeline_cancel:
                 await call.worker.queue_frame(CancelFrame())
             elif plan.pipeline_end_at is None:
@@ -400,12 +735,36 @@ async def run_plan(
         logger.remove(sink)
     report = harness.report
     violations = _check(plan, report, accepted, log, secrets, stuck_state)
+    judged = None
+    if group is not None:
+        emulator = harness.emulator
+        judged = group_problems(
+            strategy=group.strategy,
+            size=len(group.humans),
+            report=report,
+            watch=watch,
+            dials=line_dials(emulator, harness.t0) if emulator is not None else [],
+            allowance=stop_allowance(plan.faults + group.all_faults()),
+            hang_ups={
+                index: human.hang_up_after
+                for index, human in enumerate(group.humans)
+                if human.hang_up_after is not None
+            },
+            cutoff=plan.pipeline_end_at,
+        )
+        violations += judged.problems
+        leak = known_leak(report)
+        if leak is not None:
+            violations = [v for v in violations if not v.startswith("leaks ")]
+            judged.known.append(leak)
+        report = _heard_by_the_last_answered(report, harness)
+    spoke = [voice.spoken for voice in briefing_voices if voice.spoken]
     voices = Voices(
         bot_pitch_hz=BOT_PITCH_HZ,
         briefing_pitch_hz=BRIEFING_PITCH_HZ,
         params=params,
         connecting_message=briefing.connecting_message,
-        briefing_lines=briefing_voices[-1].spoken if briefing_voices else [],
+        briefing_lines=spoke[-1] if spoke else [],
         human_clip=np.frombuffer(HUMAN_CLIP, dtype=np.int16),
         human_clip_every=HUMAN_SAYS_EVERY,
     )
@@ -421,6 +780,61 @@ async def run_plan(
         violations,
         heard,
         report.faults_fired,
+        judged,
+    )
+
+
+def _follow_group(call, group: GroupPlan) -> list[asyncio.Task]:
+    """Arm what a group does on cue: the caller's hang-up, faults on a later human's dial.
+
+    Returns:
+        The tasks it starts (the run cancels them at the end).
+    """
+    tasks: list[asyncio.Task] = []
+    done: set = set()
+
+    async def hang_up_after(secs: float):
+        await asyncio.sleep(secs)
+        call.caller.hang_up()
+
+    @call.transfer.event_handler("on_transfer_event")
+    async def _on_event(_transfer, event: dict):
+        name, target = event["event"], event.get("target")
+        trigger = group.caller_trigger
+        if (
+            trigger is not None
+            and "caller" not in done
+            and name == trigger[0]
+            and trigger[1] in (None, target)
+        ):
+            done.add("caller")
+            tasks.append(asyncio.create_task(hang_up_after(trigger[2]), name="fuzz-caller"))
+        faults = group.faults_at.get((target or 0) + 1)
+        if name == "target_failed" and faults and call.emulator is not None and target not in done:
+            # Human `target` failed: the next dial is the next human's.
+            done.add(target)
+            _inject(call.emulator, faults)
+
+    return tasks
+
+
+def _heard_by_the_last_answered(report, harness):
+    """The report with the human recording of whoever answered last (the one briefed).
+
+    The harness keeps the last human *dialed*: in a group, one who lost the race, or who
+    never answered, may come after the one who was briefed.
+    """
+    answered = [e for e in report.events if e["event"] == "human_answered"]
+    if not answered:
+        return report
+    parties = {party.identity: party for party in harness.human_parties()}
+    party = parties.get(answered[-1].get("identity"))
+    if party is None:
+        return report
+    return dataclasses.replace(
+        report,
+        human_audio=party.recording(),
+        human_hung_up_first=party.end_reason == "hung_up",
     )
 
 
@@ -451,7 +865,51 @@ def summarize(summaries: list[dict]) -> dict:
     total["failing"] = [
         {"seed": s["seed"], "problems": s["problems"]} for s in summaries if s.get("problems")
     ]
+    groups = [s["group"] for s in summaries if s.get("group")]
+    if groups:
+        total["group"] = _group_totals(groups)
     return total
+
+
+#: The group calls' measured times, summed up by `_group_totals`.
+GROUP_TIMES = ("others_stopped_secs", "loser_hung_up_secs", "line_stopped_secs", "follow_secs")
+
+
+def _group_totals(groups: list[dict]) -> dict:
+    """Group calls by strategy and race, their outcomes, and their stop times' spread."""
+    totals: dict[str, Any] = {"runs": len(groups)}
+    for key in ("strategy", "interleaving"):
+        counts: dict[str, int] = {}
+        for g in groups:
+            counts[g[key]] = counts.get(g[key], 0) + 1
+        totals[key] = dict(sorted(counts.items()))
+    outcomes: dict[str, int] = {}
+    for g in groups:
+        for outcome in g["outcomes"]:
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    totals["outcomes"] = dict(sorted(outcomes.items()))
+    for key in GROUP_TIMES:
+        totals[key] = spread([v for g in groups for v in g[key]])
+    known: dict[str, int] = {}
+    for g in groups:
+        for bug in KNOWN_CORE_BUGS:
+            if any(f"[{bug}]" in p for p in g.get("known", ())):
+                known[bug] = known.get(bug, 0) + 1
+    totals["known_core_bugs"] = known
+    totals["known_seeds"] = [g["seed"] for g in groups if g.get("known")]
+    return totals
+
+
+def spread(values: list[float]) -> dict:
+    """How many, the median, the 95th percentile and the maximum (s)."""
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {"n": len(ordered), "p50": at(0.5), "p95": at(0.95), "max": round(ordered[-1], 3)}
 
 
 def _inject(emulator, faults: list[tuple]):
@@ -482,7 +940,7 @@ def _check(plan, report, accepted, log, secrets, final_state) -> list[str]:
     problems += _stray_music(report)
     if report.refused_captures:
         problems.append(f"LiveKit refused {report.refused_captures} captures (frames lost)")
-    problems += _line_problems(report)
+    problems += _line_problems(report, group=plan.group is not None)
     for secret in secrets:
         if secret and any(secret in line for line in log):
             problems.append("a secret reached the logs")
@@ -491,33 +949,42 @@ def _check(plan, report, accepted, log, secrets, final_state) -> list[str]:
     return problems
 
 
-def _line_problems(report) -> list[str]:
+def _line_problems(report, *, group: bool = False) -> list[str]:
     """What the LiveKit line says happened, against what the transfer reported.
 
     - No phone is still ringing after teardown (a dial the client gave up on is hung up).
-    - A dial LiveKit rang out is `no_answer` without a SIP status, never `dial_failed`.
+    - A dial LiveKit rang out is `no_answer` without a SIP status, never `dial_failed`
+      (in a `group`, that human's own outcome in `tried`).
     - A phone that rang for three status reads had a `ringing` event.
     """
     problems = []
     if report.ringing_dials:
         problems.append(f"{report.ringing_dials} phone(s) still ringing after teardown")
     transfer_of_room = {
-        e.get("room"): e.get("transfer") for e in report.events if e["event"] == "dialing"
+        e.get("room"): (e.get("transfer"), e.get("target", 0))
+        for e in report.events
+        if e["event"] == "dialing"
     }
     ringing = {e.get("transfer") for e in report.events if e["event"] == "ringing"}
     for dial in report.dials:
-        number = transfer_of_room.get(dial["room"])
+        number, target = transfer_of_room.get(dial["room"], (None, 0))
         index = (number or 0) - 1
         result = report.results[index] if 0 <= index < len(report.results) else None
-        if result is None or result.reason in _ENDED_BY_CALLER:
+        if result is None:
+            continue
+        reason, status = result.reason, result.sip_status
+        if group:
+            attempt = next((a for a in result.tried if a.index == target), None)
+            if attempt is None or attempt.outcome == "stopped":
+                continue
+            reason, status = attempt.outcome, attempt.sip_status
+        if reason in _ENDED_BY_CALLER:
             continue
         if dial["outcome"] == "ringing_timeout" and not (
-            result.reason == FailureReason.NO_ANSWER and result.sip_status is None
+            reason == FailureReason.NO_ANSWER and status is None
         ):
-            problems.append(
-                f"LiveKit rang out transfer {number} but it was reported "
-                f"{result.reason} (SIP {result.sip_status})"
-            )
+            who = f"transfer {number}" + (f" human {target}" if group else "")
+            problems.append(f"LiveKit rang out {who} but it was reported {reason} (SIP {status})")
         if dial["ringing_secs"] >= 3 * STATUS_POLL and number not in ringing:
             problems.append(
                 f"transfer {number} rang {dial['ringing_secs']} s with no ringing event"

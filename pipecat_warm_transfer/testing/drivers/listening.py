@@ -209,7 +209,8 @@ def _caller_left(report, voices, heard, caller_left, cutoff, result: Listening) 
             break
         if e["event"] == "briefing_started":
             number = e.get("transfer")
-        ends = ("connected", "transfer_failed", "teardown_done")
+        # `target_failed`: a group moved past the human being briefed.
+        ends = ("connected", "transfer_failed", "teardown_done", "target_failed")
         if e["event"] in ends and e.get("transfer") == number:
             number = None
     if number is None:
