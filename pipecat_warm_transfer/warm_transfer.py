@@ -81,6 +81,8 @@ CONNECTED_SPEECH_SECS = 8.0
 #: Bound on the wait for a REFER in flight when the caller's call leaves the room (LiveKit's
 #: own deadline for a transfer is the 30 s ringing timeout).
 REFER_SETTLE_SECS = 35.0
+#: Bound on the teardown's wait for a group's other hang-ups and thank-yous.
+SIDE_TASKS_SECS = 10.0
 #: Bound on the wait for the transfer's run task to stop when the call ends under it.
 STOP_RUN_SECS = 5.0
 
@@ -127,7 +129,7 @@ class _Attempt:
         self.open_tries: list[_Try] = []  # the tries whose leg is not closed yet
         self.remaining = 0  # humans of the group not tried yet
         self.accepted_by: _Try | None = None
-        self.thanks: list[asyncio.Task] = []  # humans briefed in vain, being thanked
+        self.side_tasks: list[asyncio.Task] = []  # hang-ups and thanks the teardown waits for
         self.accepting = False  # a human accepted: the caller hears nothing but the connect
 
     @property
@@ -146,6 +148,7 @@ class _Try:
         self.leg: ConsultLeg | None = None
         self.briefing: BriefingSession | None = None
         self.dial_started_at: float | None = None
+        self.left: str | None = None  # they hung up before the transfer followed them
 
 
 class WarmTransfer(BaseObject):
@@ -641,23 +644,22 @@ class WarmTransfer(BaseObject):
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            await asyncio.gather(*drops, return_exceptions=True)
+            if winner is None:  # with a winner, the teardown waits for these hang-ups
+                await asyncio.gather(*drops, return_exceptions=True)
         if winner is None:
             failure = last_failure or _TransferFailed(FailureReason.DIAL_FAILED)
             raise self._group_failure(failure, reasons)
-        answered_at = time.monotonic()
+        # The winner is followed at once; the other phones stop meanwhile (a slow
+        # hang-up must not delay the briefing), and the teardown waits for them.
+        attempt.leg, attempt.briefing = winner.leg, winner.briefing
         losers = [t for t in attempt.open_tries if t is not winner]
         for loser in losers:
             if not loser.record.outcome:
                 self._settle_try(attempt, loser, "stopped")
-        await asyncio.gather(*(self._drop_try(attempt, loser) for loser in losers))
         if losers:
-            await self._emit(
-                "others_stopped",
-                count=len(losers),
-                secs=round(time.monotonic() - answered_at, 3),
+            attempt.side_tasks.append(
+                self._spawn(self._stop_losers(attempt, losers), "stop-the-others")
             )
-        attempt.leg, attempt.briefing = winner.leg, winner.briefing
         await self._answered(attempt, winner)
         try:
             decision = await self._brief(attempt, winner.leg)
@@ -671,6 +673,14 @@ class WarmTransfer(BaseObject):
         self._settle_try(attempt, winner, "accepted")
         attempt.accepted_by = winner
         return winner.leg
+
+    async def _stop_losers(self, attempt: _Attempt, losers: list[_Try]):
+        """Hang up every other phone of a simultaneous group; say how long it took."""
+        started = time.monotonic()
+        await asyncio.gather(*(self._drop_try(attempt, loser) for loser in losers))
+        await self._emit(
+            "others_stopped", count=len(losers), secs=round(time.monotonic() - started, 3)
+        )
 
     async def _brief_all(self, attempt: _Attempt) -> ConsultLeg:
         """Every phone at once; everyone who answers is briefed; the first to accept wins.
@@ -731,8 +741,9 @@ class WarmTransfer(BaseObject):
                 task.cancel()
             await asyncio.gather(*dials, *decisions, return_exceptions=True)
             if winner is not None:
-                await self._stop_the_others(attempt, winner, drops)
-            await asyncio.gather(*drops, return_exceptions=True)
+                await self._stop_the_others(attempt, winner)
+            else:  # with a winner, the teardown waits for these hang-ups
+                await asyncio.gather(*drops, return_exceptions=True)
         if winner is None:
             failure = last_failure or _TransferFailed(FailureReason.DIAL_FAILED)
             raise self._group_failure(failure, reasons)
@@ -772,23 +783,30 @@ class WarmTransfer(BaseObject):
         await self._emit(
             "human_answered", identity=current.leg.human_identity, target=current.index
         )
+        if current.left is not None:
+            # They hung up between the answer and now: as a hang-up in the briefing.
+            if attempt.leg is current.leg:
+                attempt.human_left = current.left
+            decision = BriefingDecision("human_left", reason=current.left, via="hangup")
+            current.briefing.decide(decision)
 
-    async def _stop_the_others(self, attempt: _Attempt, winner: _Try, drops: list):
-        """Someone accepted: stop every other phone, thanking those being briefed."""
-        started = time.monotonic()
+    async def _stop_the_others(self, attempt: _Attempt, winner: _Try):
+        """Someone accepted: stop every other phone, thanking those being briefed.
+
+        Neither waits for the other, nor the caller for either: the teardown does.
+        """
         others = [t for t in attempt.open_tries if t is not winner and not t.record.outcome]
+        ringing = []
         for current in others:
+            self._settle_try(attempt, current, "stopped")
             if current.record.answered_at is not None:
-                # The caller is not kept waiting for the thanks: the teardown waits instead.
                 thanks = self._spawn(self._thank_and_drop(attempt, current), "thank-and-drop")
-                attempt.thanks.append(thanks)
-                self._settle_try(attempt, current, "stopped")
+                attempt.side_tasks.append(thanks)
             else:
-                self._settle_try(attempt, current, "stopped")
-                drops.append(self._spawn(self._drop_try(attempt, current), "drop-try"))
-        if others:
-            await self._emit(
-                "others_stopped", count=len(others), secs=round(time.monotonic() - started, 3)
+                ringing.append(current)
+        if ringing:
+            attempt.side_tasks.append(
+                self._spawn(self._stop_losers(attempt, ringing), "stop-the-others")
             )
 
     async def _thank_and_drop(self, attempt: _Attempt, current: _Try):
@@ -893,9 +911,18 @@ class WarmTransfer(BaseObject):
             ]
 
     async def _drop_try(self, attempt: _Attempt, current: _Try):
-        """Hang up a human the group moves past (or who lost a simultaneous race)."""
+        """Hang up a human the group moves past (or who lost a simultaneous race).
+
+        The hang-up runs in a task of its own that the teardown waits for: a caller's
+        hang-up cancelling the transfer meanwhile must not stop it halfway.
+        """
         if current in attempt.open_tries:
             attempt.open_tries.remove(current)
+        task = self._spawn(self._close_try(attempt, current), "close-try")
+        attempt.side_tasks.append(task)
+        await asyncio.shield(task)
+
+    async def _close_try(self, attempt: _Attempt, current: _Try):
         if current.briefing is not None:
             await _quietly(current.briefing.close(), "close the briefing")
             self._keep_transcript(current)
@@ -1133,6 +1160,7 @@ class WarmTransfer(BaseObject):
         if attempt is not self._attempt or self._caller_gone:
             return  # an earlier attempt's leg, or our own hang-up after the caller left
         if current is not None and current.leg is not attempt.leg:
+            current.left = reason  # kept: followed later, their briefing ends at once
             if current.briefing is not None and current.record.answered_at is not None:
                 # Briefed in a first-to-accept race: their own briefing ends with it.
                 current.briefing.decide(BriefingDecision("human_left", reason=reason, via="hangup"))
@@ -1226,8 +1254,8 @@ class WarmTransfer(BaseObject):
             await _quietly(attempt.leg.hang_up(), "hang up the moved human")
 
     async def _close_attempt(self, attempt: _Attempt):
-        if attempt.thanks:
-            await asyncio.wait(attempt.thanks, timeout=8.0)
+        if attempt.side_tasks:
+            await asyncio.wait(attempt.side_tasks, timeout=SIDE_TASKS_SECS)
         others = [t for t in attempt.open_tries if t.leg is not attempt.leg]
         attempt.open_tries = []
         await asyncio.gather(

@@ -201,7 +201,7 @@ async def test_simultaneous_first_to_accept_briefs_everyone_who_answers():
     assert any(thanks.split(".")[0] in text for text in said_to_alice), alice.transcript
     answers = [e for e in call.report.events if e["event"] == "human_answered"]
     assert [e["target"] for e in answers] == [0, 1]
-    assert call.report.first("others_stopped")["count"] == 2
+    assert call.report.first("others_stopped")["count"] == 1  # Carol's phone; Alice is thanked
     assert call.report.leaks == NO_LEAKS, call.report.leak_findings
 
 

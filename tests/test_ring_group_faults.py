@@ -233,11 +233,6 @@ async def test_a_failed_hang_up_of_a_losing_phone_is_retried_in_time():
 #
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: WarmTransfer._ring_all awaits every other leg's close before following "
-    "the winner (_answered), so a slow hang-up of the others delays the winner's briefing",
-)
 async def test_the_winner_is_followed_before_the_others_hang_up():
     """Ann answers at 0.3 s; Ben's SIP participant joins LiveKit only 2 s in (a slow
     carrier), so hanging Ben up waits for it to join. Ann must not wait for that: her
@@ -250,11 +245,6 @@ async def test_the_winner_is_followed_before_the_others_hang_up():
     assert result.tried[0].answered_at < 1.0  # answered on the line at about 0.35 s
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: WarmTransfer._handle_human_left ignores the winner's leg until "
-    "attempt.leg is set, after the others' legs are closed: a hang-up meanwhile is lost",
-)
 async def test_a_hang_up_while_the_others_stop_is_noticed():
     """Ann answers at 0.3 s and hangs up at once, while Ben's phone is being hung up (a
     LiveKit slow to delete his room). The caller must be back at once, told the human
@@ -268,12 +258,6 @@ async def test_a_hang_up_while_the_others_stop_is_noticed():
     assert first(run, "transfer_failed")["t"] < 2.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a group's _drop_try runs in the transfer task, which the caller's hang-up "
-    "cancels; BriefingSession.close(), cancelled halfway, returns at once when called again "
-    "(_closed is set first), so teardown_done comes while that briefing pipeline still runs",
-)
 async def test_a_caller_leaving_as_the_group_moves_on_leaves_no_briefing_running():
     """Ann is busy; the caller hangs up just as the group hangs Ann's leg up to try Ben.
     By `teardown_done` nothing of Ann's may still run (the random calls found it in about

@@ -462,6 +462,12 @@ def _others_stop(number, own, legs, line, allowance, judged: GroupJudgement) -> 
     for leg in legs:
         if leg is winner or leg.dial_start is None or leg.close_end is None:
             continue  # never dialed, or never closed (`_nothing_left` names it)
+        if (
+            leg.dial_end is not None
+            and leg.dial_end <= winner.dial_end
+            and leg.dial_result != "answered"
+        ):
+            continue  # its dial had failed before the answer: no phone left to stop
         secs = max(0.0, leg.close_end - winner.dial_end)
         judged.loser_hung_up_secs.append(round(secs, 3))
         if secs > bound and leg.room in late:
