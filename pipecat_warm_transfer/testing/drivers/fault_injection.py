@@ -190,7 +190,7 @@ def _describe_human(h: HumanScript) -> str:
 
 #: Where the group suite's seeds start, past the fault suite's own (`group_fuzz_settings`).
 GROUP_SEED_OFFSET = 500_000
-DEFAULT_GROUP_RUNS = 40
+DEFAULT_GROUP_RUNS = 24
 
 
 def group_fuzz_settings() -> tuple[int, int]:
