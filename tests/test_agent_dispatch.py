@@ -9,7 +9,7 @@ import asyncio
 import collections
 
 import pytest
-from livekit.protocol import agent, agent_dispatch, room, sip
+from livekit.protocol import agent, agent_dispatch, models, room, sip
 
 from pipecat_warm_transfer.runner.agent_worker import (
     AgentWorker,
@@ -446,6 +446,18 @@ async def test_worker_messages_after_registration():
                 migrate = agent.MigrateJobRequest(job_ids=["AJ_nope"])
                 await ws.send_bytes(agent.WorkerMessage(migrate_job=migrate).SerializeToString())
                 await until(lambda: server_side.load == pytest.approx(0.9))
+                assert server_side.migrations == [["AJ_nope"]]  # and nothing else happens
+                # SimulateJob: a job for this worker alone, offered as any other.
+                simulate = agent.SimulateJobRequest(room=models.Room(name="sim-room"))
+                await ws.send_bytes(agent.WorkerMessage(simulate_job=simulate).SerializeToString())
+                offer = agent.ServerMessage.FromString((await ws.receive(timeout=2)).data)
+                assert offer.availability.job.room.name == "sim-room"
+                assert offer.availability.job.type == agent.JobType.JT_ROOM
+                assert offer.availability.job.agent_name == "x"
+                decline = agent.AvailabilityResponse(job_id=offer.availability.job.id)
+                await ws.send_bytes(agent.WorkerMessage(availability=decline).SerializeToString())
+                await until(lambda: lk.agents.jobs and lk.agents.jobs[-1].outcome)
+                assert lk.agents.jobs[-1].outcome == "not_available"
                 assert server_side.status == agent.WorkerStatus.WS_FULL
                 assert not ws.closed
                 # A second Register is not a registered worker's message: the socket closes.

@@ -97,6 +97,7 @@ class _Worker:
         self.availability: dict[str, asyncio.Future[agent.AvailabilityResponse]] = {}
         self.closed = asyncio.Event()
         self.updates: list[agent.UpdateWorkerStatus] = []
+        self.migrations: list[list[str]] = []  # job ids reported after a reconnect
 
     async def send(self, message: agent.ServerMessage) -> None:
         if self.closed.is_set() or self.ws.closed:
@@ -255,12 +256,40 @@ class AgentDispatch:
         elif which == "ping":
             await self._pong(worker, message.ping)
         elif which == "simulate_job":
-            pass  # not used by this project's workers
+            self._simulate(worker, message.simulate_job)
         elif which == "migrate_job":
-            pass  # HandleMigrateJob: not implemented on open-source LiveKit
+            # HandleMigrateJob does nothing on open-source LiveKit; kept for the record.
+            worker.migrations.append(list(message.migrate_job.job_ids))
         else:
             return False  # a second Register, or an unknown signal
         return True
+
+    def _simulate(self, worker: _Worker, simulate: agent.SimulateJobRequest) -> None:
+        """Worker.HandleSimulateJob: a job for this worker alone (publisher with a participant)."""
+        job = agent.Job(
+            id=new_id("AJ_"),
+            type=agent.JobType.JT_PUBLISHER
+            if simulate.HasField("participant")
+            else agent.JobType.JT_ROOM,
+            namespace=worker.namespace,
+            agent_name=worker.agent_name,
+        )
+        job.room.CopyFrom(simulate.room)
+        if simulate.HasField("participant"):
+            job.participant.CopyFrom(simulate.participant)
+        record = JobRecord(job=job, launched_at=asyncio.get_running_loop().time())
+        record.offered_to.append(worker.id)
+        self.jobs.append(record)
+
+        async def assign() -> None:
+            try:
+                record.outcome = await self._assign(worker, record)
+            except (WorkerClosed, TimeoutError, asyncio.CancelledError):
+                record.outcome = "closed"  # "unable to simulate job": only logged
+
+        task = asyncio.get_running_loop().create_task(assign())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _pong(self, worker: _Worker, ping: agent.WorkerPing) -> None:
         pong = agent.ServerMessage()

@@ -439,10 +439,11 @@ FIDELITY: tuple[Fidelity, ...] = (
     Fidelity(
         "a registered worker's messages",
         "UpdateWorkerStatus sets status (if given) and load; UpdateJobStatus updates a running "
-        "job and forgets it once SUCCESS/FAILED (unknown jobs ignored); MigrateJob ignored "
-        "(open source); a second Register or unknown message closes the socket",
+        "job and forgets it once SUCCESS/FAILED (unknown jobs ignored); SimulateJob offers a "
+        "new job (room, or publisher with a participant) to that worker alone; MigrateJob "
+        "ignored (open source); a second Register or unknown message closes the socket",
         "livekit/livekit pkg/agent/worker.go Worker.HandleUpdateWorker, UpdateJobStatus, "
-        "HandleMigrateJob; DispatchWorkerSignal",
+        "HandleSimulateJob, HandleMigrateJob; DispatchWorkerSignal",
     ),
     Fidelity(
         "a room created with agents in its room config (a SIP dispatch rule's)",
