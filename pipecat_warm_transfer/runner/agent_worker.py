@@ -529,10 +529,15 @@ class RegisterError(Exception):
     """LiveKit did not accept the worker's registration."""
 
 
+def websocket_url(url: str) -> str:
+    """A LiveKit server URL as a WebSocket wants it (`http(s)://` → `ws(s)://`)."""
+    if url.lower().startswith("https://"):
+        return "wss://" + url[len("https://") :]
+    if url.lower().startswith("http://"):
+        return "ws://" + url[len("http://") :]
+    return url
+
+
 def agent_url(url: str) -> str:
     """The `/agent` WebSocket URL of a LiveKit server URL (`http(s)`/`ws(s)`)."""
-    base = url.rstrip("/")
-    for plain, secure in (("http://", "ws://"), ("https://", "wss://")):
-        if base.lower().startswith(plain):
-            base = secure + base[len(plain) :]
-    return base + "/agent"
+    return websocket_url(url.rstrip("/")) + "/agent"

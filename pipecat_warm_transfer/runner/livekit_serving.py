@@ -28,7 +28,7 @@ from pipecat.transports.base_transport import BaseTransport
 
 from pipecat_warm_transfer.config.loader import ConfigError
 from pipecat_warm_transfer.config.validate import LoadedConfig
-from pipecat_warm_transfer.runner.agent_worker import CallAssignment, ServedCall
+from pipecat_warm_transfer.runner.agent_worker import CallAssignment, ServedCall, websocket_url
 from pipecat_warm_transfer.runner.builder import (
     BotCall,
     build_bot,
@@ -261,13 +261,8 @@ def dispatched_call_maker(
     return make_call
 
 
-def media_url(url: str) -> str:
-    """A server URL as the media connection wants it (`http(s)://` → `ws(s)://`)."""
-    if url.lower().startswith("https://"):
-        return "wss://" + url[len("https://") :]
-    if url.lower().startswith("http://"):
-        return "ws://" + url[len("http://") :]
-    return url
+#: A server URL as the media connection wants it (`http(s)://` → `ws(s)://`).
+media_url = websocket_url
 
 
 async def _stop_calls(loaded: LoadedConfig, calls: dict[str, tuple[BotCall, asyncio.Task]]):
