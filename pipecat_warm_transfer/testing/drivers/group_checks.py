@@ -44,11 +44,11 @@ FOLLOW_BOUND_SECS = 0.5
 #: passes, fails the suite, and the entry and the xfail go.
 WINNER_WAITS = "the winner waits for the others' hang-up"
 HANG_UP_LOST = "a hang-up while the others stop is lost"
-BRIEFING_OUTLIVES = "a dropped human's briefing outlives the teardown"
+DROP_OUTLIVES = "a human being hung up as the call ends outlives the teardown"
 KNOWN_CORE_BUGS = {
     WINNER_WAITS: "test_the_winner_is_followed_before_the_others_hang_up",
     HANG_UP_LOST: "test_a_hang_up_while_the_others_stop_is_noticed",
-    BRIEFING_OUTLIVES: "test_a_caller_leaving_as_the_group_moves_on_leaves_no_briefing_running",
+    DROP_OUTLIVES: "test_a_call_ending_while_a_human_is_hung_up_leaves_nothing_running",
 }
 #: Longest a human's own hang-up may go unnoticed (DESIGN §2: it ends the wait).
 NOTICE_BOUND_SECS = 1.0
@@ -417,7 +417,9 @@ def _one_after_another(number, result, legs, judged: GroupJudgement) -> None:
             )
     tried = result.tried
     for before, after in zip(tried, tried[1:], strict=False):
-        if before.ended_at is None or after.dialed_at is None or after.dialed_at < before.ended_at:
+        if after.dialed_at is None:
+            continue  # never dialed (its consult room could not be opened)
+        if before.ended_at is None or after.dialed_at < before.ended_at:
             judged.problems.append(
                 f"{at}: {_who(after.index)} dialed at {after.dialed_at} before "
                 f"{_who(before.index)} settled at {before.ended_at}"
@@ -462,6 +464,8 @@ def _others_stop(number, own, legs, line, allowance, judged: GroupJudgement) -> 
     for leg in legs:
         if leg is winner or leg.dial_start is None or leg.close_end is None:
             continue  # never dialed, or never closed (`_nothing_left` names it)
+        if leg.dial_end is not None and leg.dial_end < winner.dial_end:
+            continue  # its dial had failed before: not a phone the answer stops
         secs = max(0.0, leg.close_end - winner.dial_end)
         judged.loser_hung_up_secs.append(round(secs, 3))
         if secs > bound and leg.room in late:
@@ -537,35 +541,43 @@ def _hang_ups_noticed(number, result, own, legs, hang_ups, cutoff, judged) -> No
 
 
 def known_leak(report) -> str | None:
-    """The leak `BRIEFING_OUTLIVES` leaves, tagged; None for any other leak.
+    """The leak `DROP_OUTLIVES` leaves, tagged; None for any other leak.
 
-    The call ended (caller or pipeline) while the group was hanging a human up: their
-    briefing's close, cancelled halfway, is not waited for again, so `teardown_done`
-    comes while that briefing pipeline still runs. Only its tasks, only at that
-    `teardown_done` (gone by the end of the call), only on a transfer the call ended
-    after the group dropped someone.
+    The call ended (caller or pipeline) while the group was hanging a human up: that
+    human's try had already left the transfer's open tries, and their briefing's close,
+    cancelled halfway, is not waited for again, so `teardown_done` comes while their leg
+    or briefing is still closing. Only at that `teardown_done` (all gone by the end of
+    the call), only on a transfer the call ended after the group dropped someone, and
+    only that human's room or their briefing's tasks.
     """
-    leaks = report.leaks
-    if not leaks.get("tasks") or any(n for kind, n in leaks.items() if kind != "tasks"):
-        return None
     ended = {
         number
         for number, result in enumerate(report.results, start=1)
         if str(result.reason) in ("caller_hung_up", "cancelled")
     }
-    dropped = {
-        e.get("transfer")
-        for e in report.events
-        if e["event"] in ("target_failed", "others_stopped")
-    }
+    rooms: dict[int, set[str]] = {}
+    kept: dict[int, str] = {}
+    for e in report.events:
+        number = e.get("transfer")
+        if e["event"] == "dialing":
+            rooms.setdefault(number, set()).add(e.get("room"))
+        elif e["event"] == "human_answered":
+            kept[number] = e.get("identity")
+    if not report.leak_findings:
+        return None
     for finding in report.leak_findings:
         where, _, what = finding.partition(": ")
         number = where.removeprefix("teardown_done of transfer ")
-        if (
-            not number.isdigit()
-            or int(number) not in ended & dropped
-            or not what.startswith("tasks ")
-            or not what[6:].startswith(("briefing-", "PipelineWorker#"))
-        ):
+        if not number.isdigit() or int(number) not in ended:
             return None
-    return f"[{BRIEFING_OUTLIVES}] leaks {leaks}: {report.leak_findings}"
+        dropped = {
+            room
+            for room in rooms.get(int(number), ())
+            if room and not (kept.get(int(number)) or "").endswith(room.removeprefix("consult"))
+        }
+        briefing = what.startswith("tasks ") and what[6:].startswith(
+            ("briefing-", "PipelineWorker#")
+        )
+        if not briefing and not any(room in what for room in dropped):
+            return None
+    return f"[{DROP_OUTLIVES}] leaks {report.leaks}: {report.leak_findings}"
