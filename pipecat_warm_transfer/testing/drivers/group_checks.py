@@ -231,6 +231,19 @@ class GroupJudgement:
     known: list[str] = field(default_factory=list)
     #: Checks that could not be judged on this call, and why.
     skipped: list[str] = field(default_factory=list)
+    #: (start, end) of the event-loop stalls the harness recorded (`CallReport`).
+    stalls: list[tuple[float, float]] = field(default_factory=list, repr=False)
+
+    def late(self, problem: str, start: float, end: float) -> None:
+        """A bound missed between `start` and `end`: a problem, unless the loop stalled.
+
+        A stall of the event loop meanwhile is the overloaded machine's, not the
+        plugin's: then the check is skipped, with that reason.
+        """
+        if any(a - 0.2 <= end and start <= b + 0.2 for a, b in self.stalls):
+            self.skipped.append(f"{problem} (during an event-loop stall)")
+        else:
+            self.problems.append(problem)
 
 
 def group_problems(
@@ -256,7 +269,7 @@ def group_problems(
         hang_ups: Seconds after answering that human `index` hangs up, by their script.
         cutoff: When the test ended the bot's pipeline (nothing is noticed after).
     """
-    judged = GroupJudgement()
+    judged = GroupJudgement(stalls=list(getattr(report, "loop_stalls", ())))
     events = report.events
     transfer_of_id: dict[str, int] = {}
     for e in events:
@@ -449,17 +462,21 @@ def _others_stop(number, own, legs, line, allowance, judged: GroupJudgement) -> 
         if stopped["secs"] > bound and late:
             judged.skipped.append(f"{at}: others_stopped: {sorted(late)} joined late")
         elif stopped["secs"] > bound:
-            judged.problems.append(
-                f"{at}: others_stopped after {stopped['secs']:.2f}s (bound {bound:.2f}s)"
+            judged.late(
+                f"{at}: others_stopped after {stopped['secs']:.2f}s (bound {bound:.2f}s)",
+                stopped["t"] - stopped["secs"],
+                stopped["t"],
             )
     if winner is None or winner.dial_end is None:
         return
     follow = answered["t"] - winner.dial_end
     judged.follow_secs.append(round(follow, 3))
     if follow > FOLLOW_BOUND_SECS + allowance:
-        judged.problems.append(
+        judged.late(
             f"{at}: [{WINNER_WAITS}] {_who(winner.index)} answered at {winner.dial_end:.2f}s "
-            f"but was followed only at {answered['t']:.2f}s"
+            f"but was followed only at {answered['t']:.2f}s",
+            winner.dial_end,
+            answered["t"],
         )
     for leg in legs:
         if leg is winner or leg.dial_start is None or leg.close_end is None:
@@ -471,9 +488,11 @@ def _others_stop(number, own, legs, line, allowance, judged: GroupJudgement) -> 
         if secs > bound and leg.room in late:
             judged.skipped.append(f"{at}: {_who(leg.index)} hung up late: joined late")
         elif secs > bound:
-            judged.problems.append(
+            judged.late(
                 f"{at}: {_who(leg.index)} hung up {secs:.2f}s after the first answer "
-                f"(bound {bound:.2f}s)"
+                f"(bound {bound:.2f}s)",
+                winner.dial_end,
+                leg.close_end,
             )
     if first is None:
         return
@@ -484,8 +503,10 @@ def _others_stop(number, own, legs, line, allowance, judged: GroupJudgement) -> 
         secs = dial.ended - max(first, dial.joined if dial.joined is not None else first)
         judged.line_stopped_secs.append(round(secs, 3))
         if secs > bound:
-            judged.problems.append(
-                f"{at}: the phone in {dial.room} rang {secs:.2f}s after the first answer"
+            judged.late(
+                f"{at}: the phone in {dial.room} rang {secs:.2f}s after the first answer",
+                first,
+                dial.ended,
             )
 
 
@@ -533,10 +554,12 @@ def _hang_ups_noticed(number, result, own, legs, hang_ups, cutoff, judged) -> No
             ends = sorted(decided)
             # Before `human_answered`: while the others' phones were being hung up.
             tag = f"[{HANG_UP_LOST}] " if hung_up < answered["t"] else ""
-            judged.problems.append(
+            judged.late(
                 f"{at}: {tag}{_who(index)} hung up at {hung_up:.2f}s but no human_hung_up "
                 f"followed (the transfer ended {result.reason or result.outcome} at "
-                f"{ends[0] if ends else None})"
+                f"{ends[0] if ends else None})",
+                hung_up,
+                hung_up + NOTICE_BOUND_SECS,
             )
 
 
