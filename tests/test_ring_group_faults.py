@@ -525,6 +525,11 @@ def test_a_late_follow_is_a_known_core_bug_not_a_violation():
     judged = _judge(report, watch)
     assert judged.problems == []
     assert len(judged.known) == 1 and f"[{WINNER_WAITS}]" in judged.known[0]
+    # The others hung up only after that wait: the same defect, not another violation.
+    watch.legs[1].close_start, watch.legs[1].close_end = 1.6, 1.7
+    judged = _judge(report, watch)
+    assert judged.problems == [] and len(judged.known) == 2, judged
+    assert "human 1 hung up 1.20s after the first answer" in judged.known[1]
 
 
 def test_only_the_leak_of_a_drop_in_flight_is_a_known_core_bug():

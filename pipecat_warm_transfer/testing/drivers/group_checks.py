@@ -471,7 +471,10 @@ def _others_stop(number, own, legs, line, allowance, judged: GroupJudgement) -> 
         return
     follow = answered["t"] - winner.dial_end
     judged.follow_secs.append(round(follow, 3))
-    if follow > FOLLOW_BOUND_SECS + allowance:
+    # The core was waiting (for the failed phones' hang-ups) before it followed the
+    # winner: the others' phones were hung up only after that wait, the same defect.
+    waited = f"[{WINNER_WAITS}] " if follow > FOLLOW_BOUND_SECS + allowance else ""
+    if waited:
         judged.late(
             f"{at}: [{WINNER_WAITS}] {_who(winner.index)} answered at {winner.dial_end:.2f}s "
             f"but was followed only at {answered['t']:.2f}s",
@@ -489,7 +492,7 @@ def _others_stop(number, own, legs, line, allowance, judged: GroupJudgement) -> 
             judged.skipped.append(f"{at}: {_who(leg.index)} hung up late: joined late")
         elif secs > bound:
             judged.late(
-                f"{at}: {_who(leg.index)} hung up {secs:.2f}s after the first answer "
+                f"{at}: {waited}{_who(leg.index)} hung up {secs:.2f}s after the first answer "
                 f"(bound {bound:.2f}s)",
                 winner.dial_end,
                 leg.close_end,
@@ -504,7 +507,7 @@ def _others_stop(number, own, legs, line, allowance, judged: GroupJudgement) -> 
         judged.line_stopped_secs.append(round(secs, 3))
         if secs > bound:
             judged.late(
-                f"{at}: the phone in {dial.room} rang {secs:.2f}s after the first answer",
+                f"{at}: {waited}the phone in {dial.room} rang {secs:.2f}s after the first answer",
                 first,
                 dial.ended,
             )
