@@ -27,7 +27,7 @@ from pipecat_warm_transfer.testing.drivers.fault_injection import (
     run_plan,
 )
 from pipecat_warm_transfer.testing.drivers.group_checks import (
-    BRIEFING_OUTLIVES,
+    DROP_OUTLIVES,
     FOLLOW_BOUND_SECS,
     HANG_UP_LOST,
     KNOWN_CORE_BUGS,
@@ -36,6 +36,7 @@ from pipecat_warm_transfer.testing.drivers.group_checks import (
     LegTimes,
     Snapshot,
     group_problems,
+    known_leak,
 )
 from pipecat_warm_transfer.testing.leak_check import NO_LEAKS
 from pipecat_warm_transfer.types import (
@@ -185,7 +186,7 @@ async def test_the_caller_hangs_up_between_two_humans(livekit):
     """Ann is busy; the caller leaves as the group moves on to Ben, who is never put
     through."""
     humans = [busy(), accepts(0.8)]
-    # Once Ann's leg is closed (the moment it closes is pinned by the xfail below).
+    # Once Ann's leg is closed (the moment it closes is pinned below).
     leave = ("target_failed", 0, 0.15)
     run = await run_plan(plan(humans, "sequential", trigger=leave, livekit=livekit))
     result = kept_every_invariant(run)
@@ -237,16 +238,24 @@ async def test_a_failed_hang_up_of_a_losing_phone_is_retried_in_time():
 #
 
 
-async def test_the_winner_is_followed_before_the_others_hang_up():
-    """Ann answers at 0.3 s; Ben's SIP participant joins LiveKit only 2 s in (a slow
-    carrier), so hanging Ben up waits for it to join. Ann must not wait for that: her
-    "Hello?" is heard, and her briefing starts, at once (random seed 520021 found it)."""
-    run = await run_plan(plan([accepts(0.3), silent(2.5, join_delay=2.0)], livekit=True))
+@pytest.mark.parametrize("slow", ["joins late", "dial dropped"])
+async def test_the_winner_is_followed_before_the_others_hang_up(slow):
+    """Ann answers at 0.3 s. Hanging the other leg up is slow: its SIP participant joins
+    LiveKit only 2 s in (a slow carrier), or LiveKit dropped its dial request, so the leg
+    looks for a participant that may still join, for up to the dial's deadline. The first
+    to answer must not wait for that: their "Hello?" is followed, and the briefing starts,
+    at once (random seeds 20761152 and 20761160 found it)."""
+    if slow == "joins late":
+        run = await run_plan(plan([accepts(0.3), silent(2.5, join_delay=2.0)], livekit=True))
+    else:  # whichever dial LiveKit drops, the other human answers and waits
+        dropped = ("drop", "CreateSIPParticipant", None)
+        run = await run_plan(plan([accepts(0.3), accepts(0.3)], livekit=True, faults=[dropped]))
     assert KNOWN_CORE_BUGS[WINNER_WAITS] == "test_the_winner_is_followed_before_the_others_hang_up"
     result = kept_every_invariant(run)
-    assert result.connected and result.answered_by == "Ann"
+    assert result.connected
     assert max(run.group.follow_secs) < FOLLOW_BOUND_SECS
-    assert result.tried[0].answered_at < 1.0  # answered on the line at about 0.35 s
+    winner = next(a for a in result.tried if a.outcome == "accepted")
+    assert winner.answered_at < 1.0  # answered on the line at about 0.35 s
 
 
 async def test_a_hang_up_while_the_others_stop_is_noticed():
@@ -262,29 +271,73 @@ async def test_a_hang_up_while_the_others_stop_is_noticed():
     assert first(run, "transfer_failed")["t"] < 2.0
 
 
-async def test_a_caller_leaving_as_the_group_moves_on_leaves_no_briefing_running():
-    """Ann is busy; the caller hangs up just as the group hangs Ann's leg up to try Ben.
-    By `teardown_done` nothing of Ann's may still run (the random calls found it in about
-    one sequential group call in ten where the caller leaves between two humans)."""
-    group = RingGroup([TransferTarget(ANN, "Ann"), TransferTarget(BEN, "Ben")])
-    humans = {ANN: busy(), BEN: accepts(0.8)}
+@pytest.mark.parametrize("closing", ["briefing", "leg"])
+async def test_a_call_ending_while_a_human_is_hung_up_leaves_nothing_running(closing):
+    """The caller hangs up while the group hangs Ann up; by `teardown_done` nothing of
+    Ann's may be left. In turn: Ann is busy and the caller leaves just as her briefing
+    pipeline ends. All at once: Ann was busy, Ben answered, and the caller leaves while
+    Ann's leg still closes (slowly, as LiveKit's does while it looks for an abandoned
+    dial's participant). Random seed 20761136 found the leg; the briefing, one call in
+    ten where the caller leaves between two humans."""
+    strategy = "sequential" if closing == "briefing" else "simultaneous"
+    group = RingGroup([TransferTarget(ANN, "Ann"), TransferTarget(BEN, "Ben")], strategy)
+    humans = {ANN: busy(0.2), BEN: accepts(3.0 if closing == "briefing" else 0.5)}
     async with CallHarness(humans=humans, target=group, check_leaks=False) as call:
 
-        @call.transfer.event_handler("on_transfer_event")
-        async def _caller_leaves(_transfer, event):
-            if event["event"] == "target_failed":
-                call.caller.connection.disconnect()  # the caller hangs up...
-                await call.transfer.caller_hung_up()  # ...and the bot hears of it now
+        async def caller_leaves():
+            call.caller.connection.disconnect()  # the caller hangs up...
+            await call.transfer.caller_hung_up()  # ...and the bot hears of it now
 
+        @call.transfer.event_handler("on_transfer_event")
+        async def _at_target_failed(_transfer, event):
+            if event["event"] == "target_failed" and closing == "briefing":
+                await caller_leaves()
+
+        slow = _slow_close(call.backend, ANN, secs=2.0) if closing == "leg" else None
         assert await call.transfer.start_transfer("billing")
+        if closing == "leg":
+            await asyncio.sleep(1.0)  # Ann was busy at 0.2 s: her leg is closing
+            await caller_leaves()
         await call.wait_for("teardown_done")
         await call.wait_idle()
-    assert KNOWN_CORE_BUGS[BRIEFING_OUTLIVES] == (
-        "test_a_caller_leaving_as_the_group_moves_on_leaves_no_briefing_running"
+    assert KNOWN_CORE_BUGS[DROP_OUTLIVES] == (
+        "test_a_call_ending_while_a_human_is_hung_up_leaves_nothing_running"
     )
     (result,) = call.report.results
     assert result.reason == FailureReason.CALLER_HUNG_UP
     assert call.report.leaks == NO_LEAKS, call.report.leak_findings
+    if slow is not None:  # Ann's slow close was waited for, not left running
+        (closed_at,) = slow
+        assert closed_at - call.t0 <= call.report.first("teardown_done")["t"] + 0.001
+
+
+def _slow_close(backend, number: str, secs: float) -> list[float]:
+    """The leg dialing `number` takes `secs` to close; as LiveKit's, the close goes on
+    in a task of its own when whoever waits for it is cancelled. Returns the list that
+    gets the moment (loop time) that close finished."""
+    open_leg = backend.open_leg
+    closed: list[float] = []
+
+    async def slow_open_leg(request):
+        leg = await open_leg(request)
+        if request.target.number == number:
+            close, closing = leg.close, []
+
+            async def slowly():
+                await asyncio.sleep(secs)
+                await close()
+                closed.append(asyncio.get_running_loop().time())
+
+            async def slow_close():
+                if not closing:
+                    closing.append(asyncio.create_task(slowly(), name="slow-close"))
+                await asyncio.shield(closing[0])
+
+            leg.close = slow_close
+        return leg
+
+    backend.open_leg = slow_open_leg
+    return closed
 
 
 #
@@ -367,7 +420,8 @@ def _two_accepted(report, watch):
 
 def _a_slow_loser(report, watch):
     watch.legs[1].close_end = 1.7
-    next(e for e in report.events if e["event"] == "others_stopped")["secs"] = 1.2
+    stopped = next(e for e in report.events if e["event"] == "others_stopped")
+    stopped["t"], stopped["secs"] = 1.7, 1.2
 
 
 def _left_open(report, watch):
@@ -428,6 +482,15 @@ def test_a_slow_loser_is_excused_only_when_its_line_joined_late():
     assert any("rang 1.20s after the first answer" in p for p in judged.problems)
 
 
+def test_a_bound_missed_while_the_event_loop_stalled_is_skipped_not_a_violation():
+    report, watch = _call()
+    _a_slow_loser(report, watch)
+    report.loop_stalls = [(0.9, 1.3)]  # the machine, not the plugin, was slow then
+    judged = _judge(report, watch)
+    assert judged.problems == []
+    assert any("during an event-loop stall" in s for s in judged.skipped), judged.skipped
+
+
 def test_a_sequential_human_dialed_before_the_one_before_hung_up_is_named():
     report, watch = _call("sequential")
     watch.legs[1].opened = 0.31  # Ann's leg opened while Ben's was still closing
@@ -454,6 +517,32 @@ def test_a_late_follow_is_a_known_core_bug_not_a_violation():
     judged = _judge(report, watch)
     assert judged.problems == []
     assert len(judged.known) == 1 and f"[{WINNER_WAITS}]" in judged.known[0]
+    # The others hung up only after that wait: the same defect, not another violation.
+    watch.legs[1].close_start, watch.legs[1].close_end = 1.6, 1.7
+    judged = _judge(report, watch)
+    assert judged.problems == [] and len(judged.known) == 2, judged
+    assert "human 1 hung up 1.20s after the first answer" in judged.known[1]
+
+
+def test_only_the_leak_of_a_drop_in_flight_is_a_known_core_bug():
+    """Recognised by where it is seen and whose it is: a dropped human's room or briefing,
+    at the `teardown_done` of a transfer the call ended; nothing else."""
+    report, _watch = _call()
+    report.results[0] = TransferResult(TransferOutcome.FAILED, FailureReason.CALLER_HUNG_UP)
+    report.events = [e for e in report.events if e["event"] != "connected"]
+    report.leaks = {"rooms": 1, "participants": 0, "connections": 0, "tasks": 1}
+    report.leak_findings = [
+        "teardown_done of transfer 1: rooms consult-x-1",
+        "teardown_done of transfer 1: tasks briefing-runner",
+    ]
+    assert f"[{DROP_OUTLIVES}]" in known_leak(report)
+    report.leak_findings[0] = "teardown_done of transfer 1: rooms consult-x"  # the one kept
+    assert known_leak(report) is None
+    report.leak_findings[0] = "end of call: rooms consult-x-1"  # still there at the end
+    assert known_leak(report) is None
+    report.leak_findings[0] = "teardown_done of transfer 1: rooms consult-x-1"
+    report.results[0] = TransferResult(TransferOutcome.FAILED, FailureReason.BUSY)
+    assert known_leak(report) is None  # not a call that ended under the transfer
 
 
 #

@@ -890,13 +890,12 @@ def _group_totals(groups: list[dict]) -> dict:
     totals["outcomes"] = dict(sorted(outcomes.items()))
     for key in GROUP_TIMES:
         totals[key] = spread([v for g in groups for v in g[key]])
-    known: dict[str, int] = {}
-    for g in groups:
-        for bug in KNOWN_CORE_BUGS:
-            if any(f"[{bug}]" in p for p in g.get("known", ())):
-                known[bug] = known.get(bug, 0) + 1
-    totals["known_core_bugs"] = known
-    totals["known_seeds"] = [g["seed"] for g in groups if g.get("known")]
+    # Each known core defect (`KNOWN_CORE_BUGS`): the seeds that ran into it.
+    totals["known_core_bugs"] = {
+        bug: seeds
+        for bug in KNOWN_CORE_BUGS
+        if (seeds := [g["seed"] for g in groups if any(f"[{bug}]" in p for p in g["known"])])
+    }
     return totals
 
 
