@@ -537,6 +537,10 @@ class WarmTransfer(BaseObject):
                 return
             if attempt.accepting:
                 return  # a reminder now would be queued behind the connected sentence
+            if self._output.bot_speaking:
+                # The caller hears the bot already: a reminder now would queue behind it,
+                # and the next behind that; the return sentence would wait for them all.
+                continue
             elapsed = time.monotonic() - attempt.requested_at
             text = policy.reminder_text(attempt.remaining, elapsed)
             if text:

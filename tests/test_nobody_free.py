@@ -11,7 +11,12 @@ from pipecat_warm_transfer.availability import BusinessHours
 from pipecat_warm_transfer.consult_leg import TransferTarget
 from pipecat_warm_transfer.ring_group import RingGroup
 from pipecat_warm_transfer.testing import HumanScript
-from pipecat_warm_transfer.testing.drivers.call_harness import CallHarness, fast_params
+from pipecat_warm_transfer.testing.drivers.call_harness import (
+    BOT_PITCH_HZ,
+    CallHarness,
+    fast_params,
+)
+from pipecat_warm_transfer.testing.drivers.speech_finder import sentence_secs
 from pipecat_warm_transfer.testing.leak_check import NO_LEAKS
 from pipecat_warm_transfer.types import FailureReason
 
@@ -109,6 +114,13 @@ async def test_reminders_say_how_many_colleagues_are_left():
     spoken = call.report.spoken_to_caller
     assert "Still trying — two colleagues left to try." in spoken, spoken
     assert "Still trying — one colleague left to try." in spoken, spoken
+    # A reminder waits until the bot is silent: they never pile up behind each other
+    # (asked for every 0.6 s, each takes over 2 s to say), so the caller hears why
+    # they are back right after the return, not after a queue of stale reminders.
+    returned = call.report.first("returned_to_caller")["t"]
+    say = sentence_secs("Still trying — one colleague left to try.", 16000, BOT_PITCH_HZ)
+    reminders = [text for text in spoken if text.startswith("Still trying")]
+    assert say > 2.0 and len(reminders) <= returned / say + 1, (returned, say, reminders)
 
 
 async def test_callback_when_nobody_answers():
