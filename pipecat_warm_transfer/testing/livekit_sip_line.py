@@ -80,6 +80,15 @@ def new_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(_BASE57) for _ in range(12))
 
 
+def answered_sip_call() -> dict[str, str]:
+    """The attributes of an answered inbound SIP call that a REFER needs.
+
+    LiveKit's SIP service gives its participant a new `sip.callID` and, once answered,
+    `sip.callStatus = active`; `TransferSIPParticipant` finds the call by that id.
+    """
+    return {"sip.callID": new_id("SCL_"), "sip.callStatus": "active"}
+
+
 def leave_reason(status: int | None) -> str:
     """The reason a SIP participant leaves with after a failed dial (None: no answer)."""
     if status is None or status in _UNAVAILABLE:

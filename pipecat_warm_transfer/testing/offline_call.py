@@ -39,7 +39,7 @@ from pipecat_warm_transfer.backends.livekit import LiveKitSipBackend
 from pipecat_warm_transfer.testing.harness import PipelineRun
 from pipecat_warm_transfer.testing.leak_check import NO_LEAKS, LeakWatch
 from pipecat_warm_transfer.testing.livekit_emulator import DEFAULT_TRUNK_ID, LiveKitEmulator
-from pipecat_warm_transfer.testing.livekit_sip_line import new_id
+from pipecat_warm_transfer.testing.livekit_sip_line import answered_sip_call
 from pipecat_warm_transfer.testing.memory_transport import MemoryTransport
 from pipecat_warm_transfer.testing.scripted_party import ScriptedParty
 from pipecat_warm_transfer.types import TransferResult
@@ -222,10 +222,9 @@ class OfflineCall:
         self._leak_watch.own_tasks = (f"{self.run.worker}::",)
         await self.run.start()
         # An answered inbound call, as LiveKit's SIP service joins it.
-        attributes = {"sip.callID": new_id("SCL_"), "sip.callStatus": "active"}
         await self.caller.start(
             self.emulator.rooms.connect(
-                self.room, self.caller_identity, "sip", attributes=attributes
+                self.room, self.caller_identity, "sip", attributes=answered_sip_call()
             )
         )
         return self.run

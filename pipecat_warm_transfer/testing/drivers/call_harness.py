@@ -32,6 +32,8 @@ from pipecat_warm_transfer.consult_leg import TransferBackend, TransferTarget
 from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
 from pipecat_warm_transfer.testing.harness import watch_loop_stalls
 from pipecat_warm_transfer.testing.leak_check import LeakWatch
+from pipecat_warm_transfer.testing.livekit_sip_line import answered_sip_call
+from pipecat_warm_transfer.testing.livekit_sip_transfer import ReferScript
 from pipecat_warm_transfer.testing.memory_backend import InMemoryBackend
 from pipecat_warm_transfer.testing.memory_room import MemoryRoomServer
 from pipecat_warm_transfer.testing.memory_transport import MemoryTransport
@@ -112,6 +114,11 @@ class CallReport:
     faults_fired: list[tuple[str, str]] = field(default_factory=list)
     #: Each leftover counted in `leaks`, with where it was seen.
     leak_findings: list[str] = field(default_factory=list)
+    #: Each REFER of the caller's call: `to` (the number or URI), `outcome` (the
+    #: emulator's `SipTransfer.outcome`; None in memory, where only the request is kept).
+    referrals: list[dict] = field(default_factory=list)
+    #: Why the caller's connection closed (None: still open when the call ended).
+    caller_left_reason: str | None = None
 
     def event_names(self) -> list[str]:
         """Event names in order."""
@@ -226,6 +233,8 @@ class CallHarness:
         caller_output: str = "memory",
         check_leaks: bool = True,
         target=None,
+        caller_sip: bool = False,
+        refer: ReferScript | None = None,
     ):
         """Describe the call (nothing runs until `async with`).
 
@@ -256,6 +265,11 @@ class CallHarness:
             check_leaks: Leaving the `async with` block raises `AssertionError` naming
                 every leftover (see `CallReport.leaks`), so no whole-call test can
                 forget to look. Off where the caller judges leaks itself (the fault suite).
+            caller_sip: The caller joins as LiveKit's SIP service joins an answered
+                inbound call (kind `sip`, `sip.callID`, `sip.callStatus = active`), so
+                `refer` can transfer their call; otherwise as a WebRTC participant.
+            refer: What the caller's carrier does with a REFER (either backend; default:
+                it transfers the call).
         """
         if caller_output not in CALLER_OUTPUTS:
             raise ValueError(f"caller_output: expected one of {CALLER_OUTPUTS}")
@@ -277,6 +291,8 @@ class CallHarness:
         self._backend_kwargs = dict(backend_kwargs or {})
         self._caller_output = caller_output
         self._check_leaks = check_leaks
+        self._caller_sip = caller_sip
+        self._refer = refer
         self.caller_livekit = None
         self._stalls: list[tuple[float, float]] = []
         self.emulator = None
@@ -301,6 +317,7 @@ class CallHarness:
                 supports_move=self._supports_move,
                 sample_rate=self._rate,
                 t0=self.t0,
+                refer=self._refer,
             )
         self.transfer = WarmTransfer(
             backend=self.backend,
@@ -402,7 +419,14 @@ class CallHarness:
         )
         if self._caller_script:
             self._caller_script(self.caller)
-        await self.caller.start()
+        if self._caller_sip:
+            await self.caller.start(
+                self.server.connect(
+                    CALLER_ROOM, CALLER_IDENTITY, "sip", attributes=answered_sip_call()
+                )
+            )
+        else:
+            await self.caller.start()
         return self
 
     async def __aexit__(self, exc_type, exc, tb):
@@ -452,6 +476,8 @@ class CallHarness:
             sample_rate=self._rate,
             t0=self.t0,
         )
+        if self._refer is not None:
+            self.emulator.sip_transfers.default = self._refer
         await self.emulator.start()
         return LiveKitSipBackend(
             self.emulator.url,
@@ -557,6 +583,7 @@ class CallHarness:
         await asyncio.gather(self._stall_probe, return_exceptions=True)
         caller_audio = self.caller.recording()
         stream_gaps = self.caller.stream_gaps(BOT_IDENTITY)
+        caller_left_reason = self.caller.connection.disconnect_reason
         await self.caller.close()
         human = self.human_parties()
         human_audio = human[-1].recording() if human else None
@@ -575,7 +602,14 @@ class CallHarness:
         dials: list[dict] = []
         faults_fired: list[tuple[str, str]] = []
         ringing_dials = 0
+        referrals = [
+            {"to": to, "outcome": None} for _room, _who, to in getattr(self.backend, "referred", [])
+        ]
         if self.emulator is not None:
+            referrals = [
+                {"to": r.transfer_to, "outcome": r.outcome}
+                for r in self.emulator.sip_transfers.transfers
+            ]
             dials = [_dial_summary(c, self.t0) for c in self.emulator.calls]
             faults_fired = list(self.emulator.faults_fired)
             ringing_dials = len(self.emulator.ringing())
@@ -612,6 +646,8 @@ class CallHarness:
             refused_captures=(
                 self.caller_livekit.media.refused if self.caller_livekit is not None else 0
             ),
+            referrals=referrals,
+            caller_left_reason=caller_left_reason,
         )
         return self.report
 

@@ -36,7 +36,7 @@ from loguru import logger
 from pipecat.frames.frames import CancelFrame
 
 from pipecat_warm_transfer.consult_leg import TransferTarget
-from pipecat_warm_transfer.params import BriefingParams
+from pipecat_warm_transfer.params import REFER_CONNECTING_MESSAGE, BriefingParams
 from pipecat_warm_transfer.ring_group import RingGroup
 from pipecat_warm_transfer.testing.drivers.call_harness import (
     BOT_PITCH_HZ,
@@ -61,6 +61,8 @@ from pipecat_warm_transfer.testing.drivers.listening import (
     listen,
 )
 from pipecat_warm_transfer.testing.drivers.music_finder import hold_loops, music_times
+from pipecat_warm_transfer.testing.drivers.refer_checks import draw_refer, refer_problems
+from pipecat_warm_transfer.testing.livekit_sip_transfer import ReferScript
 from pipecat_warm_transfer.testing.scripted_party import HumanScript, tone
 from pipecat_warm_transfer.testing.scripted_tts import ScriptedToneTTSService
 from pipecat_warm_transfer.types import ConnectMode, FailureReason, TransferOutcome
@@ -225,6 +227,8 @@ class FaultPlan:
     hold_line_lost: bool = False
     #: A ring group instead of the one human (then `human` is its first).
     group: GroupPlan | None = None
+    #: What the caller's carrier does with a REFER, in `refer` mode (`refer_checks`).
+    refer: ReferScript | None = None
 
     @property
     def humans(self) -> dict[str, HumanScript]:
@@ -250,6 +254,7 @@ class FaultPlan:
             f"{self.second_request_at} briefing_fails={self.briefing_fails} "
             f"livekit={self.livekit} faults={self.faults} caller_output={self.caller_output}"
             f"{' hold_line_lost' if self.hold_line_lost else ''}"
+            f"{f' refer={self.refer}' if self.refer else ''}"
         )
 
 
@@ -277,8 +282,16 @@ def draw_plan(seed: int, *, group: bool | None = None) -> FaultPlan:
     """
     if group is None:
         group = _dials_a_group(seed)
-    if group:
-        return draw_group_plan(seed)
+    plan = draw_group_plan(seed) if group else _draw_one_human(seed)
+    script, faults = draw_refer(seed, livekit=plan.livekit)
+    if script is not None:
+        plan.connect_mode, plan.refer = ConnectMode.REFER, script
+        plan.faults = plan.faults + faults
+    return plan
+
+
+def _draw_one_human(seed: int) -> FaultPlan:
+    """A call to the one human (`NUMBER`)."""
     rng = random.Random(seed)
     if rng.random() < CONNECT_SHARE:
         return _draw_accepting(seed, rng)
@@ -694,6 +707,8 @@ async def run_plan(
         caller_script=(
             (lambda p: p.hang_up(plan.caller_hangs_up_at)) if plan.caller_hangs_up_at else None
         ),
+        caller_sip=plan.refer is not None,
+        refer=plan.refer,
     )
     try:
         async with harness as call:
@@ -735,6 +750,7 @@ async def run_plan(
         logger.remove(sink)
     report = harness.report
     violations = _check(plan, report, accepted, log, secrets, stuck_state)
+    violations += refer_problems(plan.refer, report, list(plan.humans), plan.pipeline_end_at)
     judged = None
     if group is not None:
         emulator = harness.emulator
@@ -763,7 +779,9 @@ async def run_plan(
         bot_pitch_hz=BOT_PITCH_HZ,
         briefing_pitch_hz=BRIEFING_PITCH_HZ,
         params=params,
-        connecting_message=briefing.connecting_message,
+        connecting_message=(
+            REFER_CONNECTING_MESSAGE if plan.refer is not None else briefing.connecting_message
+        ),
         briefing_lines=spoke[-1] if spoke else [],
         human_clip=np.frombuffer(HUMAN_CLIP, dtype=np.int16),
         human_clip_every=HUMAN_SAYS_EVERY,

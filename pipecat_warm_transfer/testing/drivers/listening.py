@@ -161,12 +161,13 @@ def _connects(report, voices, heard, last, result: Listening) -> None:
         text = voices.params.connected_message
         if text:
             secs = sentence_secs(text, rate, voices.bot_pitch_hz)
-            if t + 0.5 > last:
+            found = sentence_heard(
+                report.caller_audio, text, rate, voices.bot_pitch_hz, (t - secs - 5.0, t + 1.0)
+            )
+            if t + 0.5 > last and not (found and found.whole()):
+                # A referred call leaves right after: heard whole, it is judged all the same.
                 result.skip("connected sentence", f"the call ended at {last:.2f}s")
             else:
-                found = sentence_heard(
-                    report.caller_audio, text, rate, voices.bot_pitch_hz, (t - secs - 5.0, t + 1.0)
-                )
                 result.judge(
                     "connected sentence",
                     None
@@ -176,6 +177,10 @@ def _connects(report, voices, heard, last, result: Listening) -> None:
                 )
         clip = voices.human_clip
         if clip is None:
+            continue
+        if e.get("mode") == "refer":
+            # The caller's carrier calls the human: they talk outside LiveKit.
+            result.skip("human heard", "referred: caller and human talk outside LiveKit")
             continue
         # Joined by a bridge, the human is heard until the bot's teardown ends it.
         ends = ("human_hung_up", "returned_to_caller", "caller_hung_up")
