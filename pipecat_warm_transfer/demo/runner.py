@@ -10,7 +10,8 @@ Real Pipecat pipelines and workers, the real `WarmTransfer` processors and
 `HoldMusicMixer`, real offline speech (eSpeak NG), and the real `LiveKitSipBackend` talking
 to the LiveKit API emulator over loopback HTTP with the real `livekit-api` client (the
 `bridge` scenario against its open-source mode, without MoveParticipant); the caller, the
-humans and the cloud services (STT, LLM) are scripted stand-ins. Files: `caller.wav`,
+humans and the cloud services (STT, LLM) are scripted stand-ins. Dana joins as LiveKit's
+SIP service joins a phone caller, so `refer` can hand her call to Sam's number. Files: `caller.wav`,
 `human.wav` (what the humans heard: with a ring group, every human who answered, on the
 one clock of the call), `events.jsonl`, `report.json`, `timeline.png`.
 """
@@ -491,6 +492,7 @@ async def run_scenario(
         livekit=True,
         caller_output=caller_output,
         check_leaks=False,  # reported in report.json (`leaks`, `as_scripted`)
+        sip_caller=True,  # Dana phones in: LiveKit's SIP service joins her call
     )
     error: ScenarioError | None = None
     async with harness as call:

@@ -226,6 +226,7 @@ class CallHarness:
         caller_output: str = "memory",
         check_leaks: bool = True,
         target=None,
+        sip_caller: bool = False,
     ):
         """Describe the call (nothing runs until `async with`).
 
@@ -256,6 +257,9 @@ class CallHarness:
             check_leaks: Leaving the `async with` block raises `AssertionError` naming
                 every leftover (see `CallReport.leaks`), so no whole-call test can
                 forget to look. Off where the caller judges leaks itself (the fault suite).
+            sip_caller: The caller joins as an answered inbound SIP call (kind `sip`,
+                `sip.callID`, `sip.callStatus = active`, as LiveKit's SIP service joins a
+                phone caller), so `refer` can transfer it; otherwise as a WebRTC participant.
         """
         if caller_output not in CALLER_OUTPUTS:
             raise ValueError(f"caller_output: expected one of {CALLER_OUTPUTS}")
@@ -277,6 +281,7 @@ class CallHarness:
         self._backend_kwargs = dict(backend_kwargs or {})
         self._caller_output = caller_output
         self._check_leaks = check_leaks
+        self._sip_caller = sip_caller
         self.caller_livekit = None
         self._stalls: list[tuple[float, float]] = []
         self.emulator = None
@@ -402,8 +407,17 @@ class CallHarness:
         )
         if self._caller_script:
             self._caller_script(self.caller)
-        await self.caller.start()
+        await self.caller.start(self._caller_connection())
         return self
+
+    def _caller_connection(self):
+        """The caller's SIP participant, as LiveKit's SIP service joins an answered call."""
+        if not self._sip_caller:
+            return None  # the party joins by itself, as a WebRTC participant
+        from pipecat_warm_transfer.testing.livekit_sip_line import new_id
+
+        attributes = {"sip.callID": new_id("SCL_"), "sip.callStatus": "active"}
+        return self.server.connect(CALLER_ROOM, CALLER_IDENTITY, "sip", attributes=attributes)
 
     async def __aexit__(self, exc_type, exc, tb):
         report = await self.finish()
