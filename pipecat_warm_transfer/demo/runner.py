@@ -11,9 +11,9 @@ Real Pipecat pipelines and workers, the real `WarmTransfer` processors and
 to the LiveKit API emulator over loopback HTTP with the real `livekit-api` client (the
 `bridge` scenario against its open-source mode, without MoveParticipant); the caller, the
 humans and the cloud services (STT, LLM) are scripted stand-ins. Dana joins as LiveKit's
-SIP service joins a phone caller, so `refer` can hand her call to Sam's number. Files: `caller.wav`,
-`human.wav` (what the humans heard: with a ring group, every human who answered, on the
-one clock of the call), `events.jsonl`, `report.json`, `timeline.png`.
+SIP service joins a phone caller, so `refer` can hand her call to Sam's number. Files:
+`caller.wav`, `human.wav` (what the humans heard: with a ring group, every human who
+answered, on the one clock of the call), `events.jsonl`, `report.json`, `timeline.png`.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _transfer_params(scenario: Scenario, settings=None) -> WarmTransferParams:
         summary_timeout=2.0,
         connected_message=None,
     )
-    if len(scenario.team) > 1:
+    if len(scenario.team) > 1 and scenario.strategy == "sequential":
         # Every 9 s: once in each briefing, none in the second before Maria is joined.
         values["hold_reminder"] = story.GROUP_HOLD_REMINDER
         values["hold_reminder_every"] = 9.0
@@ -123,7 +123,7 @@ def _team_params(scenario: Scenario) -> dict:
 
 
 def _target(scenario: Scenario) -> RingGroup | None:
-    """The team as a sequential ring group (None: Sam's number alone)."""
+    """The team as a ring group, in turn or all at once (None: Sam's number alone)."""
     if not scenario.team:
         return None
     return RingGroup(
@@ -131,9 +131,15 @@ def _target(scenario: Scenario) -> RingGroup | None:
             TransferTarget(c.number, display_name=c.name, ring_timeout=c.ring_timeout)
             for c in scenario.team
         ],
-        strategy="sequential",
+        strategy=scenario.strategy,
         on_decline="next",
     )
+
+
+def _first_to_answer(scenario: Scenario) -> Colleague:
+    """The colleague whose phone is scripted to pick up first (a simultaneous group's)."""
+    answering = [c for c in scenario.team if c.phone == "answer"]
+    return min(answering, key=lambda c: c.answer_after)
 
 
 def _per_try(factories: list[Callable]) -> Callable:
@@ -171,6 +177,12 @@ def _briefing(scenario: Scenario, settings=None) -> BriefingParams:
     options = dict(settings.briefing_options) if settings is not None else {}
     options["detect_voicemail"] = True  # the voicemail scenario relies on the detector
     tts = partial(EspeakTTSService, voice=BOT_VOICE, sample_rate=RATE)
+    if scenario.team and scenario.strategy == "simultaneous":
+        # Every phone rings, each with a consult room of its own, built at once in no set
+        # order; only the first to answer is briefed: each room's services are theirs.
+        first = _first_to_answer(scenario)
+        stt, llm = partial(_colleague_stt, first), partial(_colleague_llm, first)
+        return BriefingParams(tts=tts, stt=stt, llm=llm, **options)
     if scenario.team:
         # Each colleague's consult room hears that colleague (the n-th briefing, the n-th).
         stt = _per_try([partial(_colleague_stt, c) for c in scenario.team])
@@ -510,6 +522,7 @@ async def run_scenario(
     summary["said_to_caller"] = list(bot.tts.spoken)
     if params.availability is not None:
         summary["availability"] = _availability(params.availability)
+    _add_ring_ends(summary["tried"], _ring_ends(call), _numbers(scenario))
     humans = _humans_heard(call)
     await asyncio.to_thread(_write_outputs, Path(out_dir), scenario, call.report, summary, humans)
     return summary
@@ -550,6 +563,34 @@ def _humans_heard(call: CallHarness):
     for recording in recordings:
         mixed[: len(recording)] += recording
     return np.clip(mixed, -32768, 32767).astype(np.int16)
+
+
+def _numbers(scenario: Scenario) -> dict[str | None, str]:
+    """Each human's number by display name (None: Sam's number alone)."""
+    if not scenario.team:
+        return {None: story.CALLER_NUMBER_OF_HUMAN}
+    return {c.name: c.number for c in scenario.team}
+
+
+def _ring_ends(call: CallHarness) -> dict[str, float]:
+    """When LiveKit's dial of each number stopped ringing: answered, or ended unanswered.
+
+    Read from the emulator's calls (seconds from sample 0): the server's view, not the
+    transfer's.
+    """
+    ends = {}
+    for dial in call.emulator.calls:
+        answered = next((t for t, status in dial.statuses if status == "active"), None)
+        end = answered if answered is not None else dial.ended_at
+        if end is not None:
+            ends[dial.request.sip_call_to] = round(end - call.t0, 3)
+    return ends
+
+
+def _add_ring_ends(tried: list[dict], ends: dict[str, float], numbers: dict):
+    """Each human tried gets `ring_ended_t`: when LiveKit's dial stopped ringing."""
+    for person in tried:
+        person["ring_ended_t"] = ends.get(numbers.get(person["name"]))
 
 
 def _tried(result, events: list[dict]) -> list[dict]:

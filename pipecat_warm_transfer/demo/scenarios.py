@@ -7,14 +7,14 @@
 """The demo's scenarios: who says what, and what outcome each must end with.
 
 The story is the same in each: Dana was charged twice and asks for a person; the bot puts
-her on hold and calls Sam. How Sam's side goes differs per scenario. The last three call
-the billing team instead: its colleagues in turn (a `RingGroup`), outside its hours, or
-Sam alone with a callback booked when he does not answer.
+her on hold and calls Sam. How Sam's side goes differs per scenario. The team scenarios
+call the billing team instead: its colleagues in turn or all at once (a `RingGroup`),
+outside its hours, or Sam alone with a callback booked when he does not answer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -107,6 +107,11 @@ MARIA = Colleague(
     reply=HUMAN_ACCEPTS,
     to_caller="Hi Dana, it's Maria from billing. I've refunded the second charge.",
 )
+#: The team rung all at once (`ring-all`): Maria picks up first, 2 s in; Priya and Sam
+#: would pick up later, had their phones not stopped ringing.
+PRIYA_LATE = Colleague("Priya", PRIYA.number, PRIYA.voice, answer_after=6.0)
+SAM_LATE = replace(SAM, greeting=None, reply=None, answer_after=5.0)
+MARIA_FIRST = replace(MARIA, answer_after=2.0)
 #: Sam alone, whose phone rings out after 6 s (nobody else is on the team that day).
 SAM_AWAY = Colleague("Sam", CALLER_NUMBER_OF_HUMAN, "en-gb+m3", phone="no_answer", ring_timeout=6.0)
 
@@ -150,6 +155,8 @@ class Scenario:
         nobody_free: What follows when nobody could take the call (`WarmTransferParams`).
         answered_by: The expected `answered_by` (checked when set).
         next_step: The expected `next_step` after a failure (checked when set).
+        strategy: How the team is rung: `sequential` (in turn) or `simultaneous`
+            (all at once, the first to answer is briefed).
     """
 
     name: str
@@ -167,6 +174,7 @@ class Scenario:
     nobody_free: str = "return"
     answered_by: str | None = None
     next_step: str | None = None
+    strategy: str = "sequential"
 
     @property
     def books_callback(self) -> bool:
@@ -248,6 +256,13 @@ SCENARIOS: dict[str, Scenario] = {
             "ring-group",
             "The billing team in turn: Priya is busy, Sam declines, Maria takes the call.",
             team=(PRIYA, SAM, MARIA),
+            answered_by="Maria",
+        ),
+        Scenario(
+            "ring-all",
+            "The billing team all at once: Maria answers first; the other phones stop ringing.",
+            team=(PRIYA_LATE, SAM_LATE, MARIA_FIRST),
+            strategy="simultaneous",
             answered_by="Maria",
         ),
         Scenario(
