@@ -7,9 +7,10 @@
 """The demo's scenarios: who says what, and what outcome each must end with.
 
 The story is the same in each: Dana was charged twice and asks for a person; the bot puts
-her on hold and calls Sam. How Sam's side goes differs per scenario. The team scenarios
-call the billing team instead: its colleagues in turn or all at once (a `RingGroup`),
-outside its hours, or Sam alone with a callback booked when he does not answer.
+her on hold and calls Sam. How Sam's side goes differs per scenario (in `refer`, Dana's
+phone call is handed to Sam's number by SIP REFER). The team scenarios call the billing
+team instead: its colleagues in turn or all at once (a `RingGroup`), outside its hours,
+or Sam alone with a callback booked when he does not answer.
 """
 
 from __future__ import annotations
@@ -157,6 +158,8 @@ class Scenario:
         next_step: The expected `next_step` after a failure (checked when set).
         strategy: How the team is rung: `sequential` (in turn) or `simultaneous`
             (all at once, the first to answer is briefed).
+        configured_mode: The transfer's `connect_mode` setting (`auto`: move, falling
+            back to bridge; `refer`: the caller's SIP call is referred to Sam's number).
     """
 
     name: str
@@ -175,6 +178,12 @@ class Scenario:
     answered_by: str | None = None
     next_step: str | None = None
     strategy: str = "sequential"
+    configured_mode: ConnectMode = ConnectMode.AUTO
+
+    @property
+    def refers(self) -> bool:
+        """Whether the caller's call is handed over by SIP REFER (the bot leaves)."""
+        return self.configured_mode == ConnectMode.REFER
 
     @property
     def books_callback(self) -> bool:
@@ -251,6 +260,12 @@ SCENARIOS: dict[str, Scenario] = {
             outcome="failed",
             reason=FailureReason.HUMAN_HUNG_UP,
             connect_mode=None,
+        ),
+        Scenario(
+            "refer",
+            "Sam accepts and is hung up; Dana's call is referred to his number (SIP REFER).",
+            configured_mode=ConnectMode.REFER,
+            connect_mode=ConnectMode.REFER,
         ),
         Scenario(
             "ring-group",
