@@ -88,23 +88,23 @@ def test_sam_is_hung_up_then_danas_call_is_referred_to_his_number(run):
     # No move, no bridge: Sam's leg hung up, then the REFER, and nothing else.
     assert refer["api_calls"] == ["RemoveParticipant", "TransferSIPParticipant"]
     assert refer["human_end_reason"] == "removed"
-    # On LiveKit's clock: Sam hung up before the REFER went out (the carrier answers it
-    # `refer_after` later), Sam's phone picked up Dana's call as scripted, then her
-    # carrier's BYE took her call out of the room.
+    # On the call's clock: Sam's line was gone before the carrier took the REFER (it
+    # answers `refer_after` after the request) and the REFER followed at once; Sam's
+    # phone picked up Dana's call as scripted; then her carrier's BYE took her call out.
     referred, notified, bye = (carrier(report, m) for m in ("REFER 202", "NOTIFY 200", "BYE"))
-    sent = referred - REFER_CARRIER.refer_after
-    assert refer["human_left_t"] <= sent + 0.02, refer
-    assert sent - refer["human_left_t"] < 0.5  # the REFER follows the hang-up at once
+    assert refer["human_left_t"] < referred, refer
+    assert referred - refer["human_left_t"] < REFER_CARRIER.refer_after + 0.5
     assert abs(notified - referred - REFER_CARRIER.notify_after) < 0.1
     assert abs(bye - notified - REFER_CARRIER.bye_after) < 0.1
     assert abs(refer["caller_left_t"] - bye) < 0.05 and refer["caller_left_t"] > referred
     # The transfer reports the connect when LiveKit answers (the NOTIFY), before she left.
     connected = first(events, "connected")
     assert notified <= connected["t"] < refer["caller_left_t"]
-    # The accept (the decision that ended Sam's try) was followed by the REFER within 2 s.
+    # The accept (settled once Sam was told, just before the hang-up) was followed by the
+    # REFER within 2 s (`ended_t` is the transfer's clock mapped to the events': ±0.05 s).
     (sam,) = report["tried"]
     assert sam["outcome"] == "accepted" and sam["answered"]
-    assert 0 < referred - sam["ended_t"] < 2.0
+    assert -0.05 < referred - sam["ended_t"] < 2.0
     assert report["timings"]["accept_to_connected"] < 2.5
 
 
