@@ -1,7 +1,7 @@
 """Every demo scenario end to end: outcome, events, files, zero leaks, and the audio.
 
-The team scenarios (ring group, after hours, callback) run in `test_demo_groups.py`,
-through the same `check_run`.
+The team scenarios (ring groups, after hours, callback) run in `test_demo_groups.py`, and
+`refer` in `test_demo_refer.py`, through the same `check_run`.
 """
 
 import json
@@ -16,8 +16,9 @@ from pipecat_warm_transfer.demo.scenarios import SCENARIOS
 from pipecat_warm_transfer.testing.drivers.listening import DEAD_AIR_FRAMES, SILENT_DBFS, true_runs
 
 FILES = ["caller.wav", "human.wav", "events.jsonl", "report.json", "timeline.png"]
-#: The scenarios with Sam's number alone (the team's are `test_demo_groups.py`'s).
-SINGLE = [name for name, scenario in SCENARIOS.items() if not scenario.team]
+#: The scenarios with Sam's number alone (the team's are `test_demo_groups.py`'s, the
+#: REFER's `test_demo_refer.py`'s).
+SINGLE = [name for name, s in SCENARIOS.items() if not s.team and not s.refers]
 
 #: The issue's bounds: the human hears the bot this soon after their greeting ends, or
 #: after answering when they say nothing.
@@ -75,7 +76,15 @@ def check_run(name, report, out):
         silences = [n for _, n in true_runs(levels < SILENT_DBFS)]
         assert max(silences, default=0) <= DEAD_AIR_FRAMES, silences  # none over 100 ms
 
-    if scenario.outcome == "connected":
+    if scenario.outcome == "connected" and scenario.refers:
+        # The bot left the media path: Dana heard LiveKit (the music) until her call left
+        # it, after the connect; what follows is between the two phones, not recorded.
+        connected, refer = first(events, "connected"), report["refer"]
+        assert connected["mode"] == "refer" and refer["outcome"] == "transferred"
+        assert 0 <= refer["caller_left_t"] - connected["t"] < 1.5
+        assert abs(len(caller) / rate - refer["caller_left_t"]) < 0.1
+        assert abs(rms_dbfs(span(caller, rate, connected["t"] - 1.0, connected["t"])) + 24) < 3
+    elif scenario.outcome == "connected":
         connected = first(events, "connected")
         assert connected["mode"] == str(scenario.connect_mode)
         # The human's words reach the caller after the connect; the caller's reach the human.

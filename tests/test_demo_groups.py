@@ -1,6 +1,7 @@
-"""The demo's team scenarios end to end: a ring group, after hours, and a callback.
+"""The demo's team scenarios end to end: ring groups (in turn, all at once), after hours,
+and a callback.
 
-Each runs once, as users run it (`pipecat-warm-transfer demo --scenario S`), the three at
+Each runs once, as users run it (`pipecat-warm-transfer demo --scenario S`), all at
 once in processes of their own (they are real time: together they take as long as the
 longest). The tests read the files the runs left: report, events, audio and timeline.
 """
@@ -36,7 +37,7 @@ from pipecat_warm_transfer.types import FailureReason  # noqa: E402
 TEAM = [name for name, scenario in SCENARIOS.items() if scenario.team]
 #: The code under test, for the demo processes (a checkout or the installed package).
 ROOT = Path(pipecat_warm_transfer.__file__).resolve().parents[1]
-#: Bound on the three runs together (the longest takes about 45 s).
+#: Bound on the runs together (the longest takes about 45 s).
 RUNS_TIMEOUT_SECS = 100
 
 
@@ -218,6 +219,86 @@ def test_ring_group_timeline_has_a_lane_per_colleague(runs):
         assert abs(lane.ended - person["ended_t"]) < 0.1
     assert lanes[2].joined == (run.at("connected"), run.at("caller_hung_up"))
     assert lanes[0].joined is None and lanes[1].joined is None
+
+
+def test_ring_all_rings_everyone_at_once_and_stops_the_others_when_maria_answers(runs):
+    run = runs["ring-all"]
+    report, events = run.report, run.events
+    assert report["outcome"] == "connected" and report["connect_mode"] == "move"
+    assert report["answered_by"] == "Maria"
+    tried = report["tried"]
+    assert [(t["name"], t["outcome"], t["answered"]) for t in tried] == [
+        ("Priya", "stopped", False),
+        ("Sam", "stopped", False),
+        ("Maria", "accepted", True),
+    ]
+    priya, sam, maria = tried
+    # Every phone rang at once (the three dials within 0.1 s), ringing as the carrier said.
+    assert max(t["dialed_t"] for t in tried) - min(t["dialed_t"] for t in tried) < 0.1
+    dialing = [e for e in events if e["event"] == "dialing"]
+    assert [(e["target"], e["name"]) for e in dialing] == [(0, "Priya"), (1, "Sam"), (2, "Maria")]
+    # Maria picked up 2 s in, the only one to answer; the others' phones stopped within a
+    # second of her answer, on LiveKit's own record (the dials' end), long before they
+    # would have picked up (5 s and 6 s in).
+    answered = maria["ring_ended_t"]
+    assert 1.8 < answered - maria["dialed_t"] < 2.8, maria
+    assert abs(maria["answered_t"] - answered) < 0.3
+    for loser in (priya, sam):
+        assert loser["answered_t"] is None and loser["transcript"] == []
+        assert 0 <= loser["ring_ended_t"] - answered < 1.0, (loser, maria)
+        assert loser["ring_ended_t"] - loser["dialed_t"] < 4.0
+    assert [e["target"] for e in events if e["event"] == "human_answered"] == [2]
+    stopped = first(events, "others_stopped")
+    assert stopped["count"] == 2 and 0 <= stopped["t"] - run.at("human_answered") < 1.0
+    assert stopped["secs"] < 1.0
+    # One briefing (Maria's), then the move.
+    assert [e["event"] for e in events].count("briefing_started") == 1
+    said = [turn["text"] for turn in maria["transcript"] if turn["role"] == "human"]
+    assert said == [story.MARIA.greeting, story.MARIA.reply]
+    assert "transfer_failed" not in [e["event"] for e in events]
+    assert "target_failed" not in [e["event"] for e in events]
+
+
+def test_ring_all_timeline_lanes_end_the_others_ringing_at_marias_answer(runs):
+    run = runs["ring-all"]
+    assert png_size(run.out / "timeline.png") == (1680, 720 + 3 * 60)
+    lanes = human_lanes(run.events, len(run.audio("caller")) / RATE)
+    assert [(lane.name, lane.outcome, lane.answered is not None) for lane in lanes] == [
+        ("Priya", "stopped", False),
+        ("Sam", "stopped", False),
+        ("Maria", "accepted", True),
+    ]
+    *others, maria = lanes
+    for lane in others:
+        assert abs(lane.dialed - maria.dialed) < 0.1  # rang together
+        assert 0 <= lane.ring_end - maria.answered < 1.0, (lane, maria)
+        assert lane.describe() == "stopped" and lane.joined is None
+    assert maria.ring_end == maria.answered
+    assert maria.joined == (run.at("connected"), run.at("caller_hung_up"))
+
+
+def test_ring_all_audio_dana_hears_maria_and_only_maria_answered(runs):
+    run = runs["ring-all"]
+    caller, human = run.audio("caller"), run.audio("human")
+    connected, hung_up = run.at("connected"), run.at("caller_hung_up")
+    maria = run.report["tried"][2]
+
+    # After the connect Dana hears Maria: loud, at Maria's pitch, not the bot's.
+    heard = span(caller, RATE, connected + 0.7, connected + 4.0)
+    assert rms_dbfs(heard) > -35
+    maria_hz = voice_pitch(story.MARIA.to_caller, story.MARIA.voice)
+    bot_hz = voice_pitch(story.HOLD_LINE, BOT_VOICE)
+    assert maria_hz > 1.5 * bot_hz  # the test can tell them apart
+    assert abs(pitch_hz(heard) - maria_hz) < 0.15 * maria_hz, (pitch_hz(heard), maria_hz)
+
+    # human.wav: nobody was on a phone until Maria answered (the others never picked
+    # up); then Maria's briefing, then Dana's thanks.
+    assert not np.any(human[: int(maria["answered_t"] * RATE) - RATE // 10])
+    assert rms_dbfs(span(human, RATE, maria["answered_t"], connected)) > -35
+    thanks = span(human, RATE, connected + 1.5, hung_up)
+    dana_hz = voice_pitch(story.CALLER_THANKS, "en-us+f3")
+    assert rms_dbfs(thanks) > -40
+    assert abs(pitch_hz(thanks) - dana_hz) < 0.15 * dana_hz, (pitch_hz(thanks), dana_hz)
 
 
 def test_after_hours_nobody_is_dialed_and_dana_hears_when_the_team_is_back(runs):

@@ -19,7 +19,11 @@ from pipecat_warm_transfer.demo.espeak_tts import (  # noqa: E402
     native_sample_rate,
     synthesize,
 )
-from pipecat_warm_transfer.demo.timeline import draw_timeline, human_lanes  # noqa: E402
+from pipecat_warm_transfer.demo.timeline import (  # noqa: E402
+    draw_timeline,
+    event_labels,
+    human_lanes,
+)
 
 RATE = 16000
 TEXT = "Hello, this is a test."
@@ -274,3 +278,33 @@ def test_draw_timeline_adds_a_lane_per_named_human(tmp_path):
         tmp_path / "group.png",
     )  # fmt: skip
     assert _png_size(out) == (1680, 720 + 3 * 60)  # 0.5 inch a human at 120 dpi
+
+
+def test_event_labels_name_the_refer_and_the_callers_call_leaving_livekit():
+    def e(t, event, **data):
+        return {"t": t, "event": event, **data}
+
+    refer = [
+        e(1.0, "transfer_requested"),
+        e(2.0, "dialing", target=0),
+        e(9.0, "refer", to="…0100", sip_status=202, source="livekit"),
+        e(10.5, "refer_notify", to="…0100", sip_status=200, source="livekit"),
+        e(10.5, "connected", mode="refer"),
+        e(10.7, "caller_hung_up"),
+    ]
+    labels = [(t, text) for t, text, _ in event_labels(refer)]
+    assert labels[2:] == [
+        (9.0, "REFER to …0100 (202)"),
+        (10.5, "…0100 answered (NOTIFY 200)"),
+        (10.5, "connected (refer)"),
+        (10.7, "caller's call left LiveKit"),
+    ]
+    # After a move (or before any connect) the caller's leaving is a hang-up, in red.
+    moved = [e(1.0, "caller_hung_up"), e(2.0, "connected", mode="move"), e(3.0, "caller_hung_up")]
+    marks = event_labels(moved)
+    assert [text for _, text, _ in marks] == [
+        "caller hung up",
+        "connected (move)",
+        "caller hung up",
+    ]
+    assert marks[0][2] == marks[2][2] != event_labels(refer)[-1][2]

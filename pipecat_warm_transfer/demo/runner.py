@@ -10,9 +10,10 @@ Real Pipecat pipelines and workers, the real `WarmTransfer` processors and
 `HoldMusicMixer`, real offline speech (eSpeak NG), and the real `LiveKitSipBackend` talking
 to the LiveKit API emulator over loopback HTTP with the real `livekit-api` client (the
 `bridge` scenario against its open-source mode, without MoveParticipant); the caller, the
-humans and the cloud services (STT, LLM) are scripted stand-ins. Files: `caller.wav`,
-`human.wav` (what the humans heard: with a ring group, every human who answered, on the
-one clock of the call), `events.jsonl`, `report.json`, `timeline.png`.
+humans and the cloud services (STT, LLM) are scripted stand-ins. Dana joins as LiveKit's
+SIP service joins a phone caller, so `refer` can hand her call to Sam's number. Files:
+`caller.wav`, `human.wav` (what the humans heard: with a ring group, every human who
+answered, on the one clock of the call), `events.jsonl`, `report.json`, `timeline.png`.
 """
 
 from __future__ import annotations
@@ -51,15 +52,22 @@ from pipecat_warm_transfer.consult_leg import TransferTarget
 from pipecat_warm_transfer.demo import scenarios as story
 from pipecat_warm_transfer.demo.espeak_tts import EspeakTTSService, synthesize
 from pipecat_warm_transfer.demo.scenarios import SCENARIOS, Colleague, Scenario
-from pipecat_warm_transfer.params import BriefingParams, WarmTransferParams
+from pipecat_warm_transfer.params import (
+    REFER_CONNECTING_MESSAGE,
+    BriefingParams,
+    WarmTransferParams,
+)
 from pipecat_warm_transfer.ring_group import RingGroup
 from pipecat_warm_transfer.testing.drivers.call_harness import CallHarness
+from pipecat_warm_transfer.testing.livekit_sip_transfer import ReferScript
+from pipecat_warm_transfer.testing.memory_room import Disconnected
 from pipecat_warm_transfer.testing.scripted_party import HumanScript
 from pipecat_warm_transfer.testing.scripted_services import (
     ScriptedLLMService,
     ScriptedReply,
     ScriptedSTTService,
 )
+from pipecat_warm_transfer.types import ConnectMode
 from pipecat_warm_transfer.warm_transfer import WarmTransfer
 
 RATE = 16000
@@ -77,6 +85,9 @@ HUMAN_RINGING_AFTER_SECS = 0.4
 CALLER_END_OF_TURN_SECS = 0.6
 #: How often the choreography looks for what it waits for.
 POLL_SECS = 0.02
+#: Dana's carrier in `refer`: it accepts the REFER, Sam's phone rings this long before
+#: he picks up the referred call (the final NOTIFY), then it sends its BYE.
+REFER_CARRIER = ReferScript(notify_after=1.5, bye_after=0.2)
 
 
 class ScenarioError(RuntimeError):
@@ -93,9 +104,11 @@ def _secs(pcm: bytes) -> float:
 
 def _transfer_params(scenario: Scenario, settings=None) -> WarmTransferParams:
     team = _team_params(scenario)
+    if scenario.refers:
+        team["connect_mode"] = ConnectMode.REFER
     if settings is not None:
-        # The user's own messages, timeouts and level (demo --config); the team's hours and
-        # what follows nobody free are the scenario's story.
+        # The user's own messages, timeouts and level (demo --config); the team's hours,
+        # what follows nobody free and a REFER are the scenario's story.
         return settings.params.model_copy(update=team) if team else settings.params
     values = dict(
         hold_message=story.HOLD_LINE,
@@ -106,7 +119,7 @@ def _transfer_params(scenario: Scenario, settings=None) -> WarmTransferParams:
         summary_timeout=2.0,
         connected_message=None,
     )
-    if len(scenario.team) > 1:
+    if len(scenario.team) > 1 and scenario.strategy == "sequential":
         # Every 9 s: once in each briefing, none in the second before Maria is joined.
         values["hold_reminder"] = story.GROUP_HOLD_REMINDER
         values["hold_reminder_every"] = 9.0
@@ -122,7 +135,7 @@ def _team_params(scenario: Scenario) -> dict:
 
 
 def _target(scenario: Scenario) -> RingGroup | None:
-    """The team as a sequential ring group (None: Sam's number alone)."""
+    """The team as a ring group, in turn or all at once (None: Sam's number alone)."""
     if not scenario.team:
         return None
     return RingGroup(
@@ -130,9 +143,15 @@ def _target(scenario: Scenario) -> RingGroup | None:
             TransferTarget(c.number, display_name=c.name, ring_timeout=c.ring_timeout)
             for c in scenario.team
         ],
-        strategy="sequential",
+        strategy=scenario.strategy,
         on_decline="next",
     )
+
+
+def _first_to_answer(scenario: Scenario) -> Colleague:
+    """The colleague whose phone is scripted to pick up first (a simultaneous group's)."""
+    answering = [c for c in scenario.team if c.phone == "answer"]
+    return min(answering, key=lambda c: c.answer_after)
 
 
 def _per_try(factories: list[Callable]) -> Callable:
@@ -170,6 +189,15 @@ def _briefing(scenario: Scenario, settings=None) -> BriefingParams:
     options = dict(settings.briefing_options) if settings is not None else {}
     options["detect_voicemail"] = True  # the voicemail scenario relies on the detector
     tts = partial(EspeakTTSService, voice=BOT_VOICE, sample_rate=RATE)
+    if scenario.refers and (settings is None or settings.params.connect_mode != ConnectMode.REFER):
+        # The bot hangs up and Sam's phone rings with Dana: he is told so.
+        options["connecting_message"] = REFER_CONNECTING_MESSAGE
+    if scenario.team and scenario.strategy == "simultaneous":
+        # Every phone rings, each with a consult room of its own, built at once in no set
+        # order; only the first to answer is briefed: each room's services are theirs.
+        first = _first_to_answer(scenario)
+        stt, llm = partial(_colleague_stt, first), partial(_colleague_llm, first)
+        return BriefingParams(tts=tts, stt=stt, llm=llm, **options)
     if scenario.team:
         # Each colleague's consult room hears that colleague (the n-th briefing, the n-th).
         stt = _per_try([partial(_colleague_stt, c) for c in scenario.team])
@@ -370,6 +398,17 @@ async def _choreograph(call: CallHarness, scenario: Scenario, clips: dict, bot: 
         human = human_party()
         human.say(human.now() + intro_secs + 0.6, reply)
 
+    if scenario.refers:
+        # Sam is hung up and his phone rings with Dana's call; she leaves LiveKit.
+        await wait("connected")
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT_SECS):
+                await call.caller.wait_ended()
+        except TimeoutError:
+            raise ScenarioError("Dana's call never left LiveKit after the REFER") from None
+        await asyncio.sleep(1.0)
+        return
+
     if scenario.outcome == "connected":
         await wait("connected")
         human = human_party()
@@ -491,9 +530,11 @@ async def run_scenario(
         livekit=True,
         caller_output=caller_output,
         check_leaks=False,  # reported in report.json (`leaks`, `as_scripted`)
+        caller_sip=True,  # Dana phones in: LiveKit's SIP service joins her call
     )
     error: ScenarioError | None = None
     async with harness as call:
+        call.emulator.sip_transfers.default = REFER_CARRIER
         if on_event is not None:
 
             @call.transfer.event_handler("on_transfer_event")
@@ -508,8 +549,15 @@ async def run_scenario(
     summary["said_to_caller"] = list(bot.tts.spoken)
     if params.availability is not None:
         summary["availability"] = _availability(params.availability)
+    _add_ring_ends(summary["tried"], _ring_ends(call), _numbers(scenario))
+    extra_events = []
+    if scenario.refers:
+        summary["refer"] = refer = _refer_seen(call)
+        extra_events = _refer_events(refer)
     humans = _humans_heard(call)
-    await asyncio.to_thread(_write_outputs, Path(out_dir), scenario, call.report, summary, humans)
+    await asyncio.to_thread(
+        _write_outputs, Path(out_dir), scenario, call.report, summary, humans, extra_events
+    )
     return summary
 
 
@@ -548,6 +596,105 @@ def _humans_heard(call: CallHarness):
     for recording in recordings:
         mixed[: len(recording)] += recording
     return np.clip(mixed, -32768, 32767).astype(np.int16)
+
+
+def _numbers(scenario: Scenario) -> dict[str | None, str]:
+    """Each human's number by display name (None: Sam's number alone)."""
+    if not scenario.team:
+        return {None: story.CALLER_NUMBER_OF_HUMAN}
+    return {c.name: c.number for c in scenario.team}
+
+
+def _ring_ends(call: CallHarness) -> dict[str, float]:
+    """When LiveKit's dial of each number stopped ringing: answered, or ended unanswered.
+
+    Read from the emulator's calls (seconds from sample 0): the server's view, not the
+    transfer's.
+    """
+    ends = {}
+    for dial in call.emulator.calls:
+        answered = next((t for t, status in dial.statuses if status == "active"), None)
+        end = answered if answered is not None else dial.ended_at
+        if end is not None:
+            ends[dial.request.sip_call_to] = round(end - call.t0, 3)
+    return ends
+
+
+def _add_ring_ends(tried: list[dict], ends: dict[str, float], numbers: dict):
+    """Each human tried gets `ring_ended_t`: when LiveKit's dial stopped ringing."""
+    for person in tried:
+        person["ring_ended_t"] = ends.get(numbers.get(person["name"]))
+
+
+def _left_at(party) -> float | None:
+    """When a scripted party's connection was closed (seconds from sample 0)."""
+    return next((t for t, e in party.events if isinstance(e, Disconnected)), None)
+
+
+def _refer_seen(call: CallHarness) -> dict | None:
+    """The REFER as LiveKit saw it (seconds from sample 0).
+
+    Where it sent Dana's call, the carrier's answers, and when Sam's leg and Dana's call
+    left their rooms: the server's record, not the transfer's.
+    """
+    transfers = call.emulator.sip_transfers.transfers
+    if not transfers:
+        return None
+    record = transfers[-1]
+    humans = call.human_parties()
+    methods = call.emulator.methods_called()
+    return {
+        "transfer_to": record.transfer_to,
+        "outcome": record.outcome,
+        "play_dialtone": record.play_dialtone,
+        "carrier": [
+            {"t": round(at - call.t0, 3), "message": message} for at, message in record.events
+        ],
+        "human_left_t": _round(_left_at(humans[-1])) if humans else None,
+        "human_end_reason": humans[-1].end_reason if humans else None,
+        "caller_left_t": _round(_left_at(call.caller)),
+        "caller_end_reason": call.caller.end_reason,
+        # How the human and the caller were parted or joined, in order (no move here).
+        "api_calls": [m for m in methods if m in _JOINING_CALLS],
+    }
+
+
+#: The API calls that hang up, move or refer a participant.
+_JOINING_CALLS = ("RemoveParticipant", "MoveParticipant", "TransferSIPParticipant")
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _refer_events(refer: dict | None) -> list[dict]:
+    """Timeline marks of the REFER (LiveKit's view).
+
+    `refer`: the carrier accepted it (202); `refer_notify`: Sam's phone answered Dana's
+    call (the final NOTIFY, 200).
+    """
+    if refer is None:
+        return []
+    marks = {"REFER": "refer", "NOTIFY": "refer_notify"}
+    events = []
+    for answer in refer["carrier"]:
+        kind, _, status = answer["message"].partition(" ")
+        if kind in marks:
+            events.append(
+                {
+                    "t": answer["t"],
+                    "event": marks[kind],
+                    "to": _masked(refer["transfer_to"]),
+                    "sip_status": int(status),
+                    "source": "livekit",
+                }
+            )
+    return events
+
+
+def _masked(uri: str) -> str:
+    """The REFER's target with the number masked to its last digits, as in the events."""
+    return "…" + uri[-4:] if len(uri) > 4 else uri
 
 
 def _tried(result, events: list[dict]) -> list[dict]:
@@ -630,7 +777,9 @@ def _summarize(
     return summary
 
 
-def _write_outputs(out: Path, scenario: Scenario, report, summary: dict, humans=None):
+def _write_outputs(
+    out: Path, scenario: Scenario, report, summary: dict, humans=None, extra_events=()
+):
     from pipecat_warm_transfer.demo.timeline import draw_timeline
 
     out.mkdir(parents=True, exist_ok=True)
@@ -638,8 +787,9 @@ def _write_outputs(out: Path, scenario: Scenario, report, summary: dict, humans=
     length = max(len(report.caller_audio), len(human))
     _write_wav(out / "caller.wav", report.caller_audio, length)
     _write_wav(out / "human.wav", humans, length)
+    events, lags = _merged(report.events, report.event_lags, extra_events)
     with open(out / "events.jsonl", "w") as f:
-        for event in report.events:
+        for event in events:
             f.write(json.dumps(event) + "\n")
     with open(out / "report.json", "w") as f:
         json.dump(summary, f, indent=2)
@@ -649,8 +799,20 @@ def _write_outputs(out: Path, scenario: Scenario, report, summary: dict, humans=
         out / "events.jsonl",
         out / "timeline.png",
         title=f"Warm transfer, scenario '{scenario.name}': {scenario.description}",
-        event_lags=report.event_lags,
+        event_lags=lags,
     )
+
+
+def _merged(events: list[dict], lags: list[float], extra) -> tuple[list[dict], list[float]]:
+    """The transfer's events and LiveKit's marks in time order, with their lags.
+
+    The caller hears a mark of LiveKit's as it happens: no lag.
+    """
+    if len(lags) != len(events):
+        lags = [0.0] * len(events)
+    pairs = list(zip(events, lags, strict=True)) + [(e, 0.0) for e in extra]
+    pairs.sort(key=lambda pair: pair[0]["t"])
+    return [e for e, _ in pairs], [lag for _, lag in pairs]
 
 
 def _print_event(event: dict):

@@ -7,14 +7,15 @@
 """The demo's scenarios: who says what, and what outcome each must end with.
 
 The story is the same in each: Dana was charged twice and asks for a person; the bot puts
-her on hold and calls Sam. How Sam's side goes differs per scenario. The last three call
-the billing team instead: its colleagues in turn (a `RingGroup`), outside its hours, or
-Sam alone with a callback booked when he does not answer.
+her on hold and calls Sam. How Sam's side goes differs per scenario (in `refer`, Dana's
+phone call is handed to Sam's number by SIP REFER). The team scenarios call the billing
+team instead: its colleagues in turn or all at once (a `RingGroup`), outside its hours,
+or Sam alone with a callback booked when he does not answer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -107,6 +108,11 @@ MARIA = Colleague(
     reply=HUMAN_ACCEPTS,
     to_caller="Hi Dana, it's Maria from billing. I've refunded the second charge.",
 )
+#: The team rung all at once (`ring-all`): Maria picks up first, 2 s in; Priya and Sam
+#: would pick up later, had their phones not stopped ringing.
+PRIYA_LATE = Colleague("Priya", PRIYA.number, PRIYA.voice, answer_after=6.0)
+SAM_LATE = replace(SAM, greeting=None, reply=None, answer_after=5.0)
+MARIA_FIRST = replace(MARIA, answer_after=2.0)
 #: Sam alone, whose phone rings out after 6 s (nobody else is on the team that day).
 SAM_AWAY = Colleague("Sam", CALLER_NUMBER_OF_HUMAN, "en-gb+m3", phone="no_answer", ring_timeout=6.0)
 
@@ -150,6 +156,10 @@ class Scenario:
         nobody_free: What follows when nobody could take the call (`WarmTransferParams`).
         answered_by: The expected `answered_by` (checked when set).
         next_step: The expected `next_step` after a failure (checked when set).
+        strategy: How the team is rung: `sequential` (in turn) or `simultaneous`
+            (all at once, the first to answer is briefed).
+        configured_mode: The transfer's `connect_mode` setting (`auto`: move, falling
+            back to bridge; `refer`: the caller's SIP call is referred to Sam's number).
     """
 
     name: str
@@ -167,6 +177,13 @@ class Scenario:
     nobody_free: str = "return"
     answered_by: str | None = None
     next_step: str | None = None
+    strategy: str = "sequential"
+    configured_mode: ConnectMode = ConnectMode.AUTO
+
+    @property
+    def refers(self) -> bool:
+        """Whether the caller's call is handed over by SIP REFER (the bot leaves)."""
+        return self.configured_mode == ConnectMode.REFER
 
     @property
     def books_callback(self) -> bool:
@@ -245,9 +262,22 @@ SCENARIOS: dict[str, Scenario] = {
             connect_mode=None,
         ),
         Scenario(
+            "refer",
+            "Sam accepts and is hung up; Dana's call is referred to his number (SIP REFER).",
+            configured_mode=ConnectMode.REFER,
+            connect_mode=ConnectMode.REFER,
+        ),
+        Scenario(
             "ring-group",
             "The billing team in turn: Priya is busy, Sam declines, Maria takes the call.",
             team=(PRIYA, SAM, MARIA),
+            answered_by="Maria",
+        ),
+        Scenario(
+            "ring-all",
+            "The billing team all at once: Maria answers first; the other phones stop ringing.",
+            team=(PRIYA_LATE, SAM_LATE, MARIA_FIRST),
+            strategy="simultaneous",
             answered_by="Maria",
         ),
         Scenario(

@@ -17,7 +17,10 @@ lines of timeline events (`{"t": 3.21, "event": "connected", "mode": "move", ...
 - a dashed marker per event with a short label; labels are staggered so none overlap,
 - a lane per named human (a ring group's colleagues: `dialing` events with a `name`),
   with their ringing, their briefing, their time with the caller and how it ended
-  (`human_lanes()`).
+  (`human_lanes()`),
+- in `refer` mode, LiveKit's marks of the REFER (`refer`: the carrier took it,
+  `refer_notify`: the human's phone answered the caller's call), and the caller's call
+  leaving LiveKit (the `caller_hung_up` that follows a `connected` by REFER).
 
 Run as a script: `python -m pipecat_warm_transfer.demo.timeline caller.wav human.wav
 events.jsonl out.png`.
@@ -66,6 +69,8 @@ EVENT_COLORS = {
     "target_failed": "#d35400",
     "others_stopped": _NEUTRAL,
     "callback_requested": "#16a085",
+    "refer": "#16a085",
+    "refer_notify": _GOOD,
 }
 
 _LANE_COLORS = {"caller": "#2c6fbb", "human": "#8e44ad", "music": "#e3a21a"}
@@ -278,9 +283,18 @@ def _hold_spans(events: list[dict], end: float) -> list[tuple[float, float]]:
     return spans
 
 
-def _label(event: dict, multiple: bool, names: dict | None = None) -> str:
+def _label(
+    event: dict, multiple: bool, names: dict | None = None, *, referred: bool = False
+) -> str:
+    """An event's marker text; `referred`: the caller's call was handed over by REFER."""
     name = event["event"]
     text = name.replace("_", " ")
+    if name == "refer":
+        return f"REFER to {event.get('to', '?')} ({event.get('sip_status')})"
+    if name == "refer_notify":
+        return f"{event.get('to', '?')} answered (NOTIFY {event.get('sip_status')})"
+    if name == "caller_hung_up" and referred:
+        return "caller's call left LiveKit"
     detail = event.get("mode") if name == "connected" else event.get("reason")
     if name in ("connected", "transfer_failed") and detail:
         text += f" ({str(detail).replace('_', ' ')})"
@@ -296,6 +310,31 @@ def _label(event: dict, multiple: bool, names: dict | None = None) -> str:
     elif name == "callback_requested" and event.get("preferred_time"):
         text += f" ({event['preferred_time']})"
     return text
+
+
+def event_labels(events: list[dict]) -> list[tuple[float, str, str]]:
+    """Each event's marker as drawn: (t, label, colour), state events left out.
+
+    Labels read the events before them: a colleague's name from their `dialing`, and
+    after a `connected` by REFER the caller's leaving is her call leaving LiveKit.
+    """
+    multiple = len({e.get("transfer") for e in events if e.get("transfer") is not None}) > 1
+    names = {
+        (e.get("transfer"), e.get("target")): e["name"]
+        for e in events
+        if e["event"] == "dialing" and e.get("name")
+    }
+    items = []
+    referred = False
+    for e in events:
+        if e["event"] in _STATE_EVENTS:
+            continue
+        referred = referred or (e["event"] == "connected" and e.get("mode") == "refer")
+        color = EVENT_COLORS.get(e["event"], _FLOW)
+        if e["event"] == "caller_hung_up" and referred:
+            color = _NEUTRAL  # not a failure: the call goes on, outside LiveKit
+        items.append((float(e["t"]), _label(e, multiple, names, referred=referred), color))
+    return items
 
 
 def _draw_human_lane(ax, lane: HumanLane, duration: float):
@@ -498,20 +537,10 @@ def draw_timeline(
                 color="white", fontweight="bold", zorder=3,
             )  # fmt: skip
 
-    multiple = len({e.get("transfer") for e in events if e.get("transfer") is not None}) > 1
-    names = {
-        (e.get("transfer"), e.get("target")): e["name"]
-        for e in events
-        if e["event"] == "dialing" and e.get("name")
-    }
-    items = []
-    for e in events:
-        if e["event"] in _STATE_EVENTS:
-            continue
-        color = EVENT_COLORS.get(e["event"], _FLOW)
-        items.append((float(e["t"]), _label(e, multiple, names), color))
+    items = event_labels(events)
+    for t, _, color in items:
         for ax in lanes:
-            ax.axvline(float(e["t"]), color=color, lw=0.9, ls="--", alpha=0.7, zorder=4)
+            ax.axvline(t, color=color, lw=0.9, ls="--", alpha=0.7, zorder=4)
     _place_labels(fig, ax_events, items, duration)
     if not items:
         ax_events.text(duration / 2, 0.5, "no events", ha="center", va="center", color="#888888")
