@@ -441,12 +441,31 @@ class WarmTransfer(BaseObject):
         return True, ""
 
     async def caller_hung_up(self):
-        """The caller left: cancel the dial, tell a briefed human, tear everything down."""
+        """The caller left: cancel the dial, tell a briefed human, tear everything down.
+
+        After a REFER the caller's call leaving is the transfer working, not a hang-up:
+        that is `caller_referred` (a REFER in flight is waited for, to tell which).
+        """
         if self._caller_gone:
             return
         self._caller_gone = True
-        await self._emit("caller_hung_up")
+        if self._referring():
+            await self._wait_run_task(REFER_SETTLE_SECS)
+        if self._referred():
+            await self._emit("caller_referred")
+        else:
+            await self._emit("caller_hung_up")
         await self._end_under_transfer(FailureReason.CALLER_HUNG_UP)
+
+    def _referred(self) -> bool:
+        """Whether the caller's call was referred to a human (`refer` mode connected)."""
+        attempt = self._attempt
+        return (
+            attempt is not None
+            and attempt.mode == ConnectMode.REFER
+            and attempt.result is not None
+            and attempt.result.outcome == TransferOutcome.CONNECTED
+        )
 
     async def _end_under_transfer(self, reason: FailureReason):
         """The call ends with a transfer under way or joined: the one path for both ends.

@@ -290,7 +290,7 @@ def test_event_labels_name_the_refer_and_the_callers_call_leaving_livekit():
         e(9.0, "refer", to="…0100", sip_status=202, source="livekit"),
         e(10.5, "refer_notify", to="…0100", sip_status=200, source="livekit"),
         e(10.5, "connected", mode="refer"),
-        e(10.7, "caller_hung_up"),
+        e(10.7, "caller_referred"),
     ]
     labels = [(t, text) for t, text, _ in event_labels(refer)]
     assert labels[2:] == [
@@ -299,7 +299,7 @@ def test_event_labels_name_the_refer_and_the_callers_call_leaving_livekit():
         (10.5, "connected (refer)"),
         (10.7, "caller's call left LiveKit"),
     ]
-    # After a move (or before any connect) the caller's leaving is a hang-up, in red.
+    # A hang-up (after a move, or before any connect) is in red; a referred call is not.
     moved = [e(1.0, "caller_hung_up"), e(2.0, "connected", mode="move"), e(3.0, "caller_hung_up")]
     marks = event_labels(moved)
     assert [text for _, text, _ in marks] == [

@@ -147,7 +147,7 @@ def span_of(audio, t0, t1):
 def test_the_timeline_marks_the_refer_and_danas_call_leaving(run):
     events = run.events
     names = [e["event"] for e in events]
-    order = ["briefing_started", "refer", "refer_notify", "connected", "caller_hung_up"]
+    order = ["briefing_started", "refer", "refer_notify", "connected", "caller_referred"]
     assert [n for n in names if n in order] == order
     refer, notify = first(events, "refer"), first(events, "refer_notify")
     assert refer["source"] == notify["source"] == "livekit"
@@ -157,7 +157,8 @@ def test_the_timeline_marks_the_refer_and_danas_call_leaving(run):
     assert refer["t"] == carrier(run.report, "REFER 202")
     # The markers as drawn: the REFER, Sam's phone answering, and Dana's call leaving
     # LiveKit where the transfer saw her leave (not a hang-up: it went on elsewhere).
-    left = first(events, "caller_hung_up")
+    assert "caller_hung_up" not in names
+    left = first(events, "caller_referred")
     assert abs(left["t"] - run.report["refer"]["caller_left_t"]) < 0.1
     labels = {text: t for t, text, _ in event_labels(events)}
     assert labels["REFER to …0100 (202)"] == refer["t"]

@@ -173,13 +173,19 @@ async def test_the_first_of_a_group_to_answer_is_the_one_referred(livekit):
 # The checks themselves: each names what it finds
 
 
+def _events(*after: str) -> list[dict]:
+    """Ann answers and is referred; then `after` (the caller's call leaving)."""
+    return [
+        {"t": 1.0, "event": "human_answered", "transfer": 1, "identity": "h-1", "target": 0},
+        {"t": 3.0, "event": "connected", "transfer": 1, "mode": "refer"},
+        *({"t": 3.2, "event": name, "transfer": 1} for name in after),
+    ]
+
+
 def _report(**changes) -> CallReport:
     """A clean REFER call as `refer_problems` sees it: Ann answered and was referred."""
     report = CallReport(
-        events=[
-            {"t": 1.0, "event": "human_answered", "transfer": 1, "identity": "h-1", "target": 0},
-            {"t": 3.0, "event": "connected", "transfer": 1, "mode": "refer"},
-        ],
+        events=_events("caller_referred"),
         results=[
             TransferResult(
                 TransferOutcome.CONNECTED, human_identity="h-1", connect_mode=ConnectMode.REFER
@@ -212,6 +218,8 @@ def test_a_clean_refer_has_no_problem():
             "LiveKit reports failed",
         ),
         (ReferScript(), {"caller_left_reason": None}, "never left LiveKit"),
+        (ReferScript(), {"events": _events("caller_hung_up")}, "called a hang-up"),
+        (ReferScript(), {"events": _events()}, "no caller_referred"),
         (ReferScript.refused(603), {}, "did not carry out"),
         (
             ReferScript.refused(603),
@@ -222,7 +230,17 @@ def test_a_clean_refer_has_no_problem():
             "the REFER failed but the result is dial_failed",
         ),
     ],
-    ids=["outside", "wrong-number", "never", "failed", "stayed", "not-carried", "bad-reason"],
+    ids=[
+        "outside",
+        "wrong-number",
+        "never",
+        "failed",
+        "stayed",
+        "hang-up",
+        "unsaid",
+        "not-carried",
+        "bad-reason",
+    ],
 )
 def test_each_broken_refer_invariant_is_named(script, changes, named):
     problems = refer_problems(script, _report(**changes), [NUMBER], None)

@@ -634,8 +634,11 @@ async def test_a_whole_transfer_in_refer_mode_hands_the_callers_call_to_the_huma
         f"tel:{HUMAN}",
     )
     assert record.outcome == "transferred" and record.play_dialtone
-    # The bot left the media path: no bridge, and the caller's call left the room.
+    # The bot left the media path: no bridge, and the caller's call left the room:
+    # referred, not hung up.
     await offline_call.wait_for("teardown_done", timeout=5)
+    names = [e["event"] for e in offline_call.events]
+    assert "caller_referred" in names and "caller_hung_up" not in names, names
     assert not offline_call.caller.connected
     assert offline_call.caller.connection.attributes["sip.callStatus"] == "hangup"
     assert bridge_starts == []
@@ -655,6 +658,10 @@ async def test_a_carrier_that_hangs_up_at_once_still_gives_a_connected_result(
     result = await offline_call.wait_result(timeout=15)
     assert livekit_emulator.sip_transfers.transfers[0].outcome == "transferred"
     assert result.connect_mode == ConnectMode.REFER, result
+    # The leave may come before LiveKit's answer: it waits for it, then says what it was.
+    await offline_call.wait_for("teardown_done", timeout=5)
+    names = [e["event"] for e in offline_call.events]
+    assert "caller_referred" in names and "caller_hung_up" not in names, names
 
 
 @pytest.mark.parametrize(

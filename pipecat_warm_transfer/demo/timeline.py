@@ -63,6 +63,7 @@ EVENT_COLORS = {
     "human_answered": _GOOD,
     "transfer_failed": _BAD,
     "caller_hung_up": _BAD,
+    "caller_referred": _NEUTRAL,  # not a failure: the call goes on, outside LiveKit
     "human_hung_up": _BAD,
     "returned_to_caller": "#d35400",
     "teardown_done": _NEUTRAL,
@@ -85,6 +86,7 @@ _HOLD_ENDS = {
     "transfer_failed",
     "returned_to_caller",
     "caller_hung_up",
+    "caller_referred",
     "teardown_done",
 }
 _STATE_EVENTS = {"state", "state_changed"}
@@ -178,7 +180,7 @@ def human_lanes(events: list[dict], end: float) -> list[HumanLane]:
                     settle(lane, t, "accepted")
                     lane.joined = (t, end)
                     joined = lane
-        elif name in ("caller_hung_up", "human_hung_up") and joined is not None:
+        elif name in ("caller_hung_up", "caller_referred", "human_hung_up") and joined is not None:
             joined.joined = (joined.joined[0], t)
             joined = None
     for lane in lanes.values():
@@ -259,7 +261,7 @@ def _state_bands(events: list[dict], end: float) -> list[_Band]:
                 enter("returning", t)
             elif name == "human_hung_up" and state == "connected":
                 enter("returning", t)
-            elif name in ("returned_to_caller", "caller_hung_up"):
+            elif name in ("returned_to_caller", "caller_hung_up", "caller_referred"):
                 enter(None, t)
     enter(None, end)
     return bands
@@ -283,17 +285,15 @@ def _hold_spans(events: list[dict], end: float) -> list[tuple[float, float]]:
     return spans
 
 
-def _label(
-    event: dict, multiple: bool, names: dict | None = None, *, referred: bool = False
-) -> str:
-    """An event's marker text; `referred`: the caller's call was handed over by REFER."""
+def _label(event: dict, multiple: bool, names: dict | None = None) -> str:
+    """An event's marker text."""
     name = event["event"]
     text = name.replace("_", " ")
     if name == "refer":
         return f"REFER to {event.get('to', '?')} ({event.get('sip_status')})"
     if name == "refer_notify":
         return f"{event.get('to', '?')} answered (NOTIFY {event.get('sip_status')})"
-    if name == "caller_hung_up" and referred:
+    if name == "caller_referred":
         return "caller's call left LiveKit"
     detail = event.get("mode") if name == "connected" else event.get("reason")
     if name in ("connected", "transfer_failed") and detail:
@@ -315,8 +315,7 @@ def _label(
 def event_labels(events: list[dict]) -> list[tuple[float, str, str]]:
     """Each event's marker as drawn: (t, label, colour), state events left out.
 
-    Labels read the events before them: a colleague's name from their `dialing`, and
-    after a `connected` by REFER the caller's leaving is her call leaving LiveKit.
+    Labels read the events before them: a colleague's name from their `dialing`.
     """
     multiple = len({e.get("transfer") for e in events if e.get("transfer") is not None}) > 1
     names = {
@@ -324,17 +323,11 @@ def event_labels(events: list[dict]) -> list[tuple[float, str, str]]:
         for e in events
         if e["event"] == "dialing" and e.get("name")
     }
-    items = []
-    referred = False
-    for e in events:
-        if e["event"] in _STATE_EVENTS:
-            continue
-        referred = referred or (e["event"] == "connected" and e.get("mode") == "refer")
-        color = EVENT_COLORS.get(e["event"], _FLOW)
-        if e["event"] == "caller_hung_up" and referred:
-            color = _NEUTRAL  # not a failure: the call goes on, outside LiveKit
-        items.append((float(e["t"]), _label(e, multiple, names, referred=referred), color))
-    return items
+    return [
+        (float(e["t"]), _label(e, multiple, names), EVENT_COLORS.get(e["event"], _FLOW))
+        for e in events
+        if e["event"] not in _STATE_EVENTS
+    ]
 
 
 def _draw_human_lane(ax, lane: HumanLane, duration: float):

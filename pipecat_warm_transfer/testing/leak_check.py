@@ -101,7 +101,7 @@ class LeakWatch:
         elif name == "connected" and event.get("mode") == "move":
             self._joined_human = self._humans.get(number)
             self._joined_room = self._rooms.get(number)
-        elif name == "caller_hung_up":
+        elif name in ("caller_hung_up", "caller_referred"):
             self._caller_left = True
         elif name == "human_hung_up" and number is not None:
             if self._humans.get(number) == self._joined_human:

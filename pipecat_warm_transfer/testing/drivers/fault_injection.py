@@ -1014,7 +1014,7 @@ _MUSIC_TAIL_SECS = 0.6
 
 
 #: Events after which the caller is no longer held: the music must be gone by then.
-_CALLER_BACK = ("connected", "returned_to_caller", "caller_hung_up", "cancelled")
+_CALLER_BACK = ("connected", "returned_to_caller", "caller_hung_up", "caller_referred", "cancelled")
 
 
 def _hold_windows(report, ends=HOLD_ENDS) -> list[tuple[float, float]]:

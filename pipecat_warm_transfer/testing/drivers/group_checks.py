@@ -517,7 +517,14 @@ def _others_stop(number, own, legs, line, allowance, judged: GroupJudgement) -> 
 
 
 #: Events after which a transfer is decided (a later hang-up is another matter).
-_DECIDED = ("connected", "transfer_failed", "caller_hung_up", "teardown_done", "cancelled")
+_DECIDED = (
+    "connected",
+    "transfer_failed",
+    "caller_hung_up",
+    "caller_referred",
+    "teardown_done",
+    "cancelled",
+)
 
 
 def _hang_ups_noticed(number, result, own, legs, hang_ups, cutoff, judged) -> None:

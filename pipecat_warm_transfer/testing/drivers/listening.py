@@ -88,6 +88,10 @@ class Listening:
             self.problems.append(problem)
 
 
+#: Events of the caller's call leaving: a hang-up, or their call referred to the human.
+_CALLER_LEFT = ("caller_hung_up", "caller_referred")
+
+
 def listen(report, voices: Voices, *, cutoff: float | None = None) -> Listening:
     """Check what each party heard against the call's events.
 
@@ -101,7 +105,7 @@ def listen(report, voices: Voices, *, cutoff: float | None = None) -> Listening:
     ended = cutoff  # the bot's pipeline (the caller's recording stops when they hang up)
     end = len(report.caller_audio) / report.sample_rate
     cutoff = end if cutoff is None else min(cutoff, end)
-    caller_left = next((t for t, e in heard if e["event"] == "caller_hung_up"), None)
+    caller_left = next((t for t, e in heard if e["event"] in _CALLER_LEFT), None)
     ends = [t for t in (caller_left, cutoff) if t is not None]
     last = min(ends) if ends else end
     _returns(report, voices, heard, last, result)
@@ -299,7 +303,7 @@ def _cut_short(report, heard, start: float, text: str, voices: Voices) -> bool:
 
 
 #: Events that end a hold (the music fades out from there).
-HOLD_ENDS = ("connected", "transfer_failed", "caller_hung_up", "teardown_done", "cancelled")
+HOLD_ENDS = ("connected", "transfer_failed", *_CALLER_LEFT, "teardown_done", "cancelled")
 
 
 def hold_windows(report) -> list[tuple[float, float]]:

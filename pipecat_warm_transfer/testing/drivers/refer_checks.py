@@ -20,7 +20,8 @@ The invariants (`refer_problems`):
 - A REFER the carrier refused, or whose target failed, is `connect_failed`, never a
   connect.
 - Once referred, the caller's call leaves LiveKit (the carrier's BYE, or LiveKit's own
-  hang-up `REFER_BYE_SECS` after the NOTIFY) before the call ends.
+  hang-up `REFER_BYE_SECS` after the NOTIFY) before the call ends, as `caller_referred`
+  (never `caller_hung_up`: nobody hung up).
 """
 
 from __future__ import annotations
@@ -151,6 +152,11 @@ def _connected_by_refer(number, result, report, referrals, numbers, end_at) -> l
             f"transfer {number} referred the caller's call at {connected['t']:.2f}s but it "
             "never left LiveKit"
         )
+    after = [e["event"] for e in report.events if connected and e["t"] >= connected["t"]]
+    if "caller_hung_up" in after:
+        problems.append(f"transfer {number}: the referred call's leaving was called a hang-up")
+    elif settled and "caller_referred" not in after:
+        problems.append(f"transfer {number}: no caller_referred after the REFER")
     return problems
 
 
