@@ -140,7 +140,10 @@ class TargetAttempt:
         number: The number, masked to its last digits (never the whole number).
         display_name: The human's name, when given.
         outcome: `accepted`, a `FailureReason` value, or `stopped` (a simultaneous
-            group's other phones once someone answered).
+            group's other phones once someone answered). A failed result may list one
+            `accepted` human: they accepted, then the join failed (`connect_failed`,
+            a refused REFER) or someone left while it was made; the result's reason
+            says which, and its `answered_by` is None (nobody took the call).
         sip_status: The SIP status of a failed dial.
         human_identity: The human's participant identity in the consult room.
         dialed_at: Seconds from the transfer request to the dial.

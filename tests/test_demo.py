@@ -8,12 +8,18 @@ import json
 
 import pytest
 import soundfile as sf
+from demo_runs import Run, shared_runs
 
 from pipecat_warm_transfer.audio.metrics import rms_dbfs, windowed_rms_dbfs
 from pipecat_warm_transfer.cli import main
-from pipecat_warm_transfer.demo.runner import run_scenario
 from pipecat_warm_transfer.demo.scenarios import SCENARIOS
 from pipecat_warm_transfer.testing.drivers.listening import DEAD_AIR_FRAMES, SILENT_DBFS, true_runs
+
+#: Bound on the runs together (the longest takes about 40 s).
+RUNS_TIMEOUT_SECS = 120
+#: The demo runs a module shares are made in its first test's set-up: several at once
+#: (`shared_runs`), or waited for while another worker makes them.
+pytestmark = pytest.mark.timeout(400)
 
 FILES = ["caller.wav", "human.wav", "events.jsonl", "report.json", "timeline.png"]
 #: The scenarios with Sam's number alone (the team's are `test_demo_groups.py`'s, the
@@ -38,11 +44,18 @@ def span(audio, rate, t0, t1):
     return audio[int(t0 * rate) : int(t1 * rate)]
 
 
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> dict[str, Run]:
+    """Every scenario of Sam's alone, at once (real time: as long as the longest)."""
+    return shared_runs(tmp_path_factory, "single", SINGLE, RUNS_TIMEOUT_SECS)
+
+
 @pytest.mark.parametrize("name", SINGLE)
-async def test_scenario_runs_as_scripted(name, tmp_path):
-    report = await run_scenario(name, tmp_path)
-    assert json.loads((tmp_path / "report.json").read_text()) == report
-    check_run(name, report, tmp_path)
+def test_scenario_runs_as_scripted(runs, name):
+    run = runs[name]
+    assert run.returncode == 0, run.stdout
+    assert f"scenario '{name}'" in run.stdout and "leaks: rooms 0" in run.stdout
+    check_run(name, run.report, run.out)
 
 
 def check_run(name, report, out):

@@ -6,24 +6,17 @@ once in processes of their own (they are real time: together they take as long a
 longest). The tests read the files the runs left: report, events, audio and timeline.
 """
 
-import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 pytest.importorskip("espeakng_loader")
 pytest.importorskip("matplotlib")
 
+from demo_runs import Run, shared_runs  # noqa: E402
 from test_demo import check_run, first, span  # noqa: E402
 
-import pipecat_warm_transfer  # noqa: E402
 from pipecat_warm_transfer.audio.metrics import rms_dbfs  # noqa: E402
 from pipecat_warm_transfer.callback import spoken_number  # noqa: E402
 from pipecat_warm_transfer.demo import scenarios as story  # noqa: E402
@@ -34,65 +27,18 @@ from pipecat_warm_transfer.demo.timeline import human_lanes  # noqa: E402
 from pipecat_warm_transfer.params import WarmTransferParams  # noqa: E402
 from pipecat_warm_transfer.types import FailureReason  # noqa: E402
 
+#: The demo runs a module shares are made in its first test's set-up: several at once
+#: (`shared_runs`), or waited for while another worker makes them.
+pytestmark = pytest.mark.timeout(400)
+
 TEAM = [name for name, scenario in SCENARIOS.items() if scenario.team]
-#: The code under test, for the demo processes (a checkout or the installed package).
-ROOT = Path(pipecat_warm_transfer.__file__).resolve().parents[1]
 #: Bound on the runs together (the longest takes about 45 s).
 RUNS_TIMEOUT_SECS = 100
 
 
-@dataclass
-class Run:
-    """One `demo` command's run and the files it left."""
-
-    name: str
-    out: Path
-    returncode: int
-    stdout: str
-
-    @property
-    def report(self) -> dict:
-        return json.loads((self.out / "report.json").read_text())
-
-    @property
-    def events(self) -> list[dict]:
-        return [json.loads(line) for line in (self.out / "events.jsonl").read_text().splitlines()]
-
-    def audio(self, which: str) -> np.ndarray:
-        samples, rate = sf.read(self.out / f"{which}.wav", dtype="int16")
-        assert rate == RATE
-        return samples
-
-    def at(self, event: str) -> float:
-        found = first(self.events, event)
-        assert found is not None, f"no {event} in {self.name}"
-        return found["t"]
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory) -> dict[str, Run]:
-    root = tmp_path_factory.mktemp("demo-groups")
-    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
-    started = {}
-    for name in TEAM:
-        command = [sys.executable, "-m", "pipecat_warm_transfer", "demo"]
-        command += ["--scenario", name, "--out", str(root / name)]
-        with open(root / f"{name}.stderr", "w") as stderr:
-            started[name] = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env
-            )
-    done = {}
-    try:
-        for name, process in started.items():
-            stdout, _ = process.communicate(timeout=RUNS_TIMEOUT_SECS)
-            done[name] = Run(name, root / name, process.returncode, stdout)
-    finally:
-        for process in started.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    return done
+    return shared_runs(tmp_path_factory, "groups", TEAM, RUNS_TIMEOUT_SECS)
 
 
 def pitch_hz(x: np.ndarray) -> float:

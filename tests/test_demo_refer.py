@@ -5,18 +5,15 @@ process of its own; the tests read the files it left. The REFER's times are Live
 (the emulator's record of the call), on the recordings' clock.
 """
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 pytest.importorskip("espeakng_loader")
 pytest.importorskip("matplotlib")
 
+from demo_runs import Run, shared_runs  # noqa: E402
 from test_demo import check_run, first  # noqa: E402
-from test_demo_groups import ROOT, Run, pitch_hz, png_size, voice_pitch  # noqa: E402
+from test_demo_groups import pitch_hz, png_size, voice_pitch  # noqa: E402
 
 from pipecat_warm_transfer.audio.metrics import rms_dbfs, windowed_rms_dbfs  # noqa: E402
 from pipecat_warm_transfer.demo import scenarios as story  # noqa: E402
@@ -24,6 +21,10 @@ from pipecat_warm_transfer.demo.espeak_tts import synthesize  # noqa: E402
 from pipecat_warm_transfer.demo.runner import BOT_VOICE, RATE, REFER_CARRIER  # noqa: E402
 from pipecat_warm_transfer.demo.timeline import event_labels, human_lanes  # noqa: E402
 from pipecat_warm_transfer.params import REFER_CONNECTING_MESSAGE  # noqa: E402
+
+#: The demo runs a module shares are made in its first test's set-up: several at once
+#: (`shared_runs`), or waited for while another worker makes them.
+pytestmark = pytest.mark.timeout(400)
 
 NAME = "refer"
 #: Bound on the run (it takes about 35 s).
@@ -34,20 +35,9 @@ RUN_TIMEOUT_SECS = 100
 HEARD = 0.4
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run(tmp_path_factory) -> Run:
-    out = tmp_path_factory.mktemp("demo-refer") / NAME
-    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
-    command = [sys.executable, "-m", "pipecat_warm_transfer", "demo", "--scenario", NAME]
-    done = subprocess.run(
-        [*command, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=RUN_TIMEOUT_SECS,
-    )
-    return Run(NAME, out, done.returncode, done.stdout + done.stderr[-3000:])
+    return shared_runs(tmp_path_factory, "refer", [NAME], RUN_TIMEOUT_SECS)[NAME]
 
 
 def carrier(report: dict, message: str) -> float:

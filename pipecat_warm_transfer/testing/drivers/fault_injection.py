@@ -192,7 +192,7 @@ def _describe_human(h: HumanScript) -> str:
 
 #: Where the group suite's seeds start, past the fault suite's own (`group_fuzz_settings`).
 GROUP_SEED_OFFSET = 500_000
-DEFAULT_GROUP_RUNS = 24
+DEFAULT_GROUP_RUNS = 20
 
 
 def group_fuzz_settings() -> tuple[int, int]:
@@ -746,11 +746,12 @@ async def run_plan(
                 except TimeoutError:
                     pass
             stuck_state = call.transfer.state
+            ended_at = loop.time() - call.t0  # the run ends the call from here
     finally:
         logger.remove(sink)
     report = harness.report
     violations = _check(plan, report, accepted, log, secrets, stuck_state)
-    violations += refer_problems(plan.refer, report, list(plan.humans), plan.pipeline_end_at)
+    violations += refer_problems(plan.refer, report, list(plan.humans), ended_at)
     judged = None
     if group is not None:
         emulator = harness.emulator

@@ -90,7 +90,8 @@ def refer_problems(
         script: The carrier's script (None: the call was not in `refer` mode).
         report: The call's `CallReport`.
         numbers: The numbers dialed, by target index (one for a single human).
-        end_at: When the run ended the call (None: when it settled).
+        end_at: When the run began to end the call (None: after everything settled);
+            a call referred less than `REFER_BYE_SECS` before may still be in LiveKit.
     """
     # In memory the number is kept as asked; LiveKit keeps the URI it sent.
     referrals = [{**r, "to": refer_uri(r["to"])} for r in report.referrals]
