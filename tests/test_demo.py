@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from demo_runs import Run, shared_runs
 
-from pipecat_warm_transfer.audio.metrics import rms_dbfs, windowed_rms_dbfs
+from pipecat_warm_transfer.audio.metrics import dominant_frequency, rms_dbfs, windowed_rms_dbfs
 from pipecat_warm_transfer.cli import main
 from pipecat_warm_transfer.demo.scenarios import SCENARIOS
 from pipecat_warm_transfer.testing.drivers.listening import DEAD_AIR_FRAMES, SILENT_DBFS, true_runs
@@ -80,7 +80,8 @@ def check_run(name, report, out):
         ends = [
             e["t"]
             for e in events
-            if e["event"] in ("connected", "transfer_failed", "caller_hung_up")
+            # A REFER: from LiveKit's, the caller hears its ringing tone, not the hold.
+            if e["event"] in ("connected", "transfer_failed", "caller_hung_up", "refer")
         ]
         end = min(t for t in ends if t > hold["t"])
         # Music at its level right after the hold line, and never dead air while held.
@@ -90,13 +91,20 @@ def check_run(name, report, out):
         assert max(silences, default=0) <= DEAD_AIR_FRAMES, silences  # none over 100 ms
 
     if scenario.outcome == "connected" and scenario.refers:
-        # The bot left the media path: Dana heard LiveKit (the music) until her call left
-        # it, after the connect; what follows is between the two phones, not recorded.
+        # The bot left the media path: from the REFER Dana heard LiveKit's ringing tone,
+        # not the room, until her call left LiveKit after the connect; what follows is
+        # between the two phones, not recorded.
         connected, refer = first(events, "connected"), report["refer"]
         assert connected["mode"] == "refer" and refer["outcome"] == "transferred"
         assert 0 <= refer["caller_left_t"] - connected["t"] < 1.5
-        assert abs(len(caller) / rate - refer["caller_left_t"]) < 0.1
-        assert abs(rms_dbfs(span(caller, rate, connected["t"] - 1.0, connected["t"])) + 24) < 3
+        # Her recording ends where LiveKit's tone stopped (the NOTIFY; the room's audio
+        # stays off), before her call left at the carrier's BYE.
+        notified = first(events, "refer_notify")["t"]
+        assert notified - 0.1 < len(caller) / rate < refer["caller_left_t"] + 0.05
+        referred = first(events, "refer")["t"]
+        ringing = span(caller, rate, referred, referred + 0.9)
+        assert abs(dominant_frequency(ringing, rate) - 425) < 5 and abs(rms_dbfs(ringing) + 9) < 1
+        assert rms_dbfs(span(caller, rate, referred + 1.0, connected["t"])) < -60
     elif scenario.outcome == "connected":
         connected = first(events, "connected")
         assert connected["mode"] == str(scenario.connect_mode)

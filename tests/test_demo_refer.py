@@ -15,7 +15,7 @@ from demo_runs import Run, shared_runs  # noqa: E402
 from test_demo import check_run, first  # noqa: E402
 from test_demo_groups import pitch_hz, png_size, voice_pitch  # noqa: E402
 
-from pipecat_warm_transfer.audio.metrics import rms_dbfs, windowed_rms_dbfs  # noqa: E402
+from pipecat_warm_transfer.audio.metrics import dominant_frequency, rms_dbfs, windowed_rms_dbfs  # noqa: E402
 from pipecat_warm_transfer.demo import scenarios as story  # noqa: E402
 from pipecat_warm_transfer.demo.espeak_tts import synthesize  # noqa: E402
 from pipecat_warm_transfer.demo.runner import BOT_VOICE, RATE, REFER_CARRIER  # noqa: E402
@@ -119,14 +119,22 @@ def test_sam_hears_the_refer_sentence_in_the_bots_voice_then_is_hung_up(run):
     assert abs(pitch_hz(sentence) - bot_hz) < 0.15 * bot_hz, (pitch_hz(sentence), bot_hz)
 
 
-def test_dana_hears_the_music_until_her_call_leaves_livekit(run):
+def test_dana_hears_the_music_then_livekits_ringing_tone_until_her_call_leaves(run):
     caller = run.audio("caller")
     refer = run.report["refer"]
     referred = carrier(run.report, "REFER 202")
-    # Held while Sam's phone rings with her call (the carrier plays her a ring tone too).
-    assert abs(rms_dbfs(span_of(caller, referred, referred + 1.0)) + 24) < 3
-    # Her recording is LiveKit's: it ends where her call left the room.
-    assert abs(len(caller) / RATE - refer["caller_left_t"]) < 0.1
+    taken = referred - REFER_CARRIER.refer_after  # LiveKit took the transfer
+    # Held with the music until then; from then LiveKit's ringing tone, not the room:
+    # 425 Hz at half scale for 1 s, then the cadence's silence while Sam's phone rings.
+    assert abs(rms_dbfs(span_of(caller, taken - 1.2, taken - 0.2)) + 24) < 3
+    ringing = span_of(caller, taken + 0.05, taken + 0.95)
+    assert abs(dominant_frequency(ringing, RATE) - 425) < 5
+    assert abs(rms_dbfs(ringing) + 9) < 1
+    assert rms_dbfs(span_of(caller, taken + 1.05, run.at("connected"))) < -60
+    # Her recording is LiveKit's: it ends where the tone stopped, at the NOTIFY (the
+    # room's audio stays off), before her call left the room at the carrier's BYE.
+    notified = carrier(run.report, "NOTIFY 200")
+    assert notified - 0.1 < len(caller) / RATE < refer["caller_left_t"] + 0.05
     assert refer["caller_end_reason"] in ("closed", "disconnected")
 
 

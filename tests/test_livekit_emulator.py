@@ -2065,6 +2065,7 @@ COVERAGE = {
     ],
     "TransferSIPParticipant's play_dialtone": [
         "test_refer_mode::test_a_transfer_answers_once_the_target_answers_then_the_caller_leaves",
+        "test_refer_mode::test_the_caller_hears_livekits_ringing_tone_not_the_room_while_referred",
     ],
     # Agent dispatch: the tests live in test_agent_dispatch.py.
     "`/agent` without a WebSocket upgrade / with a token lacking the `agent` grant": [

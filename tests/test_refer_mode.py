@@ -23,6 +23,7 @@ from pipecat.transports.base_transport import TransportParams
 from protobuf_wire import proto_fields
 
 from pipecat_warm_transfer import BriefingParams, TransferTarget, WarmTransfer, WarmTransferParams
+from pipecat_warm_transfer.audio.metrics import dominant_frequency, rms_dbfs
 from pipecat_warm_transfer.backends.livekit import LiveKitSipBackend, _refer_failure, refer_uri
 from pipecat_warm_transfer.bridge import AudioBridge
 from pipecat_warm_transfer.config import load_config, validate_config_file
@@ -53,6 +54,8 @@ from pipecat_warm_transfer.testing.drivers.call_harness import CallHarness, fast
 from pipecat_warm_transfer.testing.livekit_emulator import LiveKitEmulator
 from pipecat_warm_transfer.testing.livekit_sip_transfer import (
     REFER_BYE_SECS,
+    RINGBACK_HZ,
+    RINGBACK_SOURCE,
     ReferScript,
     refer_destination,
 )
@@ -644,6 +647,57 @@ async def test_a_whole_transfer_in_refer_mode_hands_the_callers_call_to_the_huma
     assert bridge_starts == []
     assert livekit_emulator.rooms.get_room(record.room).participants == ["transfer-bot"]
     assert await offline_call.finish() == NO_LEAKS, offline_call.leak_findings
+
+
+@pytest.mark.parametrize("succeeds", [True, False], ids=["transferred", "target-busy"])
+async def test_the_caller_hears_livekits_ringing_tone_not_the_room_while_referred(
+    offline_call, livekit_emulator, scripted_humans, succeeds
+):
+    """`play_dialtone`: LiveKit swaps the room's audio to the caller for the ETSI ringing
+    tone (425 Hz, 1 s on and 4 s off, half scale) until the transfer ends; a transfer
+    that fails gives the room back (the bot tells the caller), one that goes through
+    leaves the room off until the call ends."""
+    scripted_humans[HUMAN] = accepting_human()
+    script = (
+        ReferScript(notify_after=1.6, bye_after=0.5)
+        if succeeds
+        else ReferScript.target_fails(486, after=1.6)
+    )
+    livekit_emulator.sip_transfers.default = script
+    transfer, pipeline = refer_bot(offline_call)
+    await offline_call.start(pipeline, transfer)
+    assert await transfer.start_transfer("billing")
+    result = await offline_call.wait_result(timeout=15)
+    await offline_call.wait_for("teardown_done", timeout=5)
+    if not succeeds:
+        await offline_call.wait_for("returned_to_caller", timeout=5)
+        await asyncio.sleep(1.5)  # the bot's sentence, through the room again
+    assert await offline_call.finish() == NO_LEAKS, offline_call.leak_findings
+    [record] = livekit_emulator.sip_transfers.transfers
+    assert record.play_dialtone
+    caller = offline_call.caller
+    rate = caller.sample_rate
+    audio = caller.recording()
+    start = record.events[0][0] - caller.t0 - script.refer_after  # the REFER went out
+    end = record.events[1][0] - caller.t0  # the NOTIFY
+
+    def span(a, b):
+        return audio[int(a * rate) : int(b * rate)]
+
+    ringing = span(start + 0.05, start + 0.95)
+    assert abs(dominant_frequency(ringing, rate) - RINGBACK_HZ) < 5
+    assert abs(rms_dbfs(ringing) + 9.0) < 0.5  # a half-scale sine
+    assert rms_dbfs(span(start + 1.05, end - 0.05)) < -60  # the cadence's silence: no music
+    tone = caller.heard_from(RINGBACK_SOURCE)
+    assert rms_dbfs(tone[int(start * rate) + 800 :]) > -20
+    bot = caller.heard_from("transfer-bot")
+    after = bot[int(end * rate) + 1600 :]
+    if succeeds:
+        assert result.connect_mode == ConnectMode.REFER
+        assert not after.any()  # the room's audio stayed off until the call left
+    else:
+        assert result.reason == FailureReason.CONNECT_FAILED
+        assert rms_dbfs(after) > -40  # the room again: the bot takes the caller back
 
 
 async def test_a_carrier_that_hangs_up_at_once_still_gives_a_connected_result(

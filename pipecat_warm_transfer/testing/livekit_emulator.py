@@ -417,9 +417,13 @@ FIDELITY: tuple[Fidelity, ...] = (
     ),
     Fidelity(
         "TransferSIPParticipant's play_dialtone",
-        "kept in the transfer's record: the ring tone goes to the caller's phone (the room's "
-        "audio to it muted until the outcome), nothing into the room",
-        "livekit/sip pkg/sip/inbound.go inboundCall.transferCall (SwapOutput, tones.ETSIRinging)",
+        "kept in the transfer's record; from before the REFER the caller's phone stops hearing "
+        "the room and hears the ETSI ringing tone instead (425 Hz, 1 s on, 4 s off, half "
+        "scale, 20 ms frames, silence as zeros), nothing into the room; a failed transfer "
+        "gives the room's audio back, one that went through leaves it off",
+        "livekit/sip pkg/sip/inbound.go inboundCall.transferCall (SwapOutput(nil), tones.Play "
+        "with ETSIRinging at MaxInt16/2, SwapOutput(w) on error else w.Close()); "
+        "livekit/media-sdk tones/tones.go ETSIRinging, Play",
     ),
     # Agent dispatch (the /agent WebSocket) and inbound SIP calls
     Fidelity(

@@ -19,6 +19,8 @@
    the carrier refuses it (any final status but 200/202: the error carries the status) or
    accepts it and reports the transfer target's final status in a NOTIFY (200: the call is
    transferred; any other: `call transfer failed: ...`).
+   With `play_dialtone`, the caller stops hearing the room while it lasts and hears
+   LiveKit's ringing tone instead (`ringback`); a transfer that fails gives the room back.
 3. Transferred, the API answers at once (an empty `TransferSIPParticipantResponse`); the
    carrier's BYE, or LiveKit's own hang-up one second later, ends the call:
    `sip.callStatus = hangup`, then the participant leaves the room (CLIENT_INITIATED).
@@ -34,9 +36,11 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 from livekit.protocol import sip
 from loguru import logger
 
@@ -51,6 +55,17 @@ DEFAULT_TRANSFER_TIMEOUT = 30.0
 #: livekit/sip `referByeTimeout`: after a transfer, LiveKit hangs up itself if the carrier
 #: has not sent its BYE by then.
 REFER_BYE_SECS = 1.0
+
+#: livekit/media-sdk `tones.ETSIRinging`, as livekit/sip plays it into a call being
+#: transferred with `play_dialtone`: 425 Hz for 1 s, then 4 s of silence, at half scale
+#: (`math.MaxInt16 / 2`), in 20 ms frames (`rtp.DefFrameDur`).
+RINGBACK_HZ = 425
+RINGBACK_ON_SECS = 1.0
+RINGBACK_OFF_SECS = 4.0
+RINGBACK_AMPLITUDE = 32767 // 2
+RINGBACK_FRAME_SECS = 0.02
+#: The source the caller's recording names the ringing tone by (not a room participant).
+RINGBACK_SOURCE = "livekit-sip-ringback"
 
 _ACCEPTED = (200, 202)
 _MAX_RECORDS = 10_000
@@ -133,6 +148,8 @@ class SipTransfer:
             (the call ended while the target rang: LiveKit answers success),
             `not_established`, `timed_out`, or None while under way.
         sip_status: The carrier's status of a refusal or a failure.
+        started_at: Event-loop time the SIP service took the transfer (the ringing tone,
+            with `play_dialtone`, starts then).
     """
 
     call_id: str
@@ -146,6 +163,7 @@ class SipTransfer:
     outcome: str | None = None
     sip_status: int | None = None
     events: list[tuple[float, str]] = field(default_factory=list)
+    started_at: float = 0.0
 
 
 class SipTransfers:
@@ -280,6 +298,7 @@ class SipTransfers:
             headers=dict(req.headers),
             timeout=timeout,
             script=script,
+            started_at=loop.time(),
         )
         if len(self.transfers) >= _MAX_RECORDS:
             del self.transfers[: len(self.transfers) - _MAX_RECORDS + 1]
@@ -307,12 +326,32 @@ class SipTransfers:
             )
 
     async def _refer(self, record: SipTransfer, connection: MemoryConnection) -> TwirpError | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + record.timeout
-        script = record.script
         if self._call_state(record.call_id, connection) != "established":
             record.outcome = "not_established"
             return TwirpError.psrpc("failed_precondition", "can't transfer non established call")
+        if not record.play_dialtone:
+            return await self._refer_call(record, connection)
+        # transferCall: the room's audio to the caller is swapped out for the ringing
+        # tone; given back if the transfer fails, closed for good if it goes through.
+        connection.room_audio_muted = True
+        ringing = asyncio.create_task(ringback(connection), name=f"ringback {record.call_id}")
+        error = None
+        try:
+            error = await self._refer_call(record, connection)
+        finally:
+            ringing.cancel()
+            await asyncio.gather(ringing, return_exceptions=True)
+            if error is not None:
+                connection.room_audio_muted = False
+        return error
+
+    async def _refer_call(
+        self, record: SipTransfer, connection: MemoryConnection
+    ) -> TwirpError | None:
+        """The REFER and its NOTIFY (livekit/sip `TransferCall`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + record.timeout
+        script = record.script
         # sendRefer: the REFER's answer is awaited whatever the request's deadline.
         await asyncio.sleep(script.refer_after)
         self._note(record, f"REFER {script.refer_status}")
@@ -423,3 +462,28 @@ def refer_destination(transfer_to: str) -> str:
             text = text[len(scheme) :]
             break
     return text.split(";")[0].split("@")[0]
+
+
+async def ringback(connection: MemoryConnection) -> None:
+    """Play LiveKit's ringing tone into a SIP participant's call until cancelled.
+
+    livekit/media-sdk `tones.Play` with `ETSIRinging`: 20 ms frames, on a clock of their
+    own, the tone and then silence (written as zeros, as LiveKit does).
+    """
+    rate = connection.sample_rate or 48000
+    frame = int(rate * RINGBACK_FRAME_SECS)
+    cycle = int(round((RINGBACK_ON_SECS + RINGBACK_OFF_SECS) / RINGBACK_FRAME_SECS))
+    on = int(round(RINGBACK_ON_SECS / RINGBACK_FRAME_SECS))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for index in itertools.count():
+        position = index * frame
+        if index % cycle < on:
+            t = (np.arange(frame) + position) / rate
+            samples = RINGBACK_AMPLITUDE * np.sin(2 * np.pi * RINGBACK_HZ * t)
+            audio = samples.astype(np.int16).tobytes()
+        else:
+            audio = bytes(2 * frame)
+        if not connection.hear(audio, rate, RINGBACK_SOURCE):
+            return
+        await asyncio.sleep(max(0.0, start + (index + 1) * RINGBACK_FRAME_SECS - loop.time()))

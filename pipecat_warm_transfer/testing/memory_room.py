@@ -305,6 +305,7 @@ class MemoryConnection:
         self._disconnect_reason: str | None = None
         self._vanished = False
         self._attributes: dict[str, str] = {}
+        self._room_audio_muted = False
         self.connected_at = time.monotonic()
 
     def __repr__(self) -> str:
@@ -395,7 +396,31 @@ class MemoryConnection:
             return True
         event = AudioReceived(self._identity, bytes(audio), sample_rate, _now())
         for peer in self._server._peers(self):
-            peer._inbox.put(event)
+            if not peer._room_audio_muted:
+                peer._inbox.put(event)
+        return True
+
+    @property
+    def room_audio_muted(self) -> bool:
+        """Whether the room's audio is kept from this participant (see `hear`)."""
+        return self._room_audio_muted
+
+    @room_audio_muted.setter
+    def room_audio_muted(self, muted: bool) -> None:
+        self._room_audio_muted = muted
+
+    def hear(self, audio: bytes, sample_rate: int, source: str) -> bool:
+        """Give this participant audio that does not come from the room.
+
+        A SIP participant's phone hears what LiveKit's SIP service writes into the call,
+        e.g. the ringing tone of a transfer, under the identity `source`.
+
+        Returns:
+            Whether it was given (False when the connection is closed).
+        """
+        if not self.connected or not audio:
+            return False
+        self._inbox.put(AudioReceived(source, bytes(audio), sample_rate, _now()))
         return True
 
     def send_dtmf(self, digit: str) -> bool:

@@ -115,7 +115,9 @@ class CallReport:
     #: Each leftover counted in `leaks`, with where it was seen.
     leak_findings: list[str] = field(default_factory=list)
     #: Each REFER of the caller's call: `to` (the number or URI), `outcome` (the
-    #: emulator's `SipTransfer.outcome`; None in memory, where only the request is kept).
+    #: emulator's `SipTransfer.outcome`), `t` (when LiveKit took it, s from sample 0) and
+    #: `ringback` (the caller hears LiveKit's ringing tone, not the room, from `t`). In
+    #: memory only the request is kept (`outcome` and `t` None, no ringback).
     referrals: list[dict] = field(default_factory=list)
     #: Why the caller's connection closed (None: still open when the call ended).
     caller_left_reason: str | None = None
@@ -603,11 +605,17 @@ class CallHarness:
         faults_fired: list[tuple[str, str]] = []
         ringing_dials = 0
         referrals = [
-            {"to": to, "outcome": None} for _room, _who, to in getattr(self.backend, "referred", [])
+            {"to": to, "outcome": None, "t": None, "ringback": False}
+            for _room, _who, to in getattr(self.backend, "referred", [])
         ]
         if self.emulator is not None:
             referrals = [
-                {"to": r.transfer_to, "outcome": r.outcome}
+                {
+                    "to": r.transfer_to,
+                    "outcome": r.outcome,
+                    "t": round(r.started_at - self.t0, 3),
+                    "ringback": r.play_dialtone,
+                }
                 for r in self.emulator.sip_transfers.transfers
             ]
             dials = [_dial_summary(c, self.t0) for c in self.emulator.calls]

@@ -307,9 +307,14 @@ HOLD_ENDS = ("connected", "transfer_failed", *_CALLER_LEFT, "teardown_done", "ca
 
 
 def hold_windows(report) -> list[tuple[float, float]]:
-    """(request, end of the hold) of each transfer, in s as the caller heard them."""
+    """(request, end of the hold) of each transfer, in s as the caller heard them.
+
+    A REFER with LiveKit's ringing tone ends the hold where LiveKit took it: from there
+    the caller hears the tone's cadence (1 s on, 4 s off), not the room.
+    """
     heard = _heard_events(report)
     last = len(report.caller_audio) / report.sample_rate
+    rings = [r["t"] for r in getattr(report, "referrals", ()) if r.get("ringback")]
     windows = []
     for start, request in [(t, e) for t, e in heard if e["event"] == "transfer_requested"]:
         number = request.get("transfer")
@@ -318,6 +323,7 @@ def hold_windows(report) -> list[tuple[float, float]]:
             for t, e in heard
             if t >= start and e["event"] in HOLD_ENDS and e.get("transfer", number) == number
         ]
+        ends += [t for t in rings if t >= start]
         windows.append((start, min(ends) if ends else last))
     return windows
 
