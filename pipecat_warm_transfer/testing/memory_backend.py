@@ -19,7 +19,9 @@ for the briefing pipeline), `move_to()` (`server.move_participant`, or
 always leaves the server as it found it (no room, participant or connection left).
 `refer_caller()` plays the caller's carrier as the emulator's SIP service does, by the
 backend's `ReferScript`: refused, the target's line failing, or transferred (the caller's
-SIP participant then leaves the caller's room, `sip.callStatus = hangup`).
+SIP participant then leaves the caller's room, `sip.callStatus = hangup`). It does not
+play LiveKit's ringing tone meanwhile (the caller keeps hearing the room); the emulator
+does (`livekit_sip_transfer.ringback`).
 """
 
 from __future__ import annotations

@@ -165,8 +165,18 @@ def _connects(report, voices, heard, last, result: Listening) -> None:
         text = voices.params.connected_message
         if text:
             secs = sentence_secs(text, rate, voices.bot_pitch_hz)
+            # Said on the accept, during the briefing: in `refer` mode the human then hears
+            # a long sentence before the join, so the join may come well after it.
+            briefed = [
+                u
+                for u, x in heard
+                if x["event"] == "briefing_started"
+                and x.get("transfer") == e.get("transfer")
+                and u < t
+            ]
+            since = min(t - secs - 5.0, briefed[-1]) if briefed else t - secs - 5.0
             found = sentence_heard(
-                report.caller_audio, text, rate, voices.bot_pitch_hz, (t - secs - 5.0, t + 1.0)
+                report.caller_audio, text, rate, voices.bot_pitch_hz, (since, t + 1.0)
             )
             if t + 0.5 > last and not (found and found.whole()):
                 # A referred call leaves right after: heard whole, it is judged all the same.
@@ -177,7 +187,7 @@ def _connects(report, voices, heard, last, result: Listening) -> None:
                     None
                     if found and found.whole()
                     else f"the caller did not hear `{text}` before the join at {t:.2f}s",
-                    _stalled(report, t - secs - 5.0, t + 1.0),
+                    _stalled(report, since, t + 1.0),
                 )
         clip = voices.human_clip
         if clip is None:
