@@ -864,7 +864,7 @@ def summarize(summaries: list[dict]) -> dict:
     through = [s for s in summaries if s["livekit"] and s["connected"]]
     total["connected"] = sum(bool(s["connected"]) for s in summaries)
     total["connected_through_emulator"] = len(through)
-    for mode in ("move", "bridge"):
+    for mode in ("move", "bridge", "refer"):
         total[f"connected_through_emulator_{mode}"] = sum(mode in s["connected"] for s in through)
     total["faults_armed"] = sum(s["faults_armed"] for s in summaries)
     fired: dict[str, int] = {}
