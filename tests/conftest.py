@@ -1,8 +1,12 @@
-"""The fault suite's totals: which hard paths its runs reached, what was listened for.
+"""The fault suite's totals, and the demo runs made while the other tests run.
 
 Each run of `test_fault_injection.py` leaves its summary in the test report's
 `user_properties` (they cross pytest-xdist's workers); the totals are printed at the end
 and, with `WT_FUZZ_SUMMARY=path`, written as JSON (`make soak` keeps them).
+
+The demo tests read runs of the demo made once per session (`demo_runs`): one worker
+starts them as the session starts, in a thread, and waits for them before it ends; those
+tests are sent last, so nobody waits for the runs.
 """
 
 import json
@@ -34,3 +38,43 @@ def pytest_terminal_summary(terminalreporter):
     if path:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(totals, f, indent=2)
+
+
+def _reads_demo_runs(item) -> bool:
+    from demo_runs import MODULE_SETS
+
+    return item.path.name in MODULE_SETS and bool({"runs", "run"} & set(item.fixturenames))
+
+
+def pytest_collection_modifyitems(items):
+    """The tests that read demo runs go last: by then the runs (started with the session,
+    in the background) are made, and no worker waits for them."""
+    try:
+        items.sort(key=_reads_demo_runs)
+    except ImportError:
+        pass
+
+
+def pytest_collection_finish(session):
+    """Start the demo runs the selected tests will read (one worker of the session does)."""
+    if session.config.option.collectonly:
+        return
+    try:
+        from demo_runs import MODULE_SETS, shared_base, start_in_background
+    except ImportError:  # the demo's extras are not installed: its tests skip
+        return
+    keys = {MODULE_SETS[item.path.name] for item in session.items if _reads_demo_runs(item)}
+    if keys:
+        base = shared_base(session.config._tmp_path_factory)
+        session.config._demo_runs = start_in_background(base, sorted(keys, key=_ORDER.index))
+
+
+#: The longest set first: its tests are the likeliest to come before it is done.
+_ORDER = ["single", "groups", "refer"]
+
+
+def pytest_sessionfinish(session):
+    """Wait for the demo runs this worker makes (other workers may be reading them)."""
+    thread = getattr(session.config, "_demo_runs", None)
+    if thread is not None:
+        thread.join(timeout=600)

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,15 +97,44 @@ def _run_together(root: Path, names: list[str], env: dict, timeout: float) -> di
     return done
 
 
+#: The sets of demo runs and the test module that reads each (its fixture: `runs`/`run`).
+MODULE_SETS = {
+    "test_demo.py": "single",
+    "test_demo_groups.py": "groups",
+    "test_demo_refer.py": "refer",
+}
+#: Bound on each batch of runs (the longest scenario takes about 45 s alone).
+BATCH_TIMEOUT_SECS = 120
+
+
+def demo_sets() -> dict[str, list[str]]:
+    """The scenarios of each set: Sam's alone, the team's, and the REFER."""
+    from pipecat_warm_transfer.demo.scenarios import SCENARIOS
+
+    return {
+        "single": [n for n, s in SCENARIOS.items() if not s.team and not s.refers],
+        "groups": [n for n, s in SCENARIOS.items() if s.team],
+        "refer": [n for n, s in SCENARIOS.items() if s.refers],
+    }
+
+
+def shared_base(tmp_path_factory) -> Path:
+    """This session's temporary root, shared by its xdist workers."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 def shared_runs(tmp_path_factory, key: str, names: list[str], timeout: float) -> dict[str, Run]:
-    """`run_demos` once per session, whichever xdist workers ask (the others wait).
+    """The set `key` of demo runs, made once per session whoever asks first."""
+    return made_once(shared_base(tmp_path_factory), key, names, timeout)
+
+
+def made_once(base: Path, key: str, names: list[str], timeout: float) -> dict[str, Run]:
+    """`run_demos` once per session, whichever xdist workers (or threads) ask.
 
     Under xdist the workers' temporary roots share a parent that is this session's own;
-    a lock there lets one worker run the demos while the others wait for its files.
+    a lock there lets one run the demos while the others wait for its files.
     """
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
     root = base / f"demo-{key}"
     with open(base / f"demo-{key}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -120,3 +150,30 @@ def shared_runs(tmp_path_factory, key: str, names: list[str], timeout: float) ->
         saved = {n: {"returncode": r.returncode, "stdout": r.stdout} for n, r in runs.items()}
         done.write_text(json.dumps(saved))
         return runs
+
+
+def start_in_background(base: Path, keys: list[str]) -> threading.Thread | None:
+    """Make the sets `keys` in a thread, if no other worker of the session does already.
+
+    Called as the session starts, so the runs (real time, mostly waiting) are made while
+    the other tests run, and no worker sits waiting for them when their tests come.
+
+    Returns:
+        The thread (to join before the session ends), or None (another worker has it).
+    """
+    starter = open(base / "demo-starter.lock", "a")  # noqa: SIM115 (held for the session)
+    try:
+        fcntl.flock(starter, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        starter.close()
+        return None
+    sets = demo_sets()
+
+    def make_all():
+        for key in keys:
+            made_once(base, key, sets[key], BATCH_TIMEOUT_SECS)
+
+    thread = threading.Thread(target=make_all, name="demo-runs", daemon=True)
+    thread.starter = starter  # the lock is held as long as the thread is kept
+    thread.start()
+    return thread
