@@ -66,11 +66,7 @@ def pytest_collection_finish(session):
     keys = {MODULE_SETS[item.path.name] for item in session.items if _reads_demo_runs(item)}
     if keys:
         base = shared_base(session.config._tmp_path_factory)
-        session.config._demo_runs = start_in_background(base, sorted(keys, key=_ORDER.index))
-
-
-#: The longest set first: its tests are the likeliest to come before it is done.
-_ORDER = ["single", "groups", "refer"]
+        session.config._demo_runs = start_in_background(base, keys)
 
 
 def pytest_sessionfinish(session):

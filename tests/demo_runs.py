@@ -108,7 +108,7 @@ BATCH_TIMEOUT_SECS = 120
 
 
 def demo_sets() -> dict[str, list[str]]:
-    """The scenarios of each set: Sam's alone, the team's, and the REFER."""
+    """The scenarios of each set, the longest first: Sam's alone, the team's, the REFER."""
     from pipecat_warm_transfer.demo.scenarios import SCENARIOS
 
     return {
@@ -152,7 +152,7 @@ def made_once(base: Path, key: str, names: list[str], timeout: float) -> dict[st
         return runs
 
 
-def start_in_background(base: Path, keys: list[str]) -> threading.Thread | None:
+def start_in_background(base: Path, keys: set[str]) -> threading.Thread | None:
     """Make the sets `keys` in a thread, if no other worker of the session does already.
 
     Called as the session starts, so the runs (real time, mostly waiting) are made while
@@ -167,11 +167,11 @@ def start_in_background(base: Path, keys: list[str]) -> threading.Thread | None:
     except BlockingIOError:
         starter.close()
         return None
-    sets = demo_sets()
+    sets = {key: names for key, names in demo_sets().items() if key in keys}
 
-    def make_all():
-        for key in keys:
-            made_once(base, key, sets[key], BATCH_TIMEOUT_SECS)
+    def make_all():  # in `demo_sets` order: the longest set first
+        for key, names in sets.items():
+            made_once(base, key, names, BATCH_TIMEOUT_SECS)
 
     thread = threading.Thread(target=make_all, name="demo-runs", daemon=True)
     thread.starter = starter  # the lock is held as long as the thread is kept

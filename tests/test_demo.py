@@ -52,10 +52,14 @@ def runs(tmp_path_factory) -> dict[str, Run]:
 
 @pytest.mark.parametrize("name", SINGLE)
 def test_scenario_runs_as_scripted(runs, name):
-    run = runs[name]
+    check_command_run(runs[name])
+
+
+def check_command_run(run: Run) -> None:
+    """A `demo` command's run: exit 0, its summary line, and its files (`check_run`)."""
     assert run.returncode == 0, run.stdout
-    assert f"scenario '{name}'" in run.stdout and "leaks: rooms 0" in run.stdout
-    check_run(name, run.report, run.out)
+    assert f"scenario '{run.name}'" in run.stdout and "leaks: rooms 0" in run.stdout
+    check_run(run.name, run.report, run.out)
 
 
 def check_run(name, report, out):

@@ -15,9 +15,9 @@ pytest.importorskip("espeakng_loader")
 pytest.importorskip("matplotlib")
 
 from demo_runs import Run, shared_runs  # noqa: E402
-from test_demo import check_run, first, span  # noqa: E402
+from test_demo import check_command_run, first, span  # noqa: E402
 
-from pipecat_warm_transfer.audio.metrics import rms_dbfs  # noqa: E402
+from pipecat_warm_transfer.audio.metrics import rms_dbfs, voice_pitch_hz  # noqa: E402
 from pipecat_warm_transfer.callback import spoken_number  # noqa: E402
 from pipecat_warm_transfer.demo import scenarios as story  # noqa: E402
 from pipecat_warm_transfer.demo.espeak_tts import synthesize  # noqa: E402
@@ -42,24 +42,21 @@ def runs(tmp_path_factory) -> dict[str, Run]:
 
 
 def pitch_hz(x: np.ndarray) -> float:
-    """Median pitch of the voiced 40 ms frames (autocorrelation, 60-400 Hz)."""
-    x = np.asarray(x, dtype=np.float64) / 32768
-    n = int(0.04 * RATE)
-    pitches = []
-    for i in range(0, len(x) - n, n // 2):
-        frame = x[i : i + n] - x[i : i + n].mean()
-        if np.sqrt(np.mean(frame**2)) < 0.01:
-            continue
-        ac = np.correlate(frame, frame, "full")[n - 1 :]
-        lo, hi = RATE // 400, RATE // 60
-        lag = lo + int(np.argmax(ac[lo:hi]))
-        if ac[lag] > 0.3 * ac[0]:
-            pitches.append(RATE / lag)
-    return float(np.median(pitches)) if pitches else 0.0
+    """Median pitch of the voiced frames of int16 audio at the demo's rate."""
+    return voice_pitch_hz(x, RATE)
 
 
 def voice_pitch(text: str, voice: str) -> float:
     return pitch_hz(np.frombuffer(synthesize(text, voice=voice, sample_rate=RATE), np.int16))
+
+
+def assert_in_voice(audio: np.ndarray, text: str, voice: str, *, louder_than: float) -> float:
+    """`audio` is louder than `louder_than` dBFS and at the pitch `voice` says `text` at
+    (within 15 %); returns that pitch."""
+    assert rms_dbfs(audio) > louder_than
+    expected = voice_pitch(text, voice)
+    assert abs(pitch_hz(audio) - expected) < 0.15 * expected, (pitch_hz(audio), expected)
+    return expected
 
 
 def png_size(path) -> tuple[int, int]:
@@ -71,10 +68,7 @@ def png_size(path) -> tuple[int, int]:
 
 @pytest.mark.parametrize("name", TEAM)
 def test_team_scenario_runs_as_scripted(runs, name):
-    run = runs[name]
-    assert run.returncode == 0, run.stdout
-    assert f"scenario '{name}'" in run.stdout and "leaks: rooms 0" in run.stdout
-    check_run(name, run.report, run.out)
+    check_command_run(runs[name])
 
 
 def test_ring_group_tries_each_colleague_in_turn(runs):
@@ -132,11 +126,8 @@ def test_ring_group_audio_maria_reaches_dana_and_the_humans_come_in_turn(runs):
 
     # After the connect Dana hears Maria: loud, at Maria's pitch, not the bot's.
     heard = span(caller, RATE, connected + 0.7, connected + 4.0)
-    assert rms_dbfs(heard) > -35
-    maria_hz = voice_pitch(story.MARIA.to_caller, story.MARIA.voice)
-    bot_hz = voice_pitch(story.HOLD_LINE, BOT_VOICE)
-    assert maria_hz > 1.5 * bot_hz  # the test can tell them apart
-    assert abs(pitch_hz(heard) - maria_hz) < 0.15 * maria_hz, (pitch_hz(heard), maria_hz)
+    maria_hz = assert_in_voice(heard, story.MARIA.to_caller, story.MARIA.voice, louder_than=-35)
+    assert maria_hz > 1.5 * voice_pitch(story.HOLD_LINE, BOT_VOICE)  # told apart
 
     # human.wav: Sam hears his briefing; nobody is on the line from his decline until the
     # bot speaks to Maria; Maria hears her briefing, then Dana's thanks.
@@ -144,9 +135,7 @@ def test_ring_group_audio_maria_reaches_dana_and_the_humans_come_in_turn(runs):
     assert rms_dbfs(span(human, RATE, sam["ended_t"] + 0.3, maria["answered_t"] + 1.0)) < -60
     assert rms_dbfs(span(human, RATE, maria["answered_t"], maria["ended_t"])) > -35
     thanks = span(human, RATE, connected + 1.5, hung_up)
-    dana_hz = voice_pitch(story.CALLER_THANKS, "en-us+f3")
-    assert rms_dbfs(thanks) > -40
-    assert abs(pitch_hz(thanks) - dana_hz) < 0.15 * dana_hz, (pitch_hz(thanks), dana_hz)
+    assert_in_voice(thanks, story.CALLER_THANKS, "en-us+f3", louder_than=-40)
 
 
 def test_ring_group_timeline_has_a_lane_per_colleague(runs):
@@ -231,20 +220,15 @@ def test_ring_all_audio_dana_hears_maria_and_only_maria_answered(runs):
 
     # After the connect Dana hears Maria: loud, at Maria's pitch, not the bot's.
     heard = span(caller, RATE, connected + 0.7, connected + 4.0)
-    assert rms_dbfs(heard) > -35
-    maria_hz = voice_pitch(story.MARIA.to_caller, story.MARIA.voice)
-    bot_hz = voice_pitch(story.HOLD_LINE, BOT_VOICE)
-    assert maria_hz > 1.5 * bot_hz  # the test can tell them apart
-    assert abs(pitch_hz(heard) - maria_hz) < 0.15 * maria_hz, (pitch_hz(heard), maria_hz)
+    maria_hz = assert_in_voice(heard, story.MARIA.to_caller, story.MARIA.voice, louder_than=-35)
+    assert maria_hz > 1.5 * voice_pitch(story.HOLD_LINE, BOT_VOICE)  # told apart
 
     # human.wav: nobody was on a phone until Maria answered (the others never picked
     # up); then Maria's briefing, then Dana's thanks.
     assert not np.any(human[: int(maria["answered_t"] * RATE) - RATE // 10])
     assert rms_dbfs(span(human, RATE, maria["answered_t"], connected)) > -35
     thanks = span(human, RATE, connected + 1.5, hung_up)
-    dana_hz = voice_pitch(story.CALLER_THANKS, "en-us+f3")
-    assert rms_dbfs(thanks) > -40
-    assert abs(pitch_hz(thanks) - dana_hz) < 0.15 * dana_hz, (pitch_hz(thanks), dana_hz)
+    assert_in_voice(thanks, story.CALLER_THANKS, "en-us+f3", louder_than=-40)
 
 
 def test_after_hours_nobody_is_dialed_and_dana_hears_when_the_team_is_back(runs):

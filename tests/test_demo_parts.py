@@ -13,6 +13,7 @@ pytest.importorskip("matplotlib")
 from pipecat.frames.frames import TTSAudioRawFrame, TTSSpeakFrame  # noqa: E402
 from pipecat.tests.utils import run_test  # noqa: E402
 
+from pipecat_warm_transfer.audio.metrics import voice_pitch_hz  # noqa: E402
 from pipecat_warm_transfer.demo.espeak_tts import (  # noqa: E402
     EspeakTTSService,
     available_variants,
@@ -43,19 +44,8 @@ def _spectrum(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _f0(x: np.ndarray, rate: int) -> float:
-    """Median pitch of the voiced 40 ms frames (autocorrelation, 60-400 Hz)."""
-    n = int(0.04 * rate)
-    pitches = []
-    for i in range(0, len(x) - n, n // 2):
-        frame = x[i : i + n] - x[i : i + n].mean()
-        if np.sqrt(np.mean(frame**2)) < 0.01:
-            continue
-        ac = np.correlate(frame, frame, "full")[n - 1 :]
-        lo, hi = rate // 400, rate // 60
-        lag = lo + int(np.argmax(ac[lo:hi]))
-        if ac[lag] > 0.3 * ac[0]:
-            pitches.append(rate / lag)
-    return float(np.median(pitches)) if pitches else 0.0
+    """`voice_pitch_hz` of samples scaled to ±1 (as `_samples` gives them)."""
+    return voice_pitch_hz(x * 32768, rate)
 
 
 def test_espeak_speaks_plausible_speech():

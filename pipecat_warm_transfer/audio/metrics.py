@@ -48,6 +48,27 @@ def dominant_frequency(audio: bytes | np.ndarray, sample_rate: int) -> float:
     return float(k * sample_rate / x.size)
 
 
+def voice_pitch_hz(audio: bytes | np.ndarray, sample_rate: int) -> float:
+    """Median pitch (Hz) of the voiced 40 ms frames: autocorrelation over 60-400 Hz.
+
+    A frame is voiced when its RMS is over 1 % of full scale and its autocorrelation
+    peak is over 30 % of its energy; 0.0 when no frame is.
+    """
+    x = as_samples(audio).astype(np.float64) / 32768
+    n = int(0.04 * sample_rate)
+    lo, hi = sample_rate // 400, sample_rate // 60
+    pitches = []
+    for i in range(0, len(x) - n, n // 2):
+        frame = x[i : i + n] - x[i : i + n].mean()
+        if np.sqrt(np.mean(frame**2)) < 0.01:
+            continue
+        ac = np.correlate(frame, frame, "full")[n - 1 :]
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.3 * ac[0]:
+            pitches.append(sample_rate / lag)
+    return float(np.median(pitches)) if pitches else 0.0
+
+
 def max_step(audio: bytes | np.ndarray) -> int:
     """Largest absolute difference between consecutive samples (a click shows as a jump)."""
     x = as_samples(audio).astype(np.int32)

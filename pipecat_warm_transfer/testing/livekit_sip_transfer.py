@@ -468,22 +468,19 @@ async def ringback(connection: MemoryConnection) -> None:
     """Play LiveKit's ringing tone into a SIP participant's call until cancelled.
 
     livekit/media-sdk `tones.Play` with `ETSIRinging`: 20 ms frames, on a clock of their
-    own, the tone and then silence (written as zeros, as LiveKit does).
+    own, the tone and then silence (written as zeros, as LiveKit does). The tone's second
+    holds whole cycles of 425 Hz, so each cycle's frames are the same: made once.
     """
     rate = connection.sample_rate or 48000
     frame = int(rate * RINGBACK_FRAME_SECS)
-    cycle = int(round((RINGBACK_ON_SECS + RINGBACK_OFF_SECS) / RINGBACK_FRAME_SECS))
     on = int(round(RINGBACK_ON_SECS / RINGBACK_FRAME_SECS))
+    off = int(round(RINGBACK_OFF_SECS / RINGBACK_FRAME_SECS))
+    tone = RINGBACK_AMPLITUDE * np.sin(2 * np.pi * RINGBACK_HZ * np.arange(on * frame) / rate)
+    pcm = tone.astype(np.int16).tobytes()
+    cycle = [pcm[2 * k * frame : 2 * (k + 1) * frame] for k in range(on)] + [bytes(2 * frame)] * off
     loop = asyncio.get_running_loop()
     start = loop.time()
-    for index in itertools.count():
-        position = index * frame
-        if index % cycle < on:
-            t = (np.arange(frame) + position) / rate
-            samples = RINGBACK_AMPLITUDE * np.sin(2 * np.pi * RINGBACK_HZ * t)
-            audio = samples.astype(np.int16).tobytes()
-        else:
-            audio = bytes(2 * frame)
+    for index, audio in enumerate(itertools.cycle(cycle)):
         if not connection.hear(audio, rate, RINGBACK_SOURCE):
             return
         await asyncio.sleep(max(0.0, start + (index + 1) * RINGBACK_FRAME_SECS - loop.time()))
